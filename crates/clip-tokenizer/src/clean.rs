@@ -175,9 +175,10 @@ const CP1252_HIGH: [char; 32] = [
     '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}', 'ž', 'Ÿ',
 ];
 
-fn sloppy_cp1252_byte(c: char) -> Option<u8> {
+fn single_byte(c: char) -> Option<u8> {
     let u = c as u32;
-    if u < 0x80 || (0xa0..=0xff).contains(&u) {
+    // Latin-1 covers U+0000..U+00FF (C1 controls included); Windows-1252 adds its 0x80..0x9F glyphs
+    if u <= 0xff {
         return Some(u as u8);
     }
     CP1252_HIGH
@@ -204,16 +205,49 @@ fn fix_c1_controls(text: &str) -> String {
 pub fn looks_like_mojibake(text: &str) -> bool {
     let mut prev: Option<u8> = None;
     for c in text.chars() {
-        let b = sloppy_cp1252_byte(c);
+        let b = single_byte(c);
         if let (Some(lead), Some(cont)) = (prev, b)
             && (0xc2..=0xef).contains(&lead)
             && (0x80..=0xbf).contains(&cont)
         {
             return true;
         }
+        // `Â`/`Ã` then a space: a no-break space (0xA0) that was turned into a plain space
+        if matches!(prev, Some(0xc2 | 0xc3)) && c == ' ' {
+            return true;
+        }
         prev = b;
     }
     false
+}
+
+/// ftfy's `restore_byte_a0` (two-byte sequences): put back the 0xA0 that became a space. A lone
+/// `Ã` before a word is read as `à` and keeps its space (ftfy's `A_GRAVE_WORD_RE`).
+fn restore_byte_a0(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 4);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if i + 1 < bytes.len()
+            && bytes[i + 1] == b' '
+            && matches!(b, 0xc2 | 0xc3 | 0xc5 | 0xce | 0xd0 | 0xd9)
+        {
+            let rest = &bytes[i + 2..];
+            let a_grave_word = b == 0xc3
+                && ![&b" "[..], b"quele", b"quela", b"quilo", b"s "]
+                    .iter()
+                    .any(|p| rest.starts_with(p));
+            out.extend_from_slice(&[b, 0xa0]);
+            if a_grave_word {
+                out.push(b' ');
+            }
+            i += 2;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// ftfy's `fix_encoding` for the case it is mostly used for: UTF-8 that was decoded as
@@ -224,8 +258,11 @@ fn fix_encoding(text: &str) -> String {
         if text.is_ascii() || !looks_like_mojibake(&text) {
             return text;
         }
-        let bytes: Option<Vec<u8>> = text.chars().map(sloppy_cp1252_byte).collect();
-        let Some(bytes) = bytes else { return text };
+        let bytes: Option<Vec<u8>> = text.chars().map(single_byte).collect();
+        let Some(mut bytes) = bytes else { return text };
+        if std::str::from_utf8(&bytes).is_err() {
+            bytes = restore_byte_a0(&bytes);
+        }
         match String::from_utf8(bytes) {
             Ok(fixed) if fixed != text => text = fixed,
             _ => return text,

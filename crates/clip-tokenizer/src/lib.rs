@@ -287,7 +287,10 @@ mod tests {
     fn known_ids() {
         let t = Tokenizer::global();
         // "a photo of a cat." as produced by clip.tokenize
-        assert_eq!(t.encode("a photo of a cat."), vec![320, 1125, 539, 320, 2368, 269]);
+        assert_eq!(
+            t.encode("a photo of a cat."),
+            vec![320, 1125, 539, 320, 2368, 269]
+        );
     }
 
     #[test]
