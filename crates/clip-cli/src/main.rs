@@ -1,1 +1,153 @@
-fn main() {}
+//! The `clip` command: thin over the libraries. Parse args → resolve → `commands::x`.
+
+mod classify;
+mod embed;
+mod io;
+mod models;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "clip", version, about = "CLIP in Rust: tokenize, preprocess, embed, classify, convert")]
+struct Cli {
+    /// Worker threads for tensor math and image decoding (default: all cores)
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Token ids, one JSON array per text, padded to the context length (like clip.tokenize)
+    Tokenize(TokenizeArgs),
+    /// Decode, resize, crop and normalise one image into a float32 [3,N,N] .npy
+    Preprocess(PreprocessArgs),
+    /// Embed images or texts into .npy, .safetensors or .jsonl
+    Embed(embed::EmbedArgs),
+    /// Zero-shot classification of images by typed labels
+    Classify(classify::ClassifyArgs),
+    /// Convert any supported checkpoint to model.safetensors + config.json
+    Convert(ConvertArgs),
+    /// List model presets and known pretrained tags
+    Models,
+}
+
+#[derive(Args)]
+struct TokenizeArgs {
+    /// Context length (rows are padded with zeros to it)
+    #[arg(long, default_value_t = clip_tokenizer::DEFAULT_CONTEXT_LENGTH)]
+    context_length: usize,
+    /// Cut over-long texts (the last kept token is EOT) instead of failing
+    #[arg(long)]
+    truncate: bool,
+    /// Read texts from a file, one per line
+    #[arg(long, conflicts_with = "texts")]
+    file: Option<PathBuf>,
+    /// Texts to tokenize
+    #[arg(required_unless_present = "file")]
+    texts: Vec<String>,
+}
+
+#[derive(Args)]
+struct PreprocessArgs {
+    image: PathBuf,
+    /// Output side length
+    #[arg(long, default_value_t = 224)]
+    size: usize,
+    /// Output .npy path
+    #[arg(long)]
+    out: PathBuf,
+    /// Composite transparent pixels onto white instead of dropping alpha
+    #[arg(long)]
+    flatten_alpha: bool,
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// Checkpoint path or NAME:TAG
+    #[arg(long)]
+    model: String,
+    /// Output directory
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn tokenize(args: &TokenizeArgs) -> Result<()> {
+    let texts = match &args.file {
+        Some(f) => io::read_lines(f)?,
+        None => args.texts.clone(),
+    };
+    let tok = clip_tokenizer::Tokenizer::global();
+    let mut out = String::new();
+    for (i, t) in texts.iter().enumerate() {
+        let ids = tok
+            .encode_with_specials(t, args.context_length, args.truncate)
+            .with_context(|| format!("text {} cannot be tokenized", i + 1))?;
+        let mut row = ids;
+        row.resize(args.context_length, 0);
+        out.push_str(&serde_json::to_string(&row)?);
+        out.push('\n');
+    }
+    print!("{out}");
+    Ok(())
+}
+
+fn preprocess(args: &PreprocessArgs) -> Result<()> {
+    if args.size == 0 {
+        bail!("--size must be at least 1");
+    }
+    let mut p = clip_data::Preprocess::clip(args.size);
+    if args.flatten_alpha {
+        p.alpha = clip_data::Alpha::FlattenOnWhite;
+    }
+    let data = p.load(&args.image)?;
+    io::write_npy(&args.out, &[3, args.size, args.size], &data)?;
+    Ok(())
+}
+
+fn convert(args: &ConvertArgs) -> Result<()> {
+    let device = clip_model::cpu();
+    let clip = models::load(&args.model, &device)?;
+    clip_model::save_clip(&clip, &args.out)?;
+    eprintln!("wrote {} and {}", args.out.join("model.safetensors").display(), args.out.join("config.json").display());
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+            .context("setting the thread count")?;
+    }
+    match &cli.command {
+        Command::Tokenize(a) => tokenize(a),
+        Command::Preprocess(a) => preprocess(a),
+        Command::Embed(a) => embed::run(a),
+        Command::Classify(a) => classify::run(a),
+        Command::Convert(a) => convert(a),
+        Command::Models => {
+            print!("{}", models::listing());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}

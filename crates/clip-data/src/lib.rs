@@ -1,1 +1,112 @@
+//! Image decoding and CLIP preprocessing, matching torchvision's
+//! `Compose([Resize(n, BICUBIC), CenterCrop(n), ToTensor(), Normalize(mean, std)])` on PIL images.
 
+pub mod image;
+pub mod jpeg;
+pub mod resize;
+
+use std::path::Path;
+
+pub use crate::image::{Alpha, ImageError, decode_rgb, load_rgb};
+pub use crate::resize::{Rgb8, resize_bicubic};
+
+/// OpenAI's normalisation mean.
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+/// OpenAI's normalisation std.
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+
+/// torchvision `Resize(n)` on a PIL image: the short side becomes `n`, the long side
+/// `int(n * long / short)`.
+pub fn resize_short_side(img: &Rgb8, n: usize) -> Rgb8 {
+    let (w, h) = (img.width, img.height);
+    let (short, long) = if w <= h { (w, h) } else { (h, w) };
+    let new_long = ((n * long) as f64 / short as f64) as usize;
+    let (nw, nh) = if w <= h { (n, new_long) } else { (new_long, n) };
+    resize_bicubic(img, nw, nh)
+}
+
+/// Python's `round` (half to even) of `x / 2` for a non-negative integer `x`.
+fn half_round_even(x: usize) -> usize {
+    let q = x / 2;
+    if x % 2 == 1 && q % 2 == 1 { q + 1 } else { q }
+}
+
+/// Crop an `n×n` window at (`left`, `top`).
+pub fn crop(img: &Rgb8, left: usize, top: usize, n: usize) -> Rgb8 {
+    assert!(left + n <= img.width && top + n <= img.height, "crop window inside the image");
+    let mut data = Vec::with_capacity(n * n * 3);
+    for y in top..top + n {
+        let start = (y * img.width + left) * 3;
+        data.extend_from_slice(&img.data[start..start + n * 3]);
+    }
+    Rgb8::new(n, n, data)
+}
+
+/// torchvision `CenterCrop(n)`: offsets `round((size - n) / 2)` with Python's rounding.
+pub fn center_crop(img: &Rgb8, n: usize) -> Rgb8 {
+    crop(img, half_round_even(img.width - n), half_round_even(img.height - n), n)
+}
+
+/// The CLIP image transform.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preprocess {
+    pub size: usize,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub alpha: Alpha,
+}
+
+impl Preprocess {
+    /// OpenAI's transform for an `n×n` model input.
+    pub fn clip(size: usize) -> Preprocess {
+        Preprocess { size, mean: CLIP_MEAN, std: CLIP_STD, alpha: Alpha::Drop }
+    }
+
+    /// Resize + center crop, as 8-bit RGB (the part before `ToTensor`).
+    pub fn resize_crop(&self, img: &Rgb8) -> Rgb8 {
+        center_crop(&resize_short_side(img, self.size), self.size)
+    }
+
+    /// `ToTensor` + `Normalize` of an `n×n` image: `[3, n, n]` planar floats.
+    pub fn normalize(&self, img: &Rgb8) -> Vec<f32> {
+        let plane = img.width * img.height;
+        let mut out = vec![0.0f32; 3 * plane];
+        for (i, px) in img.data.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                out[c * plane + i] = (px[c] as f32 / 255.0 - self.mean[c]) / self.std[c];
+            }
+        }
+        out
+    }
+
+    /// The full transform of a decoded image: `[3, n, n]`.
+    pub fn apply(&self, img: &Rgb8) -> Vec<f32> {
+        self.normalize(&self.resize_crop(img))
+    }
+
+    /// Decode and transform a file.
+    pub fn load(&self, path: &Path) -> Result<Vec<f32>, ImageError> {
+        Ok(self.apply(&load_rgb(path, self.alpha)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_rounding_of_crop_offsets() {
+        // round(0.5) = 0, round(1.5) = 2, round(2.5) = 2
+        assert_eq!([0, 1, 2, 3, 4, 5].map(half_round_even), [0, 0, 1, 2, 2, 2]);
+    }
+
+    #[test]
+    fn resize_short_side_truncates_long_side() {
+        let img = Rgb8::new(3, 5, vec![0; 45]);
+        let r = resize_short_side(&img, 96);
+        assert_eq!((r.width, r.height), (96, 160));
+        let img = Rgb8::new(300, 1, vec![0; 900]);
+        let r = resize_short_side(&img, 96);
+        assert_eq!((r.width, r.height), (28800, 96));
+    }
+}

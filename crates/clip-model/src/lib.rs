@@ -1,1 +1,25 @@
-pub fn x() {}
+//! CLIP models on burn: the ViT and ModifiedResNet image towers, the text tower, and every public
+//! checkpoint format (OpenAI TorchScript, open_clip state dicts, safetensors, Hugging Face).
+
+pub mod capture;
+pub mod clip;
+pub mod config;
+pub mod error;
+pub mod pickle;
+pub mod resnet;
+pub mod source;
+pub mod text;
+pub mod transformer;
+pub mod vit;
+pub mod weights;
+
+pub use capture::{Activation, Capture};
+pub use clip::{Clip, ClipModule, VisualTower, l2_normalize};
+pub use config::{ClipConfig, ConfigError, preset, preset_names};
+pub use error::LoadError;
+pub use weights::{load_clip, save_clip};
+
+/// The default CPU device (burn's pure-Rust `flex` backend).
+pub fn cpu() -> burn::prelude::Device {
+    burn::prelude::Device::flex()
+}

@@ -1,0 +1,110 @@
+//! `clip classify`: zero-shot class probabilities, templates ensembled in embedding space
+//! (per class: mean of L2-normalised template embeddings, re-normalised).
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use clap::Args;
+use clip_model::source::to_vec;
+
+use crate::embed::{embed_images, embed_texts};
+use crate::{io, models};
+
+#[derive(Args)]
+pub struct ClassifyArgs {
+    /// Checkpoint path or NAME:TAG
+    #[arg(long)]
+    pub model: String,
+    /// Comma-separated class names
+    #[arg(long, conflicts_with = "labels_file")]
+    pub labels: Option<String>,
+    /// Class names, one per line
+    #[arg(long)]
+    pub labels_file: Option<PathBuf>,
+    /// simple ("a photo of a {}."), imagenet (OpenAI's 80), imagenet7, or a file of templates with {}
+    #[arg(long, default_value = "simple")]
+    pub templates: String,
+    /// How many classes to show per image
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    /// One JSON object per image instead of a table
+    #[arg(long)]
+    pub json: bool,
+    /// Composite transparent pixels onto white
+    #[arg(long)]
+    pub flatten_alpha: bool,
+    /// Images to classify
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+}
+
+/// Template sets shipped as data (OpenAI's prompt-engineering lists, via open_clip).
+pub fn templates(spec: &str) -> Result<Vec<String>> {
+    let list: Vec<String> = match spec {
+        "simple" => include_str!("../../../configs/templates/simple.txt").lines().map(str::to_owned).collect(),
+        "imagenet" => include_str!("../../../configs/templates/imagenet.txt").lines().map(str::to_owned).collect(),
+        "imagenet7" => include_str!("../../../configs/templates/imagenet7.txt").lines().map(str::to_owned).collect(),
+        path => io::read_lines(std::path::Path::new(path))?,
+    };
+    if list.is_empty() {
+        bail!("template set '{spec}' is empty");
+    }
+    if let Some(bad) = list.iter().find(|t| !t.contains("{}")) {
+        bail!("template {bad:?} has no {{}} where the class name goes");
+    }
+    Ok(list)
+}
+
+fn labels(args: &ClassifyArgs) -> Result<Vec<String>> {
+    let labels: Vec<String> = match (&args.labels, &args.labels_file) {
+        (Some(l), _) => l.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+        (None, Some(f)) => io::read_lines(f)?,
+        (None, None) => bail!("give the classes with --labels a,b,c or --labels-file FILE"),
+    };
+    if labels.is_empty() {
+        bail!("the label list is empty: give at least one class name");
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(d) = labels.iter().find(|l| !seen.insert(l.as_str())) {
+        bail!("class name {d:?} is given twice");
+    }
+    Ok(labels)
+}
+
+pub fn run(args: &ClassifyArgs) -> Result<()> {
+    let labels = labels(args)?;
+    let templates = templates(&args.templates)?;
+    let device = clip_model::cpu();
+    let clip = models::load(&args.model, &device)?;
+    let dim = clip.config.embed_dim;
+    // classifier rows: per class, the normalised mean of normalised template embeddings
+    let prompts: Vec<String> =
+        labels.iter().flat_map(|l| templates.iter().map(move |t| t.replace("{}", l))).collect();
+    let text = embed_texts(&clip, &prompts, 256, true, true)?;
+    let text = Tensor::<3>::from_data(TensorData::new(text, [labels.len(), templates.len(), dim]), &device);
+    let classifier = clip_model::l2_normalize(text.mean_dim(1).reshape([labels.len(), dim])); // [C, D]
+    let images = embed_images(&clip, &args.images, 32, args.flatten_alpha, true)?;
+    let images = Tensor::<2>::from_data(TensorData::new(images, [args.images.len(), dim]), &device);
+    let logits = images.matmul(classifier.transpose()) * clip.logit_scale() as f64;
+    let probs = to_vec(&softmax(logits, 1));
+    let top = args.top.clamp(1, labels.len());
+    for (path, row) in args.images.iter().zip(probs.chunks(labels.len())) {
+        let mut order: Vec<usize> = (0..labels.len()).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+        if args.json {
+            let best: Vec<_> = order[..top]
+                .iter()
+                .map(|&i| serde_json::json!({ "label": labels[i], "prob": row[i] }))
+                .collect();
+            println!("{}", serde_json::json!({ "image": path.display().to_string(), "top": best }));
+        } else {
+            println!("{}", path.display());
+            for &i in &order[..top] {
+                println!("  {:>6.2}%  {}", row[i] * 100.0, labels[i]);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! The two-tower CLIP: `encode_image`, `encode_text`, logits, and saving under the checkpoint keys.
+
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::prelude::*;
+
+use crate::capture::Capture;
+use crate::config::{ClipConfig, VisionKind};
+use crate::error::LoadError;
+use crate::resnet::{ModifiedResNet, ResNetDims};
+use crate::source::{Binding, Checkpoint, Init, Layout, RandomInit, RawTensor, Recorder, Source, param, to_vec, transpose};
+use crate::text::{TextDims, TextInputError, TextTransformer};
+use crate::vit::{VisionTransformer, VitDims};
+
+/// The image tower.
+#[derive(Module, Debug)]
+pub enum VisualTower {
+    Vit(VisionTransformer),
+    ResNet(ModifiedResNet),
+}
+
+/// All parameters of a CLIP, as a burn module (what an optimiser updates).
+#[derive(Module, Debug)]
+pub struct ClipModule {
+    pub visual: VisualTower,
+    pub text: TextTransformer,
+    /// ln of the logit scale, shape `[1]`
+    pub logit_scale: Param<Tensor<1>>,
+}
+
+/// A CLIP with its configuration and the checkpoint key of every parameter.
+#[derive(Debug)]
+pub struct Clip {
+    pub module: ClipModule,
+    pub config: ClipConfig,
+    pub bindings: Vec<Binding>,
+}
+
+impl Clip {
+    /// Build from any parameter source (checkpoint or random init).
+    pub fn load(config: &ClipConfig, src: &mut dyn Source, device: &Device) -> Result<Clip, LoadError> {
+        config.validate()?;
+        let mut rec = Recorder { inner: src, bindings: Vec::new() };
+        let v = &config.vision_cfg;
+        let mlp = |w: usize, ratio: f64| (w as f64 * ratio) as usize;
+        let visual = match config.vision_kind()? {
+            VisionKind::Vit { patch_size, layers, heads } => VisualTower::Vit(VisionTransformer::load(
+                &mut rec,
+                VitDims {
+                    image_size: v.image_size,
+                    patch_size,
+                    width: v.width,
+                    layers,
+                    heads,
+                    mlp_width: mlp(v.width, v.mlp_ratio),
+                    embed_dim: config.embed_dim,
+                    quick_gelu: config.quick_gelu,
+                },
+                device,
+            )?),
+            VisionKind::ResNet { layers, heads } => VisualTower::ResNet(ModifiedResNet::load(
+                &mut rec,
+                ResNetDims { image_size: v.image_size, layers, width: v.width, heads, embed_dim: config.embed_dim },
+                device,
+            )?),
+        };
+        let t = &config.text_cfg;
+        let text = TextTransformer::load(
+            &mut rec,
+            TextDims {
+                context_length: t.context_length,
+                vocab_size: t.vocab_size,
+                width: t.width,
+                layers: t.layers,
+                heads: t.heads,
+                mlp_width: mlp(t.width, t.mlp_ratio),
+                embed_dim: config.embed_dim,
+                quick_gelu: config.quick_gelu,
+            },
+            device,
+        )?;
+        let logit_scale = param(&mut rec, "logit_scale", [1], Init::Constant((1.0f64 / 0.07).ln()), device)?;
+        Ok(Clip { module: ClipModule { visual, text, logit_scale }, config: config.clone(), bindings: rec.bindings })
+    }
+
+    /// Build from a checkpoint; every tensor in it must be used.
+    pub fn from_checkpoint(config: &ClipConfig, mut ckpt: Checkpoint, device: &Device) -> Result<Clip, LoadError> {
+        let clip = Clip::load(config, &mut ckpt, device)?;
+        ckpt.finish()?;
+        Ok(clip)
+    }
+
+    /// A freshly initialised model (open_clip's initialisation scheme), deterministic by seed.
+    pub fn random(config: &ClipConfig, seed: u64, device: &Device) -> Result<Clip, LoadError> {
+        Clip::load(config, &mut RandomInit::new(seed), device)
+    }
+
+    pub fn device(&self) -> Device {
+        self.module.logit_scale.device()
+    }
+
+    /// `[B, 3, S, S]` normalised images → `[B, E]` unnormalised features.
+    pub fn encode_image(&self, images: Tensor<4>) -> Tensor<2> {
+        self.encode_image_with(images, None)
+    }
+
+    /// As [`Clip::encode_image`], offering block outputs to `capture`.
+    pub fn encode_image_with(&self, images: Tensor<4>, capture: Option<&mut Capture>) -> Tensor<2> {
+        match &self.module.visual {
+            VisualTower::Vit(v) => v.forward(images, capture),
+            VisualTower::ResNet(r) => r.forward(images, capture),
+        }
+    }
+
+    /// Token rows (as from the tokenizer, padded or not) → `[B, E]` unnormalised features.
+    pub fn encode_text(&self, rows: &[Vec<u32>]) -> Result<Tensor<2>, TextInputError> {
+        self.module.text.forward(rows, None)
+    }
+
+    /// As [`Clip::encode_text`], offering block outputs to `capture`.
+    pub fn encode_text_with(&self, rows: &[Vec<u32>], capture: Option<&mut Capture>) -> Result<Tensor<2>, TextInputError> {
+        self.module.text.forward(rows, capture)
+    }
+
+    /// `exp(logit_scale)`.
+    pub fn logit_scale(&self) -> f32 {
+        to_vec(&self.module.logit_scale.val())[0].exp()
+    }
+
+    /// Image-by-text logits from unnormalised features: `exp(s) · norm(img) · norm(txt)ᵀ`.
+    pub fn logits(&self, image_features: Tensor<2>, text_features: Tensor<2>) -> Tensor<2> {
+        let scale = self.module.logit_scale.val().exp().unsqueeze(); // [1, 1]
+        l2_normalize(image_features).matmul(l2_normalize(text_features).transpose()) * scale
+    }
+
+    /// Parameters under their checkpoint keys, in checkpoint layout (open_clip/OpenAI keys).
+    pub fn state_dict(&self) -> Vec<(String, RawTensor)> {
+        struct Collect(HashMap<ParamId, (Vec<usize>, Vec<f32>)>);
+        impl ModuleVisitor for Collect {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                let t = p.val();
+                self.0.insert(p.id, (t.dims().to_vec(), to_vec(&t)));
+            }
+        }
+        let mut c = Collect(HashMap::new());
+        self.module.visit(&mut c);
+        self.bindings
+            .iter()
+            .map(|b| {
+                let (dims, data) = c.0.remove(&b.id).expect("every bound parameter is in the module");
+                let raw = match &b.layout {
+                    // open_clip and OpenAI store the logit scale as a 0-d tensor
+                    Layout::Same(_) if b.key == "logit_scale" => RawTensor::new(vec![], data),
+                    Layout::Same(_) => RawTensor::new(dims, data),
+                    Layout::Transposed { rows, cols } => RawTensor::new(vec![*rows, *cols], transpose(&data, *cols, *rows)),
+                    Layout::FlatTransposed(shape) => {
+                        let rows = shape[0];
+                        let cols = data.len() / rows;
+                        RawTensor::new(shape.clone(), transpose(&data, cols, rows))
+                    }
+                };
+                (b.key.clone(), raw)
+            })
+            .collect()
+    }
+}
+
+/// Rows divided by their L2 norm.
+pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().powf_scalar(2.0).sum_dim(1).sqrt(); // [B, 1]
+    x / norm
+}

@@ -1,0 +1,226 @@
+//! Model configuration: open_clip's JSON schema (the subset that describes CLIP's two towers), typed,
+//! with `deny_unknown_fields` so a setting we would ignore is an error instead.
+
+use serde::{Deserialize, Serialize};
+
+/// A whole CLIP: `embed_dim` is the shared embedding size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClipConfig {
+    pub embed_dim: usize,
+    pub vision_cfg: VisionConfig,
+    pub text_cfg: TextConfig,
+    /// `x·σ(1.702x)` (OpenAI's weights) instead of exact GELU.
+    #[serde(default)]
+    pub quick_gelu: bool,
+}
+
+/// Vision tower. `layers` is an int for a ViT and a list of four for a ModifiedResNet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VisionConfig {
+    pub image_size: usize,
+    pub layers: VisionLayers,
+    pub width: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_size: Option<usize>,
+    #[serde(default = "default_head_width")]
+    pub head_width: usize,
+    #[serde(default = "default_mlp_ratio")]
+    pub mlp_ratio: f64,
+}
+
+/// `layers`: a ViT depth or the four ResNet stage depths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum VisionLayers {
+    Vit(usize),
+    ResNet([usize; 4]),
+}
+
+/// Text tower.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextConfig {
+    #[serde(default = "default_context")]
+    pub context_length: usize,
+    #[serde(default = "default_vocab")]
+    pub vocab_size: usize,
+    pub width: usize,
+    pub heads: usize,
+    pub layers: usize,
+    #[serde(default = "default_mlp_ratio")]
+    pub mlp_ratio: f64,
+}
+
+fn default_head_width() -> usize {
+    64
+}
+fn default_mlp_ratio() -> f64 {
+    4.0
+}
+fn default_context() -> usize {
+    77
+}
+fn default_vocab() -> usize {
+    49408
+}
+
+/// Which image tower a config describes, with its derived sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisionKind {
+    Vit { patch_size: usize, layers: usize, heads: usize },
+    ResNet { layers: [usize; 4], heads: usize },
+}
+
+impl ClipConfig {
+    pub fn vision_kind(&self) -> Result<VisionKind, ConfigError> {
+        let v = &self.vision_cfg;
+        match (&v.layers, v.patch_size) {
+            (VisionLayers::Vit(layers), Some(patch_size)) => {
+                if v.width % v.head_width != 0 {
+                    return Err(ConfigError::Invalid(format!(
+                        "vision width {} is not a multiple of head_width {}",
+                        v.width, v.head_width
+                    )));
+                }
+                if patch_size == 0 || v.image_size % patch_size != 0 {
+                    return Err(ConfigError::Invalid(format!(
+                        "image_size {} is not a multiple of patch_size {patch_size}",
+                        v.image_size
+                    )));
+                }
+                Ok(VisionKind::Vit { patch_size, layers: *layers, heads: v.width / v.head_width })
+            }
+            (VisionLayers::Vit(_), None) => Err(ConfigError::Invalid(
+                "a ViT vision tower (integer `layers`) needs `patch_size`".into(),
+            )),
+            (VisionLayers::ResNet(layers), _) => {
+                if v.image_size % 32 != 0 {
+                    return Err(ConfigError::Invalid(format!(
+                        "ModifiedResNet image_size {} is not a multiple of 32",
+                        v.image_size
+                    )));
+                }
+                Ok(VisionKind::ResNet { layers: *layers, heads: v.width * 32 / v.head_width })
+            }
+        }
+    }
+
+    /// Check the sizes fit together (heads divide widths, patch divides the image…).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.vision_kind()?;
+        let t = &self.text_cfg;
+        if t.heads == 0 || t.width % t.heads != 0 {
+            return Err(ConfigError::Invalid(format!(
+                "text width {} is not a multiple of heads {}",
+                t.width, t.heads
+            )));
+        }
+        if t.context_length < 2 {
+            return Err(ConfigError::Invalid("text context_length must be at least 2".into()));
+        }
+        Ok(())
+    }
+
+    /// Parse a config from JSON: either a bare model config or open_clip's
+    /// `open_clip_config.json` (`{"model_cfg": …, "preprocess_cfg": …}`).
+    pub fn from_json(text: &str) -> Result<ClipConfig, ConfigError> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
+        let value = match value.get("model_cfg") {
+            Some(inner) => inner.clone(),
+            None => value,
+        };
+        let cfg: ClipConfig = serde_json::from_value(value).map_err(|e| ConfigError::Json(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("config serialises")
+    }
+
+    /// Image side length the tower expects.
+    pub fn image_size(&self) -> usize {
+        self.vision_cfg.image_size
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("invalid model config: {0}")]
+    Json(String),
+    #[error("invalid model config: {0}")]
+    Invalid(String),
+    #[error("unknown model '{name}'; known models: {known}")]
+    UnknownModel { name: String, known: String },
+}
+
+/// Presets shipped as data in `configs/models/` (open_clip's names and numbers).
+pub const PRESETS: &[(&str, &str)] = &[
+    ("RN50", include_str!("../../../configs/models/RN50.json")),
+    ("RN101", include_str!("../../../configs/models/RN101.json")),
+    ("RN50x4", include_str!("../../../configs/models/RN50x4.json")),
+    ("RN50x16", include_str!("../../../configs/models/RN50x16.json")),
+    ("RN50x64", include_str!("../../../configs/models/RN50x64.json")),
+    ("ViT-B-32", include_str!("../../../configs/models/ViT-B-32.json")),
+    ("ViT-B-16", include_str!("../../../configs/models/ViT-B-16.json")),
+    ("ViT-L-14", include_str!("../../../configs/models/ViT-L-14.json")),
+    ("ViT-L-14-336", include_str!("../../../configs/models/ViT-L-14-336.json")),
+];
+
+/// Names of the presets, comma-separated (for error messages).
+pub fn preset_names() -> String {
+    PRESETS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+}
+
+/// The preset of that name. `-quickgelu` suffixes select QuickGELU, as in open_clip.
+pub fn preset(name: &str) -> Result<ClipConfig, ConfigError> {
+    let (base, quick) = match name.strip_suffix("-quickgelu") {
+        Some(b) => (b, true),
+        None => (name, false),
+    };
+    let (_, json) = PRESETS
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(base))
+        .ok_or_else(|| ConfigError::UnknownModel { name: name.to_owned(), known: preset_names() })?;
+    let mut cfg = ClipConfig::from_json(json)?;
+    cfg.quick_gelu |= quick;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_parse_and_derive_heads() {
+        for (name, _) in PRESETS {
+            preset(name).unwrap();
+        }
+        let b32 = preset("ViT-B-32").unwrap();
+        assert_eq!(b32.vision_kind().unwrap(), VisionKind::Vit { patch_size: 32, layers: 12, heads: 12 });
+        let rn50 = preset("RN50").unwrap();
+        assert_eq!(rn50.vision_kind().unwrap(), VisionKind::ResNet { layers: [3, 4, 6, 3], heads: 32 });
+        assert!(preset("ViT-B-32-quickgelu").unwrap().quick_gelu);
+    }
+
+    #[test]
+    fn unknown_model_lists_known() {
+        let err = preset("ViT-Z-99").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown model 'ViT-Z-99'; known models: RN50, RN101, RN50x4, RN50x16, RN50x64, ViT-B-32, ViT-B-16, ViT-L-14, ViT-L-14-336"
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_an_error() {
+        let err = ClipConfig::from_json(
+            r#"{"embed_dim": 8, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "ls_init_value": 0.1},
+                "text_cfg": {"width": 64, "heads": 1, "layers": 1}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `ls_init_value`"), "{err}");
+    }
+}

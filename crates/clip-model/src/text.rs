@@ -1,0 +1,112 @@
+//! The text tower: token + learned positional embedding, causal pre-LN transformer, `ln_final`,
+//! features at the EOT token (the highest id in each row), `text_projection`.
+//!
+//! Because attention is causal and features are read at EOT, positions after the longest EOT in a
+//! batch cannot change the result: the batch is cut to that length before running the blocks.
+
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::module::embedding;
+
+use crate::capture::Capture;
+use crate::error::LoadError;
+use crate::source::{Init, Source, param};
+use crate::transformer::{LayerNorm, Transformer, TransformerDims};
+
+#[derive(Module, Debug)]
+pub struct TextTransformer {
+    /// `[V, W]`
+    pub token_embedding: Param<Tensor<2>>,
+    /// `[C, W]`
+    pub positional_embedding: Param<Tensor<2>>,
+    pub transformer: Transformer,
+    pub ln_final: LayerNorm,
+    /// `[W, E]`
+    pub text_projection: Param<Tensor<2>>,
+}
+
+/// Sizes of the text tower.
+#[derive(Debug, Clone, Copy)]
+pub struct TextDims {
+    pub context_length: usize,
+    pub vocab_size: usize,
+    pub width: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub mlp_width: usize,
+    pub embed_dim: usize,
+    pub quick_gelu: bool,
+}
+
+/// Errors in the token input.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TextInputError {
+    #[error("row {row} has {len} tokens but the model's context length is {context}")]
+    TooLong { row: usize, len: usize, context: usize },
+    #[error("token id {id} in row {row} is outside the model's vocabulary of {vocab}")]
+    BadId { row: usize, id: u32, vocab: usize },
+    #[error("row {row} is empty")]
+    Empty { row: usize },
+}
+
+impl TextTransformer {
+    pub fn load(src: &mut dyn Source, d: TextDims, device: &Device) -> Result<Self, LoadError> {
+        let w = d.width;
+        Ok(TextTransformer {
+            token_embedding: param(src, "token_embedding.weight", [d.vocab_size, w], Init::Normal(0.02), device)?,
+            positional_embedding: param(src, "positional_embedding", [d.context_length, w], Init::Normal(0.01), device)?,
+            transformer: Transformer::load(
+                src,
+                "transformer",
+                TransformerDims { width: w, layers: d.layers, heads: d.heads, mlp_width: d.mlp_width, quick_gelu: d.quick_gelu },
+                device,
+            )?,
+            ln_final: LayerNorm::load(src, "ln_final", w, device)?,
+            text_projection: param(src, "text_projection", [w, d.embed_dim], Init::Normal((w as f64).powf(-0.5)), device)?,
+        })
+    }
+
+    pub fn context_length(&self) -> usize {
+        self.positional_embedding.dims()[0]
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.token_embedding.dims()[0]
+    }
+
+    /// Token rows (any length up to the context; zero-padded or not) → `[B, E]` features.
+    pub fn forward(&self, rows: &[Vec<u32>], mut capture: Option<&mut Capture>) -> Result<Tensor<2>, TextInputError> {
+        let device = self.token_embedding.device();
+        let (context, vocab) = (self.context_length(), self.vocab_size());
+        // EOT = first position of the row's highest id (torch.argmax picks the first maximum)
+        let mut eot = Vec::with_capacity(rows.len());
+        for (row, ids) in rows.iter().enumerate() {
+            if ids.is_empty() {
+                return Err(TextInputError::Empty { row });
+            }
+            if ids.len() > context && ids[context..].iter().any(|&t| t != 0) {
+                return Err(TextInputError::TooLong { row, len: ids.len(), context });
+            }
+            if let Some(&id) = ids.iter().find(|&&t| t as usize >= vocab) {
+                return Err(TextInputError::BadId { row, id, vocab });
+            }
+            let max = *ids.iter().max().expect("non-empty");
+            eot.push(ids.iter().position(|&t| t == max).expect("max is present"));
+        }
+        let b = rows.len();
+        let len = eot.iter().max().map_or(1, |m| m + 1); // cut the batch to the longest sequence
+        let mut flat = Vec::with_capacity(b * len);
+        for ids in rows {
+            flat.extend((0..len).map(|i| ids.get(i).copied().unwrap_or(0) as i64));
+        }
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, len]), &device);
+        let x = embedding(self.token_embedding.val(), ids); // [B, L, W]
+        let w = x.dims()[2];
+        let x = x + self.positional_embedding.val().narrow(0, 0, len).unsqueeze();
+        let x = self.transformer.forward(x, true, "transformer", capture.as_deref_mut());
+        let index: Vec<i64> = eot.iter().enumerate().map(|(r, &e)| (r * len + e) as i64).collect();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(index, [b]), &device);
+        let pooled = x.reshape([b * len, w]).select(0, index); // [B, W]
+        Ok(self.ln_final.forward(pooled).matmul(self.text_projection.val())) // [B, E]
+    }
+}

@@ -1,0 +1,192 @@
+//! The pre-LayerNorm residual attention blocks shared by the ViT and the text tower
+//! (OpenAI's `ResidualAttentionBlock` / `Transformer`), plus LayerNorm and Linear with checkpoint
+//! field names.
+
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, sigmoid};
+use burn::tensor::module::{attention, layer_norm, linear};
+use burn::tensor::ops::AttentionModuleOptions;
+
+use crate::capture::Capture;
+use crate::error::LoadError;
+use crate::source::{Init, Source, param, param_t};
+
+/// LayerNorm over the last dimension, eps 1e-5 (computed in f32 like OpenAI's subclass).
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+}
+
+impl LayerNorm {
+    pub fn load(src: &mut dyn Source, key: &str, width: usize, device: &Device) -> Result<Self, LoadError> {
+        Ok(LayerNorm {
+            weight: param(src, &format!("{key}.weight"), [width], Init::Constant(1.0), device)?,
+            bias: param(src, &format!("{key}.bias"), [width], Init::Constant(0.0), device)?,
+        })
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        layer_norm(x, self.weight.val(), Some(self.bias.val()), 1e-5)
+    }
+}
+
+/// A linear layer; `weight` is stored `[in, out]` (the checkpoint's `[out, in]` transposed).
+#[derive(Module, Debug)]
+pub struct Linear {
+    pub weight: Param<Tensor<2>>,
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl Linear {
+    pub fn load(
+        src: &mut dyn Source,
+        key: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        std: f64,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
+        Ok(Linear {
+            weight: param_t(src, &format!("{key}.weight"), [d_out, d_in], Init::Normal(std), device)?,
+            bias: if bias {
+                Some(param(src, &format!("{key}.bias"), [d_out], Init::Constant(0.0), device)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    }
+}
+
+/// `x·σ(1.702x)` or exact GELU.
+pub fn activation<const D: usize>(x: Tensor<D>, quick_gelu: bool) -> Tensor<D> {
+    if quick_gelu {
+        x.clone() * sigmoid(x * 1.702)
+    } else {
+        gelu(x)
+    }
+}
+
+/// Split `[B, L, H*hd]` into heads `[B, H, L, hd]`.
+pub fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
+    let [b, l, w] = x.dims();
+    x.reshape([b, l, heads, w / heads]).swap_dims(1, 2)
+}
+
+/// Merge `[B, H, L, hd]` back into `[B, L, H*hd]`.
+pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
+    let [b, h, l, hd] = x.dims();
+    x.swap_dims(1, 2).reshape([b, l, h * hd])
+}
+
+/// Scaled dot-product attention over heads (fused kernel of the backend).
+pub fn sdpa(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool) -> Tensor<4> {
+    attention(q, k, v, None, None, AttentionModuleOptions { scale: None, softcap: None, is_causal: causal })
+}
+
+/// `nn.MultiheadAttention` with packed input projection (`in_proj_weight`), batch-first.
+#[derive(Module, Debug)]
+pub struct MultiheadAttention {
+    /// `[W, 3W]` (checkpoint `[3W, W]` transposed)
+    pub in_proj_weight: Param<Tensor<2>>,
+    pub in_proj_bias: Param<Tensor<1>>,
+    pub out_proj: Linear,
+    pub heads: usize,
+}
+
+impl MultiheadAttention {
+    pub fn forward(&self, x: Tensor<3>, causal: bool) -> Tensor<3> {
+        let w = x.dims()[2];
+        let qkv = linear(x, self.in_proj_weight.val(), Some(self.in_proj_bias.val())); // [B, L, 3W]
+        let q = split_heads(qkv.clone().narrow(2, 0, w), self.heads); // [B, H, L, hd]
+        let k = split_heads(qkv.clone().narrow(2, w, w), self.heads);
+        let v = split_heads(qkv.narrow(2, 2 * w, w), self.heads);
+        self.out_proj.forward(merge_heads(sdpa(q, k, v, causal))) // [B, L, W]
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub c_fc: Linear,
+    pub c_proj: Linear,
+    pub quick_gelu: bool,
+}
+
+#[derive(Module, Debug)]
+pub struct ResidualAttentionBlock {
+    pub attn: MultiheadAttention,
+    pub ln_1: LayerNorm,
+    pub mlp: Mlp,
+    pub ln_2: LayerNorm,
+}
+
+impl ResidualAttentionBlock {
+    pub fn forward(&self, x: Tensor<3>, causal: bool) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), causal);
+        let h = self.mlp.c_fc.forward(self.ln_2.forward(x.clone()));
+        x + self.mlp.c_proj.forward(activation(h, self.mlp.quick_gelu))
+    }
+}
+
+/// A stack of residual attention blocks (`{prefix}.resblocks.N`).
+#[derive(Module, Debug)]
+pub struct Transformer {
+    pub resblocks: Vec<ResidualAttentionBlock>,
+}
+
+/// Sizes of a transformer stack.
+#[derive(Debug, Clone, Copy)]
+pub struct TransformerDims {
+    pub width: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub mlp_width: usize,
+    pub quick_gelu: bool,
+}
+
+impl Transformer {
+    /// Load `{prefix}.resblocks.{i}.…`; random init follows open_clip's `init_parameters`.
+    pub fn load(src: &mut dyn Source, prefix: &str, d: TransformerDims, device: &Device) -> Result<Self, LoadError> {
+        let w = d.width;
+        let attn_std = (w as f64).powf(-0.5);
+        let proj_std = attn_std * ((2 * d.layers.max(1)) as f64).powf(-0.5);
+        let fc_std = ((2 * w) as f64).powf(-0.5);
+        let mut resblocks = Vec::with_capacity(d.layers);
+        for i in 0..d.layers {
+            let k = format!("{prefix}.resblocks.{i}");
+            resblocks.push(ResidualAttentionBlock {
+                attn: MultiheadAttention {
+                    in_proj_weight: param_t(src, &format!("{k}.attn.in_proj_weight"), [3 * w, w], Init::Normal(attn_std), device)?,
+                    in_proj_bias: param(src, &format!("{k}.attn.in_proj_bias"), [3 * w], Init::Constant(0.0), device)?,
+                    out_proj: Linear::load(src, &format!("{k}.attn.out_proj"), w, w, true, proj_std, device)?,
+                    heads: d.heads,
+                },
+                ln_1: LayerNorm::load(src, &format!("{k}.ln_1"), w, device)?,
+                mlp: Mlp {
+                    c_fc: Linear::load(src, &format!("{k}.mlp.c_fc"), w, d.mlp_width, true, fc_std, device)?,
+                    c_proj: Linear::load(src, &format!("{k}.mlp.c_proj"), d.mlp_width, w, true, proj_std, device)?,
+                    quick_gelu: d.quick_gelu,
+                },
+                ln_2: LayerNorm::load(src, &format!("{k}.ln_2"), w, device)?,
+            });
+        }
+        Ok(Transformer { resblocks })
+    }
+
+    /// Run the blocks; block `i`'s output is offered to `capture` as `{prefix}.resblocks.{i}`.
+    pub fn forward(&self, mut x: Tensor<3>, causal: bool, prefix: &str, mut capture: Option<&mut Capture>) -> Tensor<3> {
+        for (i, block) in self.resblocks.iter().enumerate() {
+            x = block.forward(x, causal);
+            if let Some(c) = capture.as_deref_mut() {
+                c.offer(|| format!("{prefix}.resblocks.{i}"), &x);
+            }
+        }
+        x
+    }
+}

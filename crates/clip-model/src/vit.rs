@@ -1,0 +1,88 @@
+//! The ViT image tower (OpenAI's `VisionTransformer`): patch embedding (a conv with no bias, done
+//! as a matmul over patches), class token, positional embedding, `ln_pre`, pre-LN blocks, `ln_post`
+//! on the class token, `proj`.
+
+use burn::module::Param;
+use burn::prelude::*;
+
+use crate::capture::Capture;
+use crate::error::LoadError;
+use crate::source::{Init, Layout, Source, param, transpose};
+use crate::transformer::{LayerNorm, Transformer, TransformerDims};
+
+#[derive(Module, Debug)]
+pub struct VisionTransformer {
+    /// Patch embedding as a matrix `[3·p·p, W]` (checkpoint `conv1.weight` `[W, 3, p, p]`).
+    pub conv1: Param<Tensor<2>>,
+    pub class_embedding: Param<Tensor<1>>,
+    pub positional_embedding: Param<Tensor<2>>,
+    pub ln_pre: LayerNorm,
+    pub transformer: Transformer,
+    pub ln_post: LayerNorm,
+    /// `[W, E]`
+    pub proj: Param<Tensor<2>>,
+    pub patch_size: usize,
+}
+
+/// Sizes of a ViT tower.
+#[derive(Debug, Clone, Copy)]
+pub struct VitDims {
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub width: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub mlp_width: usize,
+    pub embed_dim: usize,
+    pub quick_gelu: bool,
+}
+
+impl VisionTransformer {
+    pub fn load(src: &mut dyn Source, d: VitDims, device: &Device) -> Result<Self, LoadError> {
+        let (w, p) = (d.width, d.patch_size);
+        let grid = d.image_size / p;
+        let scale = (w as f64).powf(-0.5);
+        let fan_in = 3 * p * p;
+        let conv = src.take("visual.conv1.weight", &[w, 3, p, p], Init::Uniform(1.0 / (fan_in as f64).sqrt()))?;
+        let conv1 = Param::from_tensor(Tensor::from_data(
+            TensorData::new(transpose(&conv, w, fan_in), [fan_in, w]),
+            device,
+        ));
+        src.bind("visual.conv1.weight", conv1.id, Layout::FlatTransposed(vec![w, 3, p, p]));
+        Ok(VisionTransformer {
+            conv1,
+            class_embedding: param(src, "visual.class_embedding", [w], Init::Normal(scale), device)?,
+            positional_embedding: param(src, "visual.positional_embedding", [grid * grid + 1, w], Init::Normal(scale), device)?,
+            ln_pre: LayerNorm::load(src, "visual.ln_pre", w, device)?,
+            transformer: Transformer::load(
+                src,
+                "visual.transformer",
+                TransformerDims { width: w, layers: d.layers, heads: d.heads, mlp_width: d.mlp_width, quick_gelu: d.quick_gelu },
+                device,
+            )?,
+            ln_post: LayerNorm::load(src, "visual.ln_post", w, device)?,
+            proj: param(src, "visual.proj", [w, d.embed_dim], Init::Normal(scale), device)?,
+            patch_size: p,
+        })
+    }
+
+    /// `[B, 3, S, S]` normalised images → `[B, E]` unnormalised features.
+    pub fn forward(&self, x: Tensor<4>, mut capture: Option<&mut Capture>) -> Tensor<2> {
+        let [b, c, h, w] = x.dims();
+        let p = self.patch_size;
+        let (gh, gw) = (h / p, w / p);
+        let patches = x
+            .reshape([b, c, gh, p, gw, p])
+            .permute([0, 2, 4, 1, 3, 5]) // [B, gh, gw, 3, p, p]
+            .reshape([b, gh * gw, c * p * p]);
+        let x = patches.matmul(self.conv1.val().unsqueeze()); // [B, g*g, W]
+        let width = x.dims()[2];
+        let cls = self.class_embedding.val().reshape([1, 1, width]).expand([b, 1, width]);
+        let x = Tensor::cat(vec![cls, x], 1); // [B, g*g+1, W]
+        let x = x + self.positional_embedding.val().unsqueeze();
+        let x = self.ln_pre.forward(x);
+        let x = self.transformer.forward(x, false, "visual.transformer", capture.as_deref_mut());
+        let cls = x.narrow(1, 0, 1).reshape([b, width]); // [B, W]
+        self.ln_post.forward(cls).matmul(self.proj.val()) // [B, E]
+    }
+}

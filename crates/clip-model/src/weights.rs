@@ -1,0 +1,524 @@
+//! Checkpoint formats: OpenAI TorchScript archives and PyTorch zip state dicts (`.pt`/`.bin`, parsed
+//! without executing the pickle), safetensors (open_clip's and ours), and Hugging Face `CLIPModel`
+//! directories. All are read into one map of OpenAI/open_clip keys; the architecture comes from a
+//! config beside the weights or, as OpenAI's `build_model` does, from the tensor shapes.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::Device;
+use half::{bf16, f16};
+
+use crate::clip::Clip;
+use crate::config::{ClipConfig, TextConfig, VisionConfig, VisionLayers};
+use crate::error::LoadError;
+use crate::pickle::{self, PickleError, StorageType, TensorRef};
+use crate::source::{Checkpoint, RawTensor};
+
+/// The format a checkpoint was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenAI's TorchScript archive (`ViT-B-32.pt` …)
+    TorchScript,
+    /// `torch.save` of a state dict (open_clip `.pt`/`.bin`, training checkpoints)
+    TorchZip,
+    Safetensors,
+    /// Hugging Face `CLIPModel` directory
+    HuggingFace,
+}
+
+/// Tensors under OpenAI/open_clip keys, plus a config when one came with the weights.
+pub struct Loaded {
+    pub tensors: BTreeMap<String, RawTensor>,
+    pub config: Option<ClipConfig>,
+    pub format: Format,
+    pub file: String,
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Io { file: display(path), source })
+}
+
+/// Convert little-endian element bytes to f32.
+fn to_f32(bytes: &[u8], dtype: StorageType) -> Vec<f32> {
+    let n = dtype.size();
+    bytes
+        .chunks_exact(n)
+        .map(|c| match dtype {
+            StorageType::F32 => f32::from_le_bytes(c.try_into().expect("4")),
+            StorageType::F16 => f16::from_le_bytes(c.try_into().expect("2")).to_f32(),
+            StorageType::BF16 => bf16::from_le_bytes(c.try_into().expect("2")).to_f32(),
+            StorageType::F64 => f64::from_le_bytes(c.try_into().expect("8")) as f32,
+            StorageType::I64 => i64::from_le_bytes(c.try_into().expect("8")) as f32,
+            StorageType::I32 => i32::from_le_bytes(c.try_into().expect("4")) as f32,
+            StorageType::I16 => i16::from_le_bytes(c.try_into().expect("2")) as f32,
+            StorageType::I8 => c[0] as i8 as f32,
+            StorageType::U8 | StorageType::Bool => c[0] as f32,
+        })
+        .collect()
+}
+
+/// Gather a strided view of a storage into a contiguous row-major tensor.
+fn materialise(t: &TensorRef, storage: &[f32], file: &str, key: &str) -> Result<RawTensor, LoadError> {
+    let n: usize = t.shape.iter().product();
+    if t.shape.len() != t.strides.len() {
+        return Err(LoadError::format(file, format!("tensor '{key}' has mismatched size and stride")));
+    }
+    let last = if n == 0 {
+        0
+    } else {
+        t.offset + t.shape.iter().zip(&t.strides).map(|(s, st)| (s - 1) * st).sum::<usize>()
+    };
+    if n > 0 && last >= storage.len() {
+        return Err(LoadError::format(file, format!("tensor '{key}' reads past the end of its storage (truncated file?)")));
+    }
+    let mut out = Vec::with_capacity(n);
+    let mut idx = vec![0usize; t.shape.len()];
+    for _ in 0..n {
+        let pos = t.offset + idx.iter().zip(&t.strides).map(|(i, s)| i * s).sum::<usize>();
+        out.push(storage[pos]);
+        for d in (0..idx.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < t.shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Ok(RawTensor::new(t.shape.clone(), out))
+}
+
+fn pickle_error(file: &str, e: PickleError) -> LoadError {
+    match e {
+        PickleError::UnsafeGlobal(global) => LoadError::UnsafeGlobal { file: file.to_owned(), global },
+        PickleError::Malformed(msg) => LoadError::format(file, format!("malformed pickle: {msg}")),
+    }
+}
+
+/// Read a PyTorch zip checkpoint (state dict, training checkpoint or TorchScript archive).
+pub fn read_torch_zip(path: &Path) -> Result<(BTreeMap<String, RawTensor>, Format), LoadError> {
+    let file = display(path);
+    let bytes = read(path)?;
+    if !bytes.starts_with(b"PK") {
+        if bytes.first() == Some(&0x80) {
+            return Err(LoadError::format(
+                &file,
+                "this is PyTorch's legacy (pre-1.6) serialisation, which is not supported; re-save it with a current torch.save",
+            ));
+        }
+        return Err(LoadError::format(&file, "not a PyTorch checkpoint (no zip archive inside)"));
+    }
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| LoadError::format(&file, format!("unreadable zip archive ({e}); is the file truncated?")))?;
+    let names: Vec<String> = zip.file_names().map(str::to_owned).collect();
+    let data_pkl = names
+        .iter()
+        .filter(|n| n.ends_with("data.pkl") && n.matches('/').count() == 1)
+        .min_by_key(|n| n.len())
+        .ok_or_else(|| LoadError::format(&file, "zip archive has no data.pkl: not a PyTorch checkpoint"))?
+        .clone();
+    let prefix = data_pkl.trim_end_matches("data.pkl").to_owned();
+    let format = if names.iter().any(|n| n.starts_with(&format!("{prefix}code/"))) {
+        Format::TorchScript
+    } else {
+        Format::TorchZip
+    };
+    let mut read_entry = |name: &str| -> Result<Vec<u8>, LoadError> {
+        let mut f = zip
+            .by_name(name)
+            .map_err(|_| LoadError::format(&file, format!("zip entry '{name}' is missing (truncated file?)")))?;
+        let mut buf = Vec::with_capacity(f.size() as usize);
+        f.read_to_end(&mut buf)
+            .map_err(|e| LoadError::format(&file, format!("zip entry '{name}' is unreadable ({e})")))?;
+        Ok(buf)
+    };
+    let root = pickle::parse(&read_entry(&data_pkl)?).map_err(|e| pickle_error(&file, e))?;
+    let root = unwrap_training_checkpoint(root);
+    let mut refs = Vec::new();
+    pickle::collect_tensors(&root, "", &mut refs);
+    let mut storages: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for (key, t) in refs {
+        if !storages.contains_key(&t.storage_key) {
+            let raw = read_entry(&format!("{prefix}data/{}", t.storage_key))?;
+            storages.insert(t.storage_key.clone(), to_f32(&raw, t.dtype));
+        }
+        let key = key.strip_prefix("module.").unwrap_or(&key).to_owned();
+        out.insert(key.clone(), materialise(&t, &storages[&t.storage_key], &file, &key)?);
+    }
+    Ok((out, format))
+}
+
+/// open_clip training checkpoints hold the weights under `state_dict` (or `model`).
+fn unwrap_training_checkpoint(root: pickle::Value) -> pickle::Value {
+    if let pickle::Value::Dict(items) = &root {
+        for wanted in ["state_dict", "model", "state_dict_ema"] {
+            if let Some((_, v @ pickle::Value::Dict(_))) =
+                items.iter().find(|(k, _)| *k == pickle::Value::Str(wanted.into()))
+            {
+                return v.clone();
+            }
+        }
+    }
+    root
+}
+
+/// Read a safetensors file.
+pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>, LoadError> {
+    let file = display(path);
+    let bytes = read(path)?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| LoadError::format(&file, format!("not a valid safetensors file ({e})")))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        use safetensors::Dtype;
+        let dtype = match view.dtype() {
+            Dtype::F32 => StorageType::F32,
+            Dtype::F16 => StorageType::F16,
+            Dtype::BF16 => StorageType::BF16,
+            Dtype::F64 => StorageType::F64,
+            Dtype::I64 => StorageType::I64,
+            Dtype::I32 => StorageType::I32,
+            Dtype::I16 => StorageType::I16,
+            Dtype::I8 => StorageType::I8,
+            Dtype::U8 => StorageType::U8,
+            Dtype::BOOL => StorageType::Bool,
+            other => return Err(LoadError::format(&file, format!("tensor '{name}' has unsupported dtype {other:?}"))),
+        };
+        out.insert(name, RawTensor::new(view.shape().to_vec(), to_f32(view.data(), dtype)));
+    }
+    Ok(out)
+}
+
+/// Write tensors as a safetensors file (f32), atomically (temp file + rename).
+pub fn write_safetensors(path: &Path, tensors: &[(String, RawTensor)]) -> Result<(), LoadError> {
+    let file = display(path);
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), t.data.iter().flat_map(|x| x.to_le_bytes()).collect(), t.shape.clone()))
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+        .iter()
+        .map(|(k, b, s)| {
+            (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("consistent view"))
+        })
+        .collect();
+    let data = safetensors::serialize(views, None).map_err(|e| LoadError::format(&file, e.to_string()))?;
+    write_atomic(path, &data)
+}
+
+/// Write `data` to `path` via a temporary file in the same directory and a rename, so a crash
+/// leaves either the old file or the new one.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), LoadError> {
+    let file = display(path);
+    let io = |source| LoadError::Io { file: file.clone(), source };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+/// Map a Hugging Face `CLIPModel` state dict to OpenAI keys (q/k/v are packed into `in_proj`).
+pub fn hf_to_openai(hf: BTreeMap<String, RawTensor>, file: &str) -> Result<BTreeMap<String, RawTensor>, LoadError> {
+    let mut out = BTreeMap::new();
+    let mut qkv: BTreeMap<String, [Option<RawTensor>; 3]> = BTreeMap::new();
+    for (key, t) in hf {
+        let (tower, rest) = if let Some(r) = key.strip_prefix("vision_model.") {
+            ("visual.", r)
+        } else if let Some(r) = key.strip_prefix("text_model.") {
+            ("", r)
+        } else {
+            match key.as_str() {
+                "logit_scale" => {
+                    out.insert(key, t);
+                }
+                "visual_projection.weight" | "text_projection.weight" => {
+                    let name = if key.starts_with("visual") { "visual.proj" } else { "text_projection" };
+                    let (r, c) = (t.shape[0], t.shape[1]);
+                    out.insert(name.to_owned(), RawTensor::new(vec![c, r], crate::source::transpose(&t.data, r, c)));
+                }
+                _ => {
+                    out.insert(key, t); // reported as unexpected later
+                }
+            }
+            continue;
+        };
+        if rest.ends_with("position_ids") {
+            continue; // a buffer of 0..n, not a parameter
+        }
+        if let Some(layer) = rest.strip_prefix("encoder.layers.") {
+            let (idx, sub) = layer.split_once('.').unwrap_or((layer, ""));
+            let base = format!("{tower}transformer.resblocks.{idx}");
+            let proj = ["self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj."]
+                .iter()
+                .position(|p| sub.starts_with(p));
+            if let Some(i) = proj {
+                let which = sub.rsplit('.').next().unwrap_or("");
+                let slot = qkv.entry(format!("{base}.attn.in_proj_{which}")).or_default();
+                slot[i] = Some(t);
+                continue;
+            }
+            let sub = sub
+                .replace("self_attn.out_proj", "attn.out_proj")
+                .replace("layer_norm1", "ln_1")
+                .replace("layer_norm2", "ln_2")
+                .replace("mlp.fc1", "mlp.c_fc")
+                .replace("mlp.fc2", "mlp.c_proj");
+            out.insert(format!("{base}.{sub}"), t);
+            continue;
+        }
+        let name = match rest {
+            "embeddings.class_embedding" => "visual.class_embedding".to_owned(),
+            "embeddings.patch_embedding.weight" => "visual.conv1.weight".to_owned(),
+            "embeddings.position_embedding.weight" if tower.is_empty() => "positional_embedding".to_owned(),
+            "embeddings.position_embedding.weight" => "visual.positional_embedding".to_owned(),
+            "embeddings.token_embedding.weight" => "token_embedding.weight".to_owned(),
+            r if r.starts_with("pre_layrnorm.") => format!("visual.ln_pre.{}", &r["pre_layrnorm.".len()..]),
+            r if r.starts_with("post_layernorm.") => format!("visual.ln_post.{}", &r["post_layernorm.".len()..]),
+            r if r.starts_with("final_layer_norm.") => format!("ln_final.{}", &r["final_layer_norm.".len()..]),
+            _ => key.clone(),
+        };
+        out.insert(name, t);
+    }
+    for (key, parts) in qkv {
+        let [Some(q), Some(k), Some(v)] = parts else {
+            return Err(LoadError::Missing { key: format!("{key} (one of q_proj/k_proj/v_proj)"), file: file.to_owned() });
+        };
+        let mut shape = q.shape.clone();
+        shape[0] *= 3;
+        let data = [q.data, k.data, v.data].concat();
+        out.insert(key, RawTensor::new(shape, data));
+    }
+    Ok(out)
+}
+
+/// Read the model part of a Hugging Face `config.json`.
+pub fn hf_config(text: &str, file: &str) -> Result<ClipConfig, LoadError> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| LoadError::format(file, format!("invalid JSON ({e})")))?;
+    let get = |section: &str, key: &str, default: u64| -> usize {
+        v.get(section).and_then(|s| s.get(key)).and_then(|x| x.as_u64()).unwrap_or(default) as usize
+    };
+    let act = |section: &str| {
+        v.get(section)
+            .and_then(|s| s.get("hidden_act"))
+            .and_then(|x| x.as_str())
+            .unwrap_or("quick_gelu")
+            .to_owned()
+    };
+    let (ta, va) = (act("text_config"), act("vision_config"));
+    for a in [&ta, &va] {
+        if a != "quick_gelu" && a != "gelu" {
+            return Err(LoadError::format(file, format!("unsupported hidden_act '{a}' (quick_gelu or gelu)")));
+        }
+    }
+    if ta != va {
+        return Err(LoadError::format(file, "text and vision towers use different activations; not supported"));
+    }
+    let (vw, vh) = (get("vision_config", "hidden_size", 768), get("vision_config", "num_attention_heads", 12));
+    let tw = get("text_config", "hidden_size", 512);
+    let cfg = ClipConfig {
+        embed_dim: v.get("projection_dim").and_then(|x| x.as_u64()).unwrap_or(512) as usize,
+        vision_cfg: VisionConfig {
+            image_size: get("vision_config", "image_size", 224),
+            layers: VisionLayers::Vit(get("vision_config", "num_hidden_layers", 12)),
+            width: vw,
+            patch_size: Some(get("vision_config", "patch_size", 32)),
+            head_width: vw / vh.max(1),
+            mlp_ratio: get("vision_config", "intermediate_size", 3072) as f64 / vw as f64,
+        },
+        text_cfg: TextConfig {
+            context_length: get("text_config", "max_position_embeddings", 77),
+            vocab_size: get("text_config", "vocab_size", 49408),
+            width: tw,
+            heads: get("text_config", "num_attention_heads", 8),
+            layers: get("text_config", "num_hidden_layers", 12),
+            mlp_ratio: get("text_config", "intermediate_size", 2048) as f64 / tw as f64,
+        },
+        quick_gelu: ta == "quick_gelu",
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn dim(t: &BTreeMap<String, RawTensor>, key: &str, i: usize, file: &str) -> Result<usize, LoadError> {
+    t.get(key)
+        .and_then(|x| x.shape.get(i).copied())
+        .ok_or_else(|| LoadError::Architecture { file: file.to_owned(), msg: format!("tensor '{key}' is missing") })
+}
+
+/// Infer the architecture from tensor shapes, as OpenAI's `build_model` does (heads = width / 64).
+/// The activation cannot be seen in shapes: OpenAI's weights use QuickGELU, so that is assumed.
+pub fn infer_config(t: &BTreeMap<String, RawTensor>, file: &str) -> Result<ClipConfig, LoadError> {
+    if !t.contains_key("token_embedding.weight") && !t.contains_key("visual.conv1.weight") {
+        return Err(LoadError::Architecture {
+            file: file.to_owned(),
+            msg: "it has neither 'token_embedding.weight' nor 'visual.conv1.weight': not a CLIP checkpoint".into(),
+        });
+    }
+    let count = |prefix: &str| {
+        let mut idx: Vec<&str> = t
+            .keys()
+            .filter_map(|k| k.strip_prefix(prefix))
+            .filter_map(|r| r.split('.').next())
+            .collect();
+        idx.sort();
+        idx.dedup();
+        idx.len()
+    };
+    let vision_cfg = if t.contains_key("visual.proj") {
+        let width = dim(t, "visual.conv1.weight", 0, file)?;
+        let patch = dim(t, "visual.conv1.weight", 3, file)?;
+        let grid = ((dim(t, "visual.positional_embedding", 0, file)? - 1) as f64).sqrt().round() as usize;
+        VisionConfig {
+            image_size: patch * grid,
+            layers: VisionLayers::Vit(count("visual.transformer.resblocks.")),
+            width,
+            patch_size: Some(patch),
+            head_width: 64,
+            mlp_ratio: dim(t, "visual.transformer.resblocks.0.mlp.c_fc.weight", 0, file)? as f64 / width as f64,
+        }
+    } else {
+        let layers = [1, 2, 3, 4].map(|b| count(&format!("visual.layer{b}.")));
+        let out = ((dim(t, "visual.attnpool.positional_embedding", 0, file)? - 1) as f64).sqrt().round() as usize;
+        VisionConfig {
+            image_size: out * 32,
+            layers: VisionLayers::ResNet(layers),
+            width: dim(t, "visual.layer1.0.conv1.weight", 0, file)?,
+            patch_size: None,
+            head_width: 64,
+            mlp_ratio: 4.0,
+        }
+    };
+    let tw = dim(t, "ln_final.weight", 0, file)?;
+    let cfg = ClipConfig {
+        embed_dim: dim(t, "text_projection", 1, file)?,
+        vision_cfg,
+        text_cfg: TextConfig {
+            context_length: dim(t, "positional_embedding", 0, file)?,
+            vocab_size: dim(t, "token_embedding.weight", 0, file)?,
+            width: tw,
+            heads: (tw / 64).max(1),
+            layers: count("transformer.resblocks."),
+            mlp_ratio: dim(t, "transformer.resblocks.0.mlp.c_fc.weight", 0, file)? as f64 / tw as f64,
+        },
+        quick_gelu: true,
+    };
+    cfg.validate().map_err(|e| LoadError::Architecture { file: file.to_owned(), msg: e.to_string() })?;
+    Ok(cfg)
+}
+
+/// Tensors that some exporters save but that are not parameters.
+fn drop_non_parameters(t: &mut BTreeMap<String, RawTensor>) {
+    t.retain(|k, _| {
+        !(k.ends_with("attn_mask")
+            || k == "input_resolution"
+            || k == "context_length"
+            || k == "vocab_size"
+            || k.ends_with("position_ids"))
+    });
+}
+
+fn read_config_file(path: &Path) -> Result<ClipConfig, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io { file: display(path), source })?;
+    ClipConfig::from_json(&text).map_err(|e| LoadError::format(&display(path), e.to_string()))
+}
+
+/// A config that sits beside a weights file: `open_clip_config.json`, `config.json` (ours), or
+/// `<stem>.json`.
+fn config_beside(weights: &Path) -> Result<Option<ClipConfig>, LoadError> {
+    let dir = weights.parent().unwrap_or(Path::new("."));
+    let mut candidates: Vec<PathBuf> = vec![dir.join("open_clip_config.json"), dir.join("config.json")];
+    if let Some(stem) = weights.file_stem() {
+        candidates.push(dir.join(format!("{}.json", stem.to_string_lossy())));
+    }
+    for c in candidates {
+        if c.is_file() {
+            return read_config_file(&c).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// Read any supported checkpoint (file or directory).
+pub fn read_checkpoint(path: &Path) -> Result<Loaded, LoadError> {
+    if path.is_dir() {
+        let hf_config_path = path.join("config.json");
+        if hf_config_path.is_file() {
+            let text = std::fs::read_to_string(&hf_config_path)
+                .map_err(|source| LoadError::Io { file: display(&hf_config_path), source })?;
+            if text.contains("\"vision_config\"") {
+                let cfg = hf_config(&text, &display(&hf_config_path))?;
+                let weights = ["model.safetensors", "pytorch_model.bin"]
+                    .iter()
+                    .map(|n| path.join(n))
+                    .find(|p| p.is_file())
+                    .ok_or_else(|| LoadError::format(&display(path), "Hugging Face directory without model.safetensors or pytorch_model.bin"))?;
+                let file = display(&weights);
+                let raw = if weights.extension().is_some_and(|e| e == "safetensors") {
+                    read_safetensors(&weights)?
+                } else {
+                    read_torch_zip(&weights)?.0
+                };
+                let mut tensors = hf_to_openai(raw, &file)?;
+                drop_non_parameters(&mut tensors);
+                return Ok(Loaded { tensors, config: Some(cfg), format: Format::HuggingFace, file });
+            }
+        }
+        let weights = ["model.safetensors", "open_clip_model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin", "model.pt"]
+            .iter()
+            .map(|n| path.join(n))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                LoadError::format(
+                    &display(path),
+                    "no weights found in this directory (expected model.safetensors, open_clip_model.safetensors, open_clip_pytorch_model.bin, pytorch_model.bin or model.pt)",
+                )
+            })?;
+        return read_checkpoint(&weights);
+    }
+    let file = display(path);
+    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+    let (mut tensors, format) = if is_safetensors {
+        (read_safetensors(path)?, Format::Safetensors)
+    } else {
+        read_torch_zip(path)?
+    };
+    drop_non_parameters(&mut tensors);
+    let config = if format == Format::TorchScript { None } else { config_beside(path)? };
+    Ok(Loaded { tensors, config, format, file })
+}
+
+/// Load a CLIP from any supported checkpoint. `config` overrides the one found beside the weights;
+/// without either, the architecture is inferred from the shapes (QuickGELU assumed).
+pub fn load_clip(path: &Path, config: Option<&ClipConfig>, device: &Device) -> Result<Clip, LoadError> {
+    let loaded = read_checkpoint(path)?;
+    let cfg = match (config, &loaded.config) {
+        (Some(c), _) => c.clone(),
+        (None, Some(c)) => c.clone(),
+        (None, None) => infer_config(&loaded.tensors, &loaded.file)?,
+    };
+    Clip::from_checkpoint(&cfg, Checkpoint::new(loaded.tensors, loaded.file), device)
+}
+
+/// Save as `DIR/model.safetensors` (f32, open_clip/OpenAI keys) + `DIR/config.json`.
+pub fn save_clip(clip: &Clip, dir: &Path) -> Result<(), LoadError> {
+    std::fs::create_dir_all(dir).map_err(|source| LoadError::Io { file: display(dir), source })?;
+    write_safetensors(&dir.join("model.safetensors"), &clip.state_dict())?;
+    write_atomic(&dir.join("config.json"), clip.config.to_json().as_bytes())
+}
