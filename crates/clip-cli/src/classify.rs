@@ -43,9 +43,18 @@ pub struct ClassifyArgs {
 /// Template sets shipped as data (OpenAI's prompt-engineering lists, via open_clip).
 pub fn templates(spec: &str) -> Result<Vec<String>> {
     let list: Vec<String> = match spec {
-        "simple" => include_str!("../../../configs/templates/simple.txt").lines().map(str::to_owned).collect(),
-        "imagenet" => include_str!("../../../configs/templates/imagenet.txt").lines().map(str::to_owned).collect(),
-        "imagenet7" => include_str!("../../../configs/templates/imagenet7.txt").lines().map(str::to_owned).collect(),
+        "simple" => include_str!("../../../configs/templates/simple.txt")
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+        "imagenet" => include_str!("../../../configs/templates/imagenet.txt")
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+        "imagenet7" => include_str!("../../../configs/templates/imagenet7.txt")
+            .lines()
+            .map(str::to_owned)
+            .collect(),
         path => io::read_lines(std::path::Path::new(path))?,
     };
     if list.is_empty() {
@@ -59,7 +68,11 @@ pub fn templates(spec: &str) -> Result<Vec<String>> {
 
 fn labels(args: &ClassifyArgs) -> Result<Vec<String>> {
     let labels: Vec<String> = match (&args.labels, &args.labels_file) {
-        (Some(l), _) => l.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+        (Some(l), _) => l
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
         (None, Some(f)) => io::read_lines(f)?,
         (None, None) => bail!("give the classes with --labels a,b,c or --labels-file FILE"),
     };
@@ -80,10 +93,15 @@ pub fn run(args: &ClassifyArgs) -> Result<()> {
     let clip = models::load(&args.model, &device)?;
     let dim = clip.config.embed_dim;
     // classifier rows: per class, the normalised mean of normalised template embeddings
-    let prompts: Vec<String> =
-        labels.iter().flat_map(|l| templates.iter().map(move |t| t.replace("{}", l))).collect();
+    let prompts: Vec<String> = labels
+        .iter()
+        .flat_map(|l| templates.iter().map(move |t| t.replace("{}", l)))
+        .collect();
     let text = embed_texts(&clip, &prompts, 256, true, true)?;
-    let text = Tensor::<3>::from_data(TensorData::new(text, [labels.len(), templates.len(), dim]), &device);
+    let text = Tensor::<3>::from_data(
+        TensorData::new(text, [labels.len(), templates.len(), dim]),
+        &device,
+    );
     let classifier = clip_model::l2_normalize(text.mean_dim(1).reshape([labels.len(), dim])); // [C, D]
     let images = embed_images(&clip, &args.images, 32, args.flatten_alpha, true)?;
     let images = Tensor::<2>::from_data(TensorData::new(images, [args.images.len(), dim]), &device);
@@ -98,7 +116,10 @@ pub fn run(args: &ClassifyArgs) -> Result<()> {
                 .iter()
                 .map(|&i| serde_json::json!({ "label": labels[i], "prob": row[i] }))
                 .collect();
-            println!("{}", serde_json::json!({ "image": path.display().to_string(), "top": best }));
+            println!(
+                "{}",
+                serde_json::json!({ "image": path.display().to_string(), "top": best })
+            );
         } else {
             println!("{}", path.display());
             for &i in &order[..top] {

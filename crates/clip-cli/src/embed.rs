@@ -46,7 +46,9 @@ pub struct EmbedArgs {
     pub flatten_alpha: bool,
 }
 
-const IMAGE_EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "jfif"];
+const IMAGE_EXTENSIONS: [&str; 9] = [
+    "jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "jfif",
+];
 
 /// Image files of a directory, sorted by name.
 pub fn images_in(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -61,7 +63,11 @@ pub fn images_in(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     if files.is_empty() {
-        bail!("no images ({}) in '{}'", IMAGE_EXTENSIONS.join(", "), dir.display());
+        bail!(
+            "no images ({}) in '{}'",
+            IMAGE_EXTENSIONS.join(", "),
+            dir.display()
+        );
     }
     Ok(files)
 }
@@ -69,15 +75,23 @@ pub fn images_in(dir: &Path) -> Result<Vec<PathBuf>> {
 fn progress(n: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(n as u64); // hidden automatically when stderr is not a terminal
     bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]",
+        )
+        .expect("valid template"),
     );
     bar.set_message(what.to_owned());
     bar
 }
 
 /// Image embeddings `[N, D]` (row-major), decoding each batch in parallel.
-pub fn embed_images(clip: &Clip, paths: &[PathBuf], batch: usize, flatten_alpha: bool, normalize: bool) -> Result<Vec<f32>> {
+pub fn embed_images(
+    clip: &Clip,
+    paths: &[PathBuf],
+    batch: usize,
+    flatten_alpha: bool,
+    normalize: bool,
+) -> Result<Vec<f32>> {
     let n = clip.config.image_size();
     let mut pre = clip_data::Preprocess::clip(n);
     if flatten_alpha {
@@ -87,7 +101,10 @@ pub fn embed_images(clip: &Clip, paths: &[PathBuf], batch: usize, flatten_alpha:
     let bar = progress(paths.len(), "images");
     let mut out = Vec::new();
     for chunk in paths.chunks(batch.max(1)) {
-        let pixels: Vec<Vec<f32>> = chunk.par_iter().map(|p| pre.load(p)).collect::<Result<_, _>>()?;
+        let pixels: Vec<Vec<f32>> = chunk
+            .par_iter()
+            .map(|p| pre.load(p))
+            .collect::<Result<_, _>>()?;
         let flat: Vec<f32> = pixels.concat();
         let images = Tensor::<4>::from_data(TensorData::new(flat, [chunk.len(), 3, n, n]), &device);
         let mut f = clip.encode_image(images);
@@ -102,7 +119,13 @@ pub fn embed_images(clip: &Clip, paths: &[PathBuf], batch: usize, flatten_alpha:
 }
 
 /// Text embeddings `[N, D]`.
-pub fn embed_texts(clip: &Clip, texts: &[String], batch: usize, truncate: bool, normalize: bool) -> Result<Vec<f32>> {
+pub fn embed_texts(
+    clip: &Clip,
+    texts: &[String],
+    batch: usize,
+    truncate: bool,
+    normalize: bool,
+) -> Result<Vec<f32>> {
     let tok = clip_tokenizer::Tokenizer::global();
     let ctx = clip.config.text_cfg.context_length;
     let bar = progress(texts.len(), "texts");
@@ -137,21 +160,41 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         texts.extend(io::read_lines(f)?);
     }
     match (images.is_empty(), texts.is_empty()) {
-        (true, true) => bail!("nothing to embed: give --image, --text, --images-from or --texts-from"),
-        (false, false) => bail!("embed images or texts in one run, not both (they go to one output file)"),
+        (true, true) => {
+            bail!("nothing to embed: give --image, --text, --images-from or --texts-from")
+        }
+        (false, false) => {
+            bail!("embed images or texts in one run, not both (they go to one output file)")
+        }
         _ => {}
     }
     let device = clip_model::cpu();
     let clip = models::load(&args.model, &device)?;
     let dim = clip.config.embed_dim;
     let (inputs, data) = if !images.is_empty() {
-        let data = embed_images(&clip, &images, args.batch_size, args.flatten_alpha, !args.raw)?;
-        (images.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(), data)
+        let data = embed_images(
+            &clip,
+            &images,
+            args.batch_size,
+            args.flatten_alpha,
+            !args.raw,
+        )?;
+        (
+            images
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>(),
+            data,
+        )
     } else {
         let data = embed_texts(&clip, &texts, args.batch_size, args.truncate, !args.raw)?;
         (texts, data)
     };
     io::write_embeddings(&args.out, &inputs, dim, &data)?;
-    eprintln!("wrote {} embeddings of dimension {dim} to {}", inputs.len(), args.out.display());
+    eprintln!(
+        "wrote {} embeddings of dimension {dim} to {}",
+        inputs.len(),
+        args.out.display()
+    );
     Ok(())
 }

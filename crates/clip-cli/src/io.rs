@@ -14,14 +14,23 @@ pub fn read_lines(path: &Path) -> Result<Vec<String>> {
             e.utf8_error().valid_up_to()
         )
     })?;
-    Ok(text.lines().map(str::trim_end).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+    Ok(text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 /// NPY v1.0 bytes of a little-endian float32 array.
 pub fn npy_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
     assert_eq!(shape.iter().product::<usize>(), data.len());
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_str = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let shape_str = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_str}, }}");
     // magic(6) + version(2) + header length(2) + header + '\n', padded to a multiple of 64
     let total = 10 + header.len() + 1;
@@ -55,13 +64,18 @@ pub fn write_embeddings(path: &Path, inputs: &[String], dim: usize, data: &[f32]
         Some("jsonl") => {
             let mut out = String::new();
             for (input, row) in inputs.iter().zip(data.chunks(dim)) {
-                out.push_str(&serde_json::to_string(&serde_json::json!({ "input": input, "embedding": row }))?);
+                out.push_str(&serde_json::to_string(
+                    &serde_json::json!({ "input": input, "embedding": row }),
+                )?);
                 out.push('\n');
             }
             clip_model::weights::write_atomic(path, out.as_bytes())?;
             Ok(())
         }
-        _ => bail!("--out '{}' must end in .npy, .safetensors or .jsonl", path.display()),
+        _ => bail!(
+            "--out '{}' must end in .npy, .safetensors or .jsonl",
+            path.display()
+        ),
     }
 }
 
@@ -75,6 +89,10 @@ mod tests {
         let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
         assert_eq!((10 + hlen) % 64, 0);
         assert_eq!(b.len(), 10 + hlen + 24);
-        assert!(std::str::from_utf8(&b[10..10 + hlen]).unwrap().contains("'shape': (2, 3)"));
+        assert!(
+            std::str::from_utf8(&b[10..10 + hlen])
+                .unwrap()
+                .contains("'shape': (2, 3)")
+        );
     }
 }

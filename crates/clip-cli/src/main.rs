@@ -12,7 +12,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "clip", version, about = "CLIP in Rust: tokenize, preprocess, embed, classify, convert")]
+#[command(
+    name = "clip",
+    version,
+    about = "CLIP in Rust: tokenize, preprocess, embed, classify, convert"
+)]
 struct Cli {
     /// Worker threads for tensor math and image decoding (default: all cores)
     #[arg(long, global = true)]
@@ -114,7 +118,11 @@ fn convert(args: &ConvertArgs) -> Result<()> {
     let device = clip_model::cpu();
     let clip = models::load(&args.model, &device)?;
     clip_model::save_clip(&clip, &args.out)?;
-    eprintln!("wrote {} and {}", args.out.join("model.safetensors").display(), args.out.join("config.json").display());
+    eprintln!(
+        "wrote {} and {}",
+        args.out.join("model.safetensors").display(),
+        args.out.join("config.json").display()
+    );
     Ok(())
 }
 

@@ -17,7 +17,8 @@ struct Pretrained {
 }
 
 fn pretrained() -> Vec<Pretrained> {
-    serde_json::from_str(include_str!("../../../configs/pretrained.json")).expect("valid pretrained table")
+    serde_json::from_str(include_str!("../../../configs/pretrained.json"))
+        .expect("valid pretrained table")
 }
 
 /// `clip models`: presets and their pretrained tags.
@@ -26,12 +27,20 @@ pub fn listing() -> String {
     let mut out = String::new();
     for (name, _) in clip_model::config::PRESETS {
         let cfg = clip_model::preset(name).expect("preset parses");
-        let tags: Vec<&str> = table.iter().filter(|p| p.model == *name).map(|p| p.tag.as_str()).collect();
+        let tags: Vec<&str> = table
+            .iter()
+            .filter(|p| p.model == *name)
+            .map(|p| p.tag.as_str())
+            .collect();
         out.push_str(&format!(
             "{name:<14} image {:>3}px  embed {:>4}  tags: {}\n",
             cfg.image_size(),
             cfg.embed_dim,
-            if tags.is_empty() { "-".to_owned() } else { tags.join(", ") }
+            if tags.is_empty() {
+                "-".to_owned()
+            } else {
+                tags.join(", ")
+            }
         ));
     }
     out
@@ -45,7 +54,10 @@ fn hub_file(repo: &str) -> Result<PathBuf, String> {
     if let Some(p) = WEIGHT_FILES.iter().find_map(|f| cached.get(f)) {
         return Ok(p);
     }
-    let api = hf_hub::api::sync::ApiBuilder::from_env().with_progress(true).build().map_err(|e| e.to_string())?;
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(true)
+        .build()
+        .map_err(|e| e.to_string())?;
     let remote = api.model(repo.to_owned());
     let mut last = String::new();
     for f in WEIGHT_FILES {
@@ -63,9 +75,19 @@ fn resolve_pretrained(spec: &str) -> Result<(PathBuf, ClipConfig)> {
     let mut cfg = clip_model::preset(name)?;
     let table = pretrained();
     let base = name.trim_end_matches("-quickgelu");
-    let Some(entry) = table.iter().find(|p| p.model.eq_ignore_ascii_case(base) && p.tag == tag) else {
-        let tags: Vec<&str> = table.iter().filter(|p| p.model.eq_ignore_ascii_case(base)).map(|p| p.tag.as_str()).collect();
-        bail!("unknown pretrained tag '{tag}' for {name}; known tags: {}", tags.join(", "));
+    let Some(entry) = table
+        .iter()
+        .find(|p| p.model.eq_ignore_ascii_case(base) && p.tag == tag)
+    else {
+        let tags: Vec<&str> = table
+            .iter()
+            .filter(|p| p.model.eq_ignore_ascii_case(base))
+            .map(|p| p.tag.as_str())
+            .collect();
+        bail!(
+            "unknown pretrained tag '{tag}' for {name}; known tags: {}",
+            tags.join(", ")
+        );
     };
     cfg.quick_gelu |= entry.quick_gelu;
     match hub_file(&entry.hf_hub) {
@@ -93,9 +115,15 @@ pub fn load(spec: &str, device: &Device) -> Result<Clip> {
     }
     if clip_model::preset(spec).is_ok() {
         let table = pretrained();
-        let tags: Vec<String> =
-            table.iter().filter(|p| p.model.eq_ignore_ascii_case(spec)).map(|p| format!("{spec}:{}", p.tag)).collect();
-        bail!("'{spec}' names an architecture, not weights; pick pretrained weights such as {}", tags.join(", "));
+        let tags: Vec<String> = table
+            .iter()
+            .filter(|p| p.model.eq_ignore_ascii_case(spec))
+            .map(|p| format!("{spec}:{}", p.tag))
+            .collect();
+        bail!(
+            "'{spec}' names an architecture, not weights; pick pretrained weights such as {}",
+            tags.join(", ")
+        );
     }
     bail!(
         "unknown model '{spec}': it is not a file or directory, nor NAME:TAG; known models: {} (see `clip models` for tags)",

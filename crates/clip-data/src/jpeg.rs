@@ -14,7 +14,10 @@ fn message(cinfo: &mut jpeg_common_struct) -> String {
         let err = &*cinfo.err;
         let mut buf = [0u8; 80];
         if let Some(fmt) = err.format_message {
-            let fmt = std::mem::transmute::<unsafe extern "C-unwind" fn(&mut jpeg_common_struct, &[u8; 80]), Format>(fmt);
+            let fmt = std::mem::transmute::<
+                unsafe extern "C-unwind" fn(&mut jpeg_common_struct, &[u8; 80]),
+                Format,
+            >(fmt);
             fmt(cinfo, &mut buf);
         }
         let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
@@ -31,7 +34,9 @@ extern "C-unwind" fn emit_message(cinfo: &mut jpeg_common_struct, level: c_int) 
     if level < 0 {
         let msg = message(cinfo);
         if msg.starts_with("Premature end of JPEG file") {
-            std::panic::resume_unwind(Box::new("the file is truncated (premature end of JPEG data)".to_owned()));
+            std::panic::resume_unwind(Box::new(
+                "the file is truncated (premature end of JPEG data)".to_owned(),
+            ));
         }
     }
 }
@@ -65,7 +70,12 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
         let (width, height) = (s.width(), s.height());
         let data = s.read_scanlines::<u8>()?;
         s.finish()?;
-        Ok(Decoded { width, height, channels: if grey { 1 } else { 3 }, data })
+        Ok(Decoded {
+            width,
+            height,
+            channels: if grey { 1 } else { 3 },
+            data,
+        })
     });
     match result {
         Ok(Ok(d)) => Ok(d),

@@ -33,7 +33,10 @@ fn half_round_even(x: usize) -> usize {
 
 /// Crop an `n×n` window at (`left`, `top`).
 pub fn crop(img: &Rgb8, left: usize, top: usize, n: usize) -> Rgb8 {
-    assert!(left + n <= img.width && top + n <= img.height, "crop window inside the image");
+    assert!(
+        left + n <= img.width && top + n <= img.height,
+        "crop window inside the image"
+    );
     let mut data = Vec::with_capacity(n * n * 3);
     for y in top..top + n {
         let start = (y * img.width + left) * 3;
@@ -44,7 +47,12 @@ pub fn crop(img: &Rgb8, left: usize, top: usize, n: usize) -> Rgb8 {
 
 /// torchvision `CenterCrop(n)`: offsets `round((size - n) / 2)` with Python's rounding.
 pub fn center_crop(img: &Rgb8, n: usize) -> Rgb8 {
-    crop(img, half_round_even(img.width - n), half_round_even(img.height - n), n)
+    crop(
+        img,
+        half_round_even(img.width - n),
+        half_round_even(img.height - n),
+        n,
+    )
 }
 
 /// The CLIP image transform.
@@ -59,7 +67,12 @@ pub struct Preprocess {
 impl Preprocess {
     /// OpenAI's transform for an `n×n` model input.
     pub fn clip(size: usize) -> Preprocess {
-        Preprocess { size, mean: CLIP_MEAN, std: CLIP_STD, alpha: Alpha::Drop }
+        Preprocess {
+            size,
+            mean: CLIP_MEAN,
+            std: CLIP_STD,
+            alpha: Alpha::Drop,
+        }
     }
 
     /// Resize + center crop, as 8-bit RGB (the part before `ToTensor`).

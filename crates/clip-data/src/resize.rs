@@ -13,7 +13,11 @@ pub struct Rgb8 {
 impl Rgb8 {
     pub fn new(width: usize, height: usize, data: Vec<u8>) -> Rgb8 {
         assert_eq!(data.len(), width * height * 3, "RGB buffer size");
-        Rgb8 { width, height, data }
+        Rgb8 {
+            width,
+            height,
+            data,
+        }
     }
 }
 
@@ -46,7 +50,9 @@ fn coefficients(in_size: usize, out_size: usize) -> (usize, Vec<(usize, Vec<i32>
         let xmin = ((center - support + 0.5) as i64).max(0) as usize; // C truncation toward zero
         let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
         let n = xmax.saturating_sub(xmin);
-        let mut k: Vec<f64> = (0..n).map(|x| bicubic((x as f64 + xmin as f64 - center + 0.5) * ss)).collect();
+        let mut k: Vec<f64> = (0..n)
+            .map(|x| bicubic((x as f64 + xmin as f64 - center + 0.5) * ss))
+            .collect();
         let ww: f64 = k.iter().sum();
         if ww != 0.0 {
             for w in &mut k {
@@ -57,7 +63,11 @@ fn coefficients(in_size: usize, out_size: usize) -> (usize, Vec<(usize, Vec<i32>
             .iter()
             .map(|&w| {
                 let s = w * (1u32 << PRECISION_BITS) as f64;
-                if w < 0.0 { (s - 0.5) as i32 } else { (s + 0.5) as i32 }
+                if w < 0.0 {
+                    (s - 0.5) as i32
+                } else {
+                    (s + 0.5) as i32
+                }
             })
             .collect();
         out.push((xmin, fixed));
@@ -139,7 +149,10 @@ mod tests {
             let (_, c) = coefficients(i, o);
             for (_, k) in c {
                 let s: i64 = k.iter().map(|&w| w as i64).sum();
-                assert!((s - (1 << PRECISION_BITS)).abs() <= k.len() as i64, "{i}->{o}: {s}");
+                assert!(
+                    (s - (1 << PRECISION_BITS)).abs() <= k.len() as i64,
+                    "{i}->{o}: {s}"
+                );
             }
         }
     }

@@ -13,7 +13,10 @@ fn dir() -> PathBuf {
 fn golden() -> BTreeMap<String, (Vec<usize>, Vec<u8>)> {
     let bytes = std::fs::read(dir().join("golden.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors().into_iter().map(|(k, v)| (k, (v.shape().to_vec(), v.data().to_vec()))).collect()
+    st.tensors()
+        .into_iter()
+        .map(|(k, v)| (k, (v.shape().to_vec(), v.data().to_vec())))
+        .collect()
 }
 
 #[test]
@@ -45,7 +48,11 @@ fn normalisation_uses_clip_mean_and_std() {
     let p = Preprocess::clip(1);
     let img = clip_data::Rgb8::new(1, 1, vec![255, 0, 128]);
     let out = p.normalize(&img);
-    let want = [(1.0 - 0.48145466) / 0.26862954, (0.0 - 0.4578275) / 0.26130258, (128.0 / 255.0 - 0.40821073) / 0.27577711];
+    let want = [
+        (1.0 - 0.48145466) / 0.26862954,
+        (0.0 - 0.4578275) / 0.26130258,
+        (128.0 / 255.0 - 0.40821073) / 0.27577711,
+    ];
     for (a, b) in out.iter().zip(want) {
         assert!((a - b).abs() < 1e-6);
     }
@@ -69,13 +76,23 @@ fn bad_images_have_clear_errors() {
     std::fs::write(&truncated, &jpg[..jpg.len() / 3]).unwrap();
     let err = load_rgb(&truncated, Alpha::Drop).unwrap_err();
     assert!(matches!(err, ImageError::Decode { .. }), "{err}");
-    assert!(err.to_string().starts_with(&format!("cannot decode image '{}': ", truncated.display())), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot decode image '{}': ", truncated.display())),
+        "{err}"
+    );
 
     // garbage and zero-byte files
     let err = decode_rgb(b"this is not an image at all", "notes.jpg", Alpha::Drop).unwrap_err();
-    assert_eq!(err.to_string(), "image 'notes.jpg' is in a format that is not supported (JPEG, PNG, WebP, GIF, BMP, TIFF are)");
+    assert_eq!(
+        err.to_string(),
+        "image 'notes.jpg' is in a format that is not supported (JPEG, PNG, WebP, GIF, BMP, TIFF are)"
+    );
     let err = decode_rgb(b"", "empty.png", Alpha::Drop).unwrap_err();
-    assert_eq!(err.to_string(), "cannot decode image 'empty.png': the file is empty (0 bytes)");
+    assert_eq!(
+        err.to_string(),
+        "cannot decode image 'empty.png': the file is empty (0 bytes)"
+    );
 
     // missing file
     let err = load_rgb(&tmp.path().join("nope.png"), Alpha::Drop).unwrap_err();
@@ -123,7 +140,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

@@ -23,7 +23,10 @@ pub struct Capture {
 
 impl Capture {
     pub fn new<S: Into<String>>(patterns: impl IntoIterator<Item = S>) -> Capture {
-        Capture { patterns: patterns.into_iter().map(Into::into).collect(), outputs: Vec::new() }
+        Capture {
+            patterns: patterns.into_iter().map(Into::into).collect(),
+            outputs: Vec::new(),
+        }
     }
 
     pub fn all() -> Capture {
@@ -41,7 +44,11 @@ impl Capture {
     pub fn offer<const D: usize>(&mut self, name: impl FnOnce() -> String, t: &Tensor<D>) {
         let name = name();
         if self.wants(&name) {
-            self.outputs.push(Activation { name, shape: t.dims().to_vec(), data: to_vec(t) });
+            self.outputs.push(Activation {
+                name,
+                shape: t.dims().to_vec(),
+                data: to_vec(t),
+            });
         }
     }
 

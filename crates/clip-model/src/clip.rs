@@ -9,7 +9,10 @@ use crate::capture::Capture;
 use crate::config::{ClipConfig, VisionKind};
 use crate::error::LoadError;
 use crate::resnet::{ModifiedResNet, ResNetDims};
-use crate::source::{Binding, Checkpoint, Init, Layout, RandomInit, RawTensor, Recorder, Source, param, to_vec, transpose};
+use crate::source::{
+    Binding, Checkpoint, Init, Layout, RandomInit, RawTensor, Recorder, Source, param, to_vec,
+    transpose,
+};
 use crate::text::{TextDims, TextInputError, TextTransformer};
 use crate::vit::{VisionTransformer, VitDims};
 
@@ -39,13 +42,24 @@ pub struct Clip {
 
 impl Clip {
     /// Build from any parameter source (checkpoint or random init).
-    pub fn load(config: &ClipConfig, src: &mut dyn Source, device: &Device) -> Result<Clip, LoadError> {
+    pub fn load(
+        config: &ClipConfig,
+        src: &mut dyn Source,
+        device: &Device,
+    ) -> Result<Clip, LoadError> {
         config.validate()?;
-        let mut rec = Recorder { inner: src, bindings: Vec::new() };
+        let mut rec = Recorder {
+            inner: src,
+            bindings: Vec::new(),
+        };
         let v = &config.vision_cfg;
         let mlp = |w: usize, ratio: f64| (w as f64 * ratio) as usize;
         let visual = match config.vision_kind()? {
-            VisionKind::Vit { patch_size, layers, heads } => VisualTower::Vit(VisionTransformer::load(
+            VisionKind::Vit {
+                patch_size,
+                layers,
+                heads,
+            } => VisualTower::Vit(VisionTransformer::load(
                 &mut rec,
                 VitDims {
                     image_size: v.image_size,
@@ -61,7 +75,13 @@ impl Clip {
             )?),
             VisionKind::ResNet { layers, heads } => VisualTower::ResNet(ModifiedResNet::load(
                 &mut rec,
-                ResNetDims { image_size: v.image_size, layers, width: v.width, heads, embed_dim: config.embed_dim },
+                ResNetDims {
+                    image_size: v.image_size,
+                    layers,
+                    width: v.width,
+                    heads,
+                    embed_dim: config.embed_dim,
+                },
                 device,
             )?),
         };
@@ -80,12 +100,30 @@ impl Clip {
             },
             device,
         )?;
-        let logit_scale = param(&mut rec, "logit_scale", [1], Init::Constant((1.0f64 / 0.07).ln()), device)?;
-        Ok(Clip { module: ClipModule { visual, text, logit_scale }, config: config.clone(), bindings: rec.bindings })
+        let logit_scale = param(
+            &mut rec,
+            "logit_scale",
+            [1],
+            Init::Constant((1.0f64 / 0.07).ln()),
+            device,
+        )?;
+        Ok(Clip {
+            module: ClipModule {
+                visual,
+                text,
+                logit_scale,
+            },
+            config: config.clone(),
+            bindings: rec.bindings,
+        })
     }
 
     /// Build from a checkpoint; every tensor in it must be used.
-    pub fn from_checkpoint(config: &ClipConfig, mut ckpt: Checkpoint, device: &Device) -> Result<Clip, LoadError> {
+    pub fn from_checkpoint(
+        config: &ClipConfig,
+        mut ckpt: Checkpoint,
+        device: &Device,
+    ) -> Result<Clip, LoadError> {
         let clip = Clip::load(config, &mut ckpt, device)?;
         ckpt.finish()?;
         Ok(clip)
@@ -119,7 +157,11 @@ impl Clip {
     }
 
     /// As [`Clip::encode_text`], offering block outputs to `capture`.
-    pub fn encode_text_with(&self, rows: &[Vec<u32>], capture: Option<&mut Capture>) -> Result<Tensor<2>, TextInputError> {
+    pub fn encode_text_with(
+        &self,
+        rows: &[Vec<u32>],
+        capture: Option<&mut Capture>,
+    ) -> Result<Tensor<2>, TextInputError> {
         self.module.text.forward(rows, capture)
     }
 
@@ -148,12 +190,16 @@ impl Clip {
         self.bindings
             .iter()
             .map(|b| {
-                let (dims, data) = c.0.remove(&b.id).expect("every bound parameter is in the module");
+                let (dims, data) =
+                    c.0.remove(&b.id)
+                        .expect("every bound parameter is in the module");
                 let raw = match &b.layout {
                     // open_clip and OpenAI store the logit scale as a 0-d tensor
                     Layout::Same(_) if b.key == "logit_scale" => RawTensor::new(vec![], data),
                     Layout::Same(_) => RawTensor::new(dims, data),
-                    Layout::Transposed { rows, cols } => RawTensor::new(vec![*rows, *cols], transpose(&data, *cols, *rows)),
+                    Layout::Transposed { rows, cols } => {
+                        RawTensor::new(vec![*rows, *cols], transpose(&data, *cols, *rows))
+                    }
                     Layout::FlatTransposed(shape) => {
                         let rows = shape[0];
                         let cols = data.len() / rows;

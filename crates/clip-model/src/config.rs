@@ -69,8 +69,15 @@ fn default_vocab() -> usize {
 /// Which image tower a config describes, with its derived sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VisionKind {
-    Vit { patch_size: usize, layers: usize, heads: usize },
-    ResNet { layers: [usize; 4], heads: usize },
+    Vit {
+        patch_size: usize,
+        layers: usize,
+        heads: usize,
+    },
+    ResNet {
+        layers: [usize; 4],
+        heads: usize,
+    },
 }
 
 impl ClipConfig {
@@ -90,7 +97,11 @@ impl ClipConfig {
                         v.image_size
                     )));
                 }
-                Ok(VisionKind::Vit { patch_size, layers: *layers, heads: v.width / v.head_width })
+                Ok(VisionKind::Vit {
+                    patch_size,
+                    layers: *layers,
+                    heads: v.width / v.head_width,
+                })
             }
             (VisionLayers::Vit(_), None) => Err(ConfigError::Invalid(
                 "a ViT vision tower (integer `layers`) needs `patch_size`".into(),
@@ -102,7 +113,10 @@ impl ClipConfig {
                         v.image_size
                     )));
                 }
-                Ok(VisionKind::ResNet { layers: *layers, heads: v.width * 32 / v.head_width })
+                Ok(VisionKind::ResNet {
+                    layers: *layers,
+                    heads: v.width * 32 / v.head_width,
+                })
             }
         }
     }
@@ -118,7 +132,9 @@ impl ClipConfig {
             )));
         }
         if t.context_length < 2 {
-            return Err(ConfigError::Invalid("text context_length must be at least 2".into()));
+            return Err(ConfigError::Invalid(
+                "text context_length must be at least 2".into(),
+            ));
         }
         Ok(())
     }
@@ -126,12 +142,14 @@ impl ClipConfig {
     /// Parse a config from JSON: either a bare model config or open_clip's
     /// `open_clip_config.json` (`{"model_cfg": …, "preprocess_cfg": …}`).
     pub fn from_json(text: &str) -> Result<ClipConfig, ConfigError> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
         let value = match value.get("model_cfg") {
             Some(inner) => inner.clone(),
             None => value,
         };
-        let cfg: ClipConfig = serde_json::from_value(value).map_err(|e| ConfigError::Json(e.to_string()))?;
+        let cfg: ClipConfig =
+            serde_json::from_value(value).map_err(|e| ConfigError::Json(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -160,18 +178,43 @@ pub enum ConfigError {
 pub const PRESETS: &[(&str, &str)] = &[
     ("RN50", include_str!("../../../configs/models/RN50.json")),
     ("RN101", include_str!("../../../configs/models/RN101.json")),
-    ("RN50x4", include_str!("../../../configs/models/RN50x4.json")),
-    ("RN50x16", include_str!("../../../configs/models/RN50x16.json")),
-    ("RN50x64", include_str!("../../../configs/models/RN50x64.json")),
-    ("ViT-B-32", include_str!("../../../configs/models/ViT-B-32.json")),
-    ("ViT-B-16", include_str!("../../../configs/models/ViT-B-16.json")),
-    ("ViT-L-14", include_str!("../../../configs/models/ViT-L-14.json")),
-    ("ViT-L-14-336", include_str!("../../../configs/models/ViT-L-14-336.json")),
+    (
+        "RN50x4",
+        include_str!("../../../configs/models/RN50x4.json"),
+    ),
+    (
+        "RN50x16",
+        include_str!("../../../configs/models/RN50x16.json"),
+    ),
+    (
+        "RN50x64",
+        include_str!("../../../configs/models/RN50x64.json"),
+    ),
+    (
+        "ViT-B-32",
+        include_str!("../../../configs/models/ViT-B-32.json"),
+    ),
+    (
+        "ViT-B-16",
+        include_str!("../../../configs/models/ViT-B-16.json"),
+    ),
+    (
+        "ViT-L-14",
+        include_str!("../../../configs/models/ViT-L-14.json"),
+    ),
+    (
+        "ViT-L-14-336",
+        include_str!("../../../configs/models/ViT-L-14-336.json"),
+    ),
 ];
 
 /// Names of the presets, comma-separated (for error messages).
 pub fn preset_names() -> String {
-    PRESETS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+    PRESETS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The preset of that name. `-quickgelu` suffixes select QuickGELU, as in open_clip.
@@ -183,7 +226,10 @@ pub fn preset(name: &str) -> Result<ClipConfig, ConfigError> {
     let (_, json) = PRESETS
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(base))
-        .ok_or_else(|| ConfigError::UnknownModel { name: name.to_owned(), known: preset_names() })?;
+        .ok_or_else(|| ConfigError::UnknownModel {
+            name: name.to_owned(),
+            known: preset_names(),
+        })?;
     let mut cfg = ClipConfig::from_json(json)?;
     cfg.quick_gelu |= quick;
     Ok(cfg)
@@ -199,9 +245,22 @@ mod tests {
             preset(name).unwrap();
         }
         let b32 = preset("ViT-B-32").unwrap();
-        assert_eq!(b32.vision_kind().unwrap(), VisionKind::Vit { patch_size: 32, layers: 12, heads: 12 });
+        assert_eq!(
+            b32.vision_kind().unwrap(),
+            VisionKind::Vit {
+                patch_size: 32,
+                layers: 12,
+                heads: 12
+            }
+        );
         let rn50 = preset("RN50").unwrap();
-        assert_eq!(rn50.vision_kind().unwrap(), VisionKind::ResNet { layers: [3, 4, 6, 3], heads: 32 });
+        assert_eq!(
+            rn50.vision_kind().unwrap(),
+            VisionKind::ResNet {
+                layers: [3, 4, 6, 3],
+                heads: 32
+            }
+        );
         assert!(preset("ViT-B-32-quickgelu").unwrap().quick_gelu);
     }
 
@@ -221,6 +280,9 @@ mod tests {
                 "text_cfg": {"width": 64, "heads": 1, "layers": 1}}"#,
         )
         .unwrap_err();
-        assert!(err.to_string().contains("unknown field `ls_init_value`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown field `ls_init_value`"),
+            "{err}"
+        );
     }
 }

@@ -23,9 +23,15 @@ pub enum Value {
     /// An allow-listed global, `module.name`.
     Global(String),
     /// An instance of a TorchScript module class with its attribute state.
-    Object { class: String, state: Box<Value> },
+    Object {
+        class: String,
+        state: Box<Value>,
+    },
     /// A storage reference (`BINPERSID` of `('storage', type, key, location, numel)`).
-    Storage { dtype: StorageType, key: String },
+    Storage {
+        dtype: StorageType,
+        key: String,
+    },
     Tensor(TensorRef),
     Mark,
 }
@@ -93,7 +99,10 @@ pub enum PickleError {
 fn allowed_global(module: &str, name: &str) -> bool {
     match module {
         "collections" => name == "OrderedDict",
-        "torch._utils" => matches!(name, "_rebuild_tensor_v2" | "_rebuild_parameter" | "_rebuild_parameter_with_state"),
+        "torch._utils" => matches!(
+            name,
+            "_rebuild_tensor_v2" | "_rebuild_parameter" | "_rebuild_parameter_with_state"
+        ),
         "torch" => StorageType::from_name(name).is_some(),
         "torch.jit._pickle" => name.starts_with("build_") || name == "restore_type_tag",
         _ => module == "__torch__" || module.starts_with("__torch__."),
@@ -108,7 +117,8 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
-        let end = end.ok_or_else(|| PickleError::Malformed(format!("truncated at byte {}", self.pos)))?;
+        let end =
+            end.ok_or_else(|| PickleError::Malformed(format!("truncated at byte {}", self.pos)))?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -117,13 +127,19 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> Result<u16, PickleError> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     fn u32(&mut self) -> Result<u32, PickleError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, PickleError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn line(&mut self) -> Result<String, PickleError> {
         let start = self.pos;
@@ -135,7 +151,8 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
     fn string(&mut self, n: usize) -> Result<String, PickleError> {
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| PickleError::Malformed("invalid UTF-8 string".into()))
+        String::from_utf8(self.take(n)?.to_vec())
+            .map_err(|_| PickleError::Malformed("invalid UTF-8 string".into()))
     }
 }
 
@@ -149,7 +166,9 @@ fn as_usize_list(v: &Value) -> Result<Vec<usize>, PickleError> {
             .iter()
             .map(|i| match i {
                 Value::Int(n) if *n >= 0 => Ok(*n as usize),
-                _ => Err(malformed("tensor size/stride is not a list of non-negative ints")),
+                _ => Err(malformed(
+                    "tensor size/stride is not a list of non-negative ints",
+                )),
             })
             .collect(),
         _ => Err(malformed("tensor size/stride is not a tuple")),
@@ -161,8 +180,12 @@ fn reduce(func: &str, args: Vec<Value>) -> Result<Value, PickleError> {
     match func {
         "collections.OrderedDict" => Ok(Value::Dict(Vec::new())),
         "torch._utils._rebuild_tensor_v2" => {
-            let (Some(Value::Storage { dtype, key }), Some(Value::Int(offset)), Some(size), Some(stride)) =
-                (args.first(), args.get(1), args.get(2), args.get(3))
+            let (
+                Some(Value::Storage { dtype, key }),
+                Some(Value::Int(offset)),
+                Some(size),
+                Some(stride),
+            ) = (args.first(), args.get(1), args.get(2), args.get(3))
             else {
                 return Err(malformed("_rebuild_tensor_v2 with unexpected arguments"));
             };
@@ -174,18 +197,26 @@ fn reduce(func: &str, args: Vec<Value>) -> Result<Value, PickleError> {
                 strides: as_usize_list(stride)?,
             }))
         }
-        "torch._utils._rebuild_parameter" | "torch._utils._rebuild_parameter_with_state" => {
-            args.into_iter().next().ok_or_else(|| malformed("_rebuild_parameter without data"))
-        }
-        f if f.starts_with("torch.jit._pickle.") => {
-            args.into_iter().next().ok_or_else(|| malformed("torch.jit._pickle call without arguments"))
-        }
-        class => Ok(Value::Object { class: class.to_owned(), state: Box::new(Value::None) }),
+        "torch._utils._rebuild_parameter" | "torch._utils._rebuild_parameter_with_state" => args
+            .into_iter()
+            .next()
+            .ok_or_else(|| malformed("_rebuild_parameter without data")),
+        f if f.starts_with("torch.jit._pickle.") => args
+            .into_iter()
+            .next()
+            .ok_or_else(|| malformed("torch.jit._pickle call without arguments")),
+        class => Ok(Value::Object {
+            class: class.to_owned(),
+            state: Box::new(Value::None),
+        }),
     }
 }
 
 fn pop_mark(stack: &mut Vec<Value>) -> Result<Vec<Value>, PickleError> {
-    let mark = stack.iter().rposition(|v| *v == Value::Mark).ok_or_else(|| malformed("MARK missing"))?;
+    let mark = stack
+        .iter()
+        .rposition(|v| *v == Value::Mark)
+        .ok_or_else(|| malformed("MARK missing"))?;
     let items = stack.split_off(mark + 1);
     stack.pop();
     Ok(items)
@@ -291,16 +322,26 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
             b'K' => stack.push(Value::Int(r.u8()? as i64)),
             b'M' => stack.push(Value::Int(r.u16()? as i64)),
             0x8a | 0x8b => {
-                let n = if op == 0x8a { r.u8()? as usize } else { r.u32()? as usize };
+                let n = if op == 0x8a {
+                    r.u8()? as usize
+                } else {
+                    r.u32()? as usize
+                };
                 let bytes = r.take(n)?;
                 if n > 8 {
                     return Err(malformed("integer wider than 64 bits"));
                 }
-                let mut buf = [if bytes.last().is_some_and(|b| b & 0x80 != 0) { 0xff } else { 0 }; 8];
+                let mut buf = [if bytes.last().is_some_and(|b| b & 0x80 != 0) {
+                    0xff
+                } else {
+                    0
+                }; 8];
                 buf[..n].copy_from_slice(bytes);
                 stack.push(Value::Int(i64::from_le_bytes(buf)));
             }
-            b'G' => stack.push(Value::Float(f64::from_be_bytes(r.take(8)?.try_into().expect("8 bytes")))),
+            b'G' => stack.push(Value::Float(f64::from_be_bytes(
+                r.take(8)?.try_into().expect("8 bytes"),
+            ))),
             b'X' => {
                 let n = r.u32()? as usize;
                 stack.push(Value::Str(r.string(n)?));
@@ -323,15 +364,31 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
             }
             b'q' | b'r' => {
                 let idx = if op == b'q' { r.u8()? as u32 } else { r.u32()? };
-                memo.insert(idx, stack.last().cloned().ok_or_else(|| malformed("PUT on empty stack"))?);
+                memo.insert(
+                    idx,
+                    stack
+                        .last()
+                        .cloned()
+                        .ok_or_else(|| malformed("PUT on empty stack"))?,
+                );
             }
             0x94 => {
                 let idx = memo.len() as u32;
-                memo.insert(idx, stack.last().cloned().ok_or_else(|| malformed("MEMOIZE on empty stack"))?);
+                memo.insert(
+                    idx,
+                    stack
+                        .last()
+                        .cloned()
+                        .ok_or_else(|| malformed("MEMOIZE on empty stack"))?,
+                );
             }
             b'h' | b'j' => {
                 let idx = if op == b'h' { r.u8()? as u32 } else { r.u32()? };
-                stack.push(memo.get(&idx).cloned().ok_or_else(|| malformed("GET of unknown memo"))?);
+                stack.push(
+                    memo.get(&idx)
+                        .cloned()
+                        .ok_or_else(|| malformed("GET of unknown memo"))?,
+                );
             }
             b'0' => {
                 pop(&mut stack)?;
@@ -339,7 +396,12 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
             b'1' => {
                 pop_mark(&mut stack)?;
             }
-            b'2' => stack.push(stack.last().cloned().ok_or_else(|| malformed("DUP on empty stack"))?),
+            b'2' => stack.push(
+                stack
+                    .last()
+                    .cloned()
+                    .ok_or_else(|| malformed("DUP on empty stack"))?,
+            ),
             b'R' | 0x81 => {
                 let args = match pop(&mut stack)? {
                     Value::Tuple(a) => a,
@@ -361,18 +423,30 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
             }
             b'Q' => {
                 let pid = pop(&mut stack)?;
-                let Value::Tuple(items) = pid else { return Err(malformed("persistent id is not a tuple")) };
+                let Value::Tuple(items) = pid else {
+                    return Err(malformed("persistent id is not a tuple"));
+                };
                 match items.as_slice() {
-                    [Value::Str(kind), Value::Global(ty), Value::Str(key), ..] if kind == "storage" => {
+                    [Value::Str(kind), Value::Global(ty), Value::Str(key), ..]
+                        if kind == "storage" =>
+                    {
                         let name = ty.rsplit('.').next().unwrap_or("");
                         let dtype = StorageType::from_name(name)
                             .ok_or_else(|| malformed(&format!("unsupported storage type {ty}")))?;
-                        stack.push(Value::Storage { dtype, key: key.clone() });
+                        stack.push(Value::Storage {
+                            dtype,
+                            key: key.clone(),
+                        });
                     }
                     _ => return Err(malformed("unsupported persistent id")),
                 }
             }
-            other => return Err(malformed(&format!("unsupported pickle opcode 0x{other:02x} at byte {}", r.pos - 1))),
+            other => {
+                return Err(malformed(&format!(
+                    "unsupported pickle opcode 0x{other:02x} at byte {}",
+                    r.pos - 1
+                )));
+            }
         }
     }
 }
@@ -391,7 +465,13 @@ fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, PickleError> {
 
 /// Every tensor in the tree with its dotted path: dict keys and TorchScript attribute names.
 pub fn collect_tensors(v: &Value, prefix: &str, out: &mut Vec<(String, TensorRef)>) {
-    let join = |k: &str| if prefix.is_empty() { k.to_owned() } else { format!("{prefix}.{k}") };
+    let join = |k: &str| {
+        if prefix.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
     match v {
         Value::Tensor(t) => out.push((prefix.to_owned(), t.clone())),
         Value::Dict(items) => {
@@ -414,9 +494,15 @@ mod tests {
     fn refuses_unexpected_globals() {
         // pickle.dumps of a reduce to os.system("echo hi"), protocol 2
         let evil = b"\x80\x02cposix\nsystem\nq\x00X\x07\x00\x00\x00echo hiq\x01\x85q\x02Rq\x03.";
-        assert_eq!(parse(evil), Err(PickleError::UnsafeGlobal("posix.system".into())));
+        assert_eq!(
+            parse(evil),
+            Err(PickleError::UnsafeGlobal("posix.system".into()))
+        );
         let evil = b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93X\x01\x00\x00\x001\x85R.";
-        assert_eq!(parse(evil), Err(PickleError::UnsafeGlobal("builtins.eval".into())));
+        assert_eq!(
+            parse(evil),
+            Err(PickleError::UnsafeGlobal("builtins.eval".into()))
+        );
     }
 
     #[test]
@@ -427,8 +513,19 @@ mod tests {
         assert_eq!(
             v,
             Value::Dict(vec![
-                (Value::Str("a".into()), Value::List(vec![Value::Int(1), Value::Float(2.5), Value::None, Value::Bool(true)])),
-                (Value::Str("b".into()), Value::Tuple(vec![Value::Int(300), Value::Int(-5)])),
+                (
+                    Value::Str("a".into()),
+                    Value::List(vec![
+                        Value::Int(1),
+                        Value::Float(2.5),
+                        Value::None,
+                        Value::Bool(true)
+                    ])
+                ),
+                (
+                    Value::Str("b".into()),
+                    Value::Tuple(vec![Value::Int(300), Value::Int(-5)])
+                ),
             ])
         );
         assert!(matches!(parse(&data[..20]), Err(PickleError::Malformed(_))));

@@ -21,17 +21,35 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    fn load(src: &mut dyn Source, key: &str, c_in: usize, c_out: usize, k: usize, device: &Device) -> Result<Self, LoadError> {
+    fn load(
+        src: &mut dyn Source,
+        key: &str,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
         let bound = 1.0 / ((c_in * k * k) as f64).sqrt();
         Ok(Conv2d {
-            weight: param(src, &format!("{key}.weight"), [c_out, c_in, k, k], Init::Uniform(bound), device)?,
+            weight: param(
+                src,
+                &format!("{key}.weight"),
+                [c_out, c_in, k, k],
+                Init::Uniform(bound),
+                device,
+            )?,
             padding: k / 2,
         })
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let p = self.padding;
-        conv2d(x, self.weight.val(), None, ConvOptions::new([1, 1], [p, p], [1, 1], 1))
+        conv2d(
+            x,
+            self.weight.val(),
+            None,
+            ConvOptions::new([1, 1], [p, p], [1, 1], 1),
+        )
     }
 }
 
@@ -47,13 +65,41 @@ pub struct BatchNorm2d {
 impl BatchNorm2d {
     fn load(src: &mut dyn Source, key: &str, c: usize, device: &Device) -> Result<Self, LoadError> {
         let bn = BatchNorm2d {
-            weight: param(src, &format!("{key}.weight"), [c], Init::Constant(1.0), device)?,
-            bias: param(src, &format!("{key}.bias"), [c], Init::Constant(0.0), device)?,
-            running_mean: param(src, &format!("{key}.running_mean"), [c], Init::Constant(0.0), device)?,
-            running_var: param(src, &format!("{key}.running_var"), [c], Init::Constant(1.0), device)?,
+            weight: param(
+                src,
+                &format!("{key}.weight"),
+                [c],
+                Init::Constant(1.0),
+                device,
+            )?,
+            bias: param(
+                src,
+                &format!("{key}.bias"),
+                [c],
+                Init::Constant(0.0),
+                device,
+            )?,
+            running_mean: param(
+                src,
+                &format!("{key}.running_mean"),
+                [c],
+                Init::Constant(0.0),
+                device,
+            )?,
+            running_var: param(
+                src,
+                &format!("{key}.running_var"),
+                [c],
+                Init::Constant(1.0),
+                device,
+            )?,
         };
         // the step counter PyTorch keeps beside the statistics is not used in inference
-        let _ = src.take(&format!("{key}.num_batches_tracked"), &[], Init::Constant(0.0));
+        let _ = src.take(
+            &format!("{key}.num_batches_tracked"),
+            &[],
+            Init::Constant(0.0),
+        );
         Ok(bn)
     }
 
@@ -97,10 +143,24 @@ pub struct Bottleneck {
 }
 
 impl Bottleneck {
-    fn load(src: &mut dyn Source, key: &str, inplanes: usize, planes: usize, stride: usize, device: &Device) -> Result<Self, LoadError> {
+    fn load(
+        src: &mut dyn Source,
+        key: &str,
+        inplanes: usize,
+        planes: usize,
+        stride: usize,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
         let downsample = if stride > 1 || inplanes != planes * 4 {
             Some(Downsample {
-                conv: Conv2d::load(src, &format!("{key}.downsample.0"), inplanes, planes * 4, 1, device)?,
+                conv: Conv2d::load(
+                    src,
+                    &format!("{key}.downsample.0"),
+                    inplanes,
+                    planes * 4,
+                    1,
+                    device,
+                )?,
                 bn: BatchNorm2d::load(src, &format!("{key}.downsample.1"), planes * 4, device)?,
             })
         } else {
@@ -192,7 +252,9 @@ impl ModifiedResNet {
             for i in 0..blocks {
                 let stride = if i == 0 && stage > 0 { 2 } else { 1 };
                 let key = format!("visual.layer{}.{i}", stage + 1);
-                stage_blocks.push(Bottleneck::load(src, &key, inplanes, planes, stride, device)?);
+                stage_blocks.push(Bottleneck::load(
+                    src, &key, inplanes, planes, stride, device,
+                )?);
                 inplanes = planes * 4;
             }
             layers.push(stage_blocks);
@@ -201,11 +263,49 @@ impl ModifiedResNet {
         let spatial = d.image_size / 32;
         let std = (embed as f64).powf(-0.5);
         let attnpool = AttentionPool2d {
-            positional_embedding: param(src, "visual.attnpool.positional_embedding", [spatial * spatial + 1, embed], Init::Normal(std), device)?,
-            k_proj: Linear::load(src, "visual.attnpool.k_proj", embed, embed, true, std, device)?,
-            q_proj: Linear::load(src, "visual.attnpool.q_proj", embed, embed, true, std, device)?,
-            v_proj: Linear::load(src, "visual.attnpool.v_proj", embed, embed, true, std, device)?,
-            c_proj: Linear::load(src, "visual.attnpool.c_proj", embed, d.embed_dim, true, std, device)?,
+            positional_embedding: param(
+                src,
+                "visual.attnpool.positional_embedding",
+                [spatial * spatial + 1, embed],
+                Init::Normal(std),
+                device,
+            )?,
+            k_proj: Linear::load(
+                src,
+                "visual.attnpool.k_proj",
+                embed,
+                embed,
+                true,
+                std,
+                device,
+            )?,
+            q_proj: Linear::load(
+                src,
+                "visual.attnpool.q_proj",
+                embed,
+                embed,
+                true,
+                std,
+                device,
+            )?,
+            v_proj: Linear::load(
+                src,
+                "visual.attnpool.v_proj",
+                embed,
+                embed,
+                true,
+                std,
+                device,
+            )?,
+            c_proj: Linear::load(
+                src,
+                "visual.attnpool.c_proj",
+                embed,
+                d.embed_dim,
+                true,
+                std,
+                device,
+            )?,
             heads: d.heads,
         };
         Ok(ModifiedResNet {
@@ -224,7 +324,12 @@ impl ModifiedResNet {
     pub fn forward(&self, x: Tensor<4>, mut capture: Option<&mut Capture>) -> Tensor<2> {
         // stem: the first conv has stride 2
         let p = self.conv1.padding;
-        let x = conv2d(x, self.conv1.weight.val(), None, ConvOptions::new([2, 2], [p, p], [1, 1], 1));
+        let x = conv2d(
+            x,
+            self.conv1.weight.val(),
+            None,
+            ConvOptions::new([2, 2], [p, p], [1, 1], 1),
+        );
         let x = relu(self.bn1.forward(x));
         let x = relu(self.bn2.forward(self.conv2.forward(x)));
         let x = relu(self.bn3.forward(self.conv3.forward(x)));

@@ -72,7 +72,11 @@ impl Source for Recorder<'_> {
     }
 
     fn bind(&mut self, key: &str, id: ParamId, layout: Layout) {
-        self.bindings.push(Binding { key: key.to_owned(), id, layout });
+        self.bindings.push(Binding {
+            key: key.to_owned(),
+            id,
+            layout,
+        });
     }
 }
 
@@ -86,7 +90,10 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     pub fn new(tensors: BTreeMap<String, RawTensor>, file: impl Into<String>) -> Checkpoint {
-        Checkpoint { tensors, file: file.into() }
+        Checkpoint {
+            tensors,
+            file: file.into(),
+        }
     }
 
     /// Error if tensors remain that the model did not use.
@@ -99,16 +106,19 @@ impl Checkpoint {
             .iter()
             .map(|(k, t)| format!("'{k}' {:?}", t.shape))
             .collect();
-        Err(LoadError::Unexpected { file: self.file, keys: keys.join(", ") })
+        Err(LoadError::Unexpected {
+            file: self.file,
+            keys: keys.join(", "),
+        })
     }
 }
 
 impl Source for Checkpoint {
     fn take(&mut self, key: &str, shape: &[usize], _init: Init) -> Result<Vec<f32>, LoadError> {
-        let t = self
-            .tensors
-            .remove(key)
-            .ok_or_else(|| LoadError::Missing { key: key.to_owned(), file: self.file.clone() })?;
+        let t = self.tensors.remove(key).ok_or_else(|| LoadError::Missing {
+            key: key.to_owned(),
+            file: self.file.clone(),
+        })?;
         // a 0-d scalar and a [1] vector are interchangeable (logit_scale)
         let same = t.shape == shape || (t.data.len() == 1 && shape.iter().product::<usize>() == 1);
         if !same {
@@ -130,7 +140,9 @@ pub struct RandomInit {
 
 impl RandomInit {
     pub fn new(seed: u64) -> RandomInit {
-        RandomInit { rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1 }
+        RandomInit {
+            rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        }
     }
 
     fn next_f64(&mut self) -> f64 {

@@ -42,7 +42,11 @@ pub struct TextDims {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TextInputError {
     #[error("row {row} has {len} tokens but the model's context length is {context}")]
-    TooLong { row: usize, len: usize, context: usize },
+    TooLong {
+        row: usize,
+        len: usize,
+        context: usize,
+    },
     #[error("token id {id} in row {row} is outside the model's vocabulary of {vocab}")]
     BadId { row: usize, id: u32, vocab: usize },
     #[error("row {row} is empty")]
@@ -53,16 +57,40 @@ impl TextTransformer {
     pub fn load(src: &mut dyn Source, d: TextDims, device: &Device) -> Result<Self, LoadError> {
         let w = d.width;
         Ok(TextTransformer {
-            token_embedding: param(src, "token_embedding.weight", [d.vocab_size, w], Init::Normal(0.02), device)?,
-            positional_embedding: param(src, "positional_embedding", [d.context_length, w], Init::Normal(0.01), device)?,
+            token_embedding: param(
+                src,
+                "token_embedding.weight",
+                [d.vocab_size, w],
+                Init::Normal(0.02),
+                device,
+            )?,
+            positional_embedding: param(
+                src,
+                "positional_embedding",
+                [d.context_length, w],
+                Init::Normal(0.01),
+                device,
+            )?,
             transformer: Transformer::load(
                 src,
                 "transformer",
-                TransformerDims { width: w, layers: d.layers, heads: d.heads, mlp_width: d.mlp_width, quick_gelu: d.quick_gelu },
+                TransformerDims {
+                    width: w,
+                    layers: d.layers,
+                    heads: d.heads,
+                    mlp_width: d.mlp_width,
+                    quick_gelu: d.quick_gelu,
+                },
                 device,
             )?,
             ln_final: LayerNorm::load(src, "ln_final", w, device)?,
-            text_projection: param(src, "text_projection", [w, d.embed_dim], Init::Normal((w as f64).powf(-0.5)), device)?,
+            text_projection: param(
+                src,
+                "text_projection",
+                [w, d.embed_dim],
+                Init::Normal((w as f64).powf(-0.5)),
+                device,
+            )?,
         })
     }
 
@@ -75,7 +103,11 @@ impl TextTransformer {
     }
 
     /// Token rows (any length up to the context; zero-padded or not) → `[B, E]` features.
-    pub fn forward(&self, rows: &[Vec<u32>], mut capture: Option<&mut Capture>) -> Result<Tensor<2>, TextInputError> {
+    pub fn forward(
+        &self,
+        rows: &[Vec<u32>],
+        mut capture: Option<&mut Capture>,
+    ) -> Result<Tensor<2>, TextInputError> {
         let device = self.token_embedding.device();
         let (context, vocab) = (self.context_length(), self.vocab_size());
         // EOT = first position of the row's highest id (torch.argmax picks the first maximum)
@@ -85,7 +117,11 @@ impl TextTransformer {
                 return Err(TextInputError::Empty { row });
             }
             if ids.len() > context && ids[context..].iter().any(|&t| t != 0) {
-                return Err(TextInputError::TooLong { row, len: ids.len(), context });
+                return Err(TextInputError::TooLong {
+                    row,
+                    len: ids.len(),
+                    context,
+                });
             }
             if let Some(&id) = ids.iter().find(|&&t| t as usize >= vocab) {
                 return Err(TextInputError::BadId { row, id, vocab });
@@ -102,11 +138,24 @@ impl TextTransformer {
         let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, len]), &device);
         let x = embedding(self.token_embedding.val(), ids); // [B, L, W]
         let w = x.dims()[2];
-        let x = x + self.positional_embedding.val().narrow(0, 0, len).unsqueeze();
-        let x = self.transformer.forward(x, true, "transformer", capture.as_deref_mut());
-        let index: Vec<i64> = eot.iter().enumerate().map(|(r, &e)| (r * len + e) as i64).collect();
+        let x = x + self
+            .positional_embedding
+            .val()
+            .narrow(0, 0, len)
+            .unsqueeze();
+        let x = self
+            .transformer
+            .forward(x, true, "transformer", capture.as_deref_mut());
+        let index: Vec<i64> = eot
+            .iter()
+            .enumerate()
+            .map(|(r, &e)| (r * len + e) as i64)
+            .collect();
         let index = Tensor::<1, Int>::from_data(TensorData::new(index, [b]), &device);
         let pooled = x.reshape([b * len, w]).select(0, index); // [B, W]
-        Ok(self.ln_final.forward(pooled).matmul(self.text_projection.val())) // [B, E]
+        Ok(self
+            .ln_final
+            .forward(pooled)
+            .matmul(self.text_projection.val())) // [B, E]
     }
 }

@@ -20,10 +20,27 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    pub fn load(src: &mut dyn Source, key: &str, width: usize, device: &Device) -> Result<Self, LoadError> {
+    pub fn load(
+        src: &mut dyn Source,
+        key: &str,
+        width: usize,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
         Ok(LayerNorm {
-            weight: param(src, &format!("{key}.weight"), [width], Init::Constant(1.0), device)?,
-            bias: param(src, &format!("{key}.bias"), [width], Init::Constant(0.0), device)?,
+            weight: param(
+                src,
+                &format!("{key}.weight"),
+                [width],
+                Init::Constant(1.0),
+                device,
+            )?,
+            bias: param(
+                src,
+                &format!("{key}.bias"),
+                [width],
+                Init::Constant(0.0),
+                device,
+            )?,
         })
     }
 
@@ -50,9 +67,21 @@ impl Linear {
         device: &Device,
     ) -> Result<Self, LoadError> {
         Ok(Linear {
-            weight: param_t(src, &format!("{key}.weight"), [d_out, d_in], Init::Normal(std), device)?,
+            weight: param_t(
+                src,
+                &format!("{key}.weight"),
+                [d_out, d_in],
+                Init::Normal(std),
+                device,
+            )?,
             bias: if bias {
-                Some(param(src, &format!("{key}.bias"), [d_out], Init::Constant(0.0), device)?)
+                Some(param(
+                    src,
+                    &format!("{key}.bias"),
+                    [d_out],
+                    Init::Constant(0.0),
+                    device,
+                )?)
             } else {
                 None
             },
@@ -87,7 +116,18 @@ pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
 
 /// Scaled dot-product attention over heads (fused kernel of the backend).
 pub fn sdpa(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool) -> Tensor<4> {
-    attention(q, k, v, None, None, AttentionModuleOptions { scale: None, softcap: None, is_causal: causal })
+    attention(
+        q,
+        k,
+        v,
+        None,
+        None,
+        AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: causal,
+        },
+    )
 }
 
 /// `nn.MultiheadAttention` with packed input projection (`in_proj_weight`), batch-first.
@@ -152,7 +192,12 @@ pub struct TransformerDims {
 
 impl Transformer {
     /// Load `{prefix}.resblocks.{i}.…`; random init follows open_clip's `init_parameters`.
-    pub fn load(src: &mut dyn Source, prefix: &str, d: TransformerDims, device: &Device) -> Result<Self, LoadError> {
+    pub fn load(
+        src: &mut dyn Source,
+        prefix: &str,
+        d: TransformerDims,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
         let w = d.width;
         let attn_std = (w as f64).powf(-0.5);
         let proj_std = attn_std * ((2 * d.layers.max(1)) as f64).powf(-0.5);
@@ -162,15 +207,51 @@ impl Transformer {
             let k = format!("{prefix}.resblocks.{i}");
             resblocks.push(ResidualAttentionBlock {
                 attn: MultiheadAttention {
-                    in_proj_weight: param_t(src, &format!("{k}.attn.in_proj_weight"), [3 * w, w], Init::Normal(attn_std), device)?,
-                    in_proj_bias: param(src, &format!("{k}.attn.in_proj_bias"), [3 * w], Init::Constant(0.0), device)?,
-                    out_proj: Linear::load(src, &format!("{k}.attn.out_proj"), w, w, true, proj_std, device)?,
+                    in_proj_weight: param_t(
+                        src,
+                        &format!("{k}.attn.in_proj_weight"),
+                        [3 * w, w],
+                        Init::Normal(attn_std),
+                        device,
+                    )?,
+                    in_proj_bias: param(
+                        src,
+                        &format!("{k}.attn.in_proj_bias"),
+                        [3 * w],
+                        Init::Constant(0.0),
+                        device,
+                    )?,
+                    out_proj: Linear::load(
+                        src,
+                        &format!("{k}.attn.out_proj"),
+                        w,
+                        w,
+                        true,
+                        proj_std,
+                        device,
+                    )?,
                     heads: d.heads,
                 },
                 ln_1: LayerNorm::load(src, &format!("{k}.ln_1"), w, device)?,
                 mlp: Mlp {
-                    c_fc: Linear::load(src, &format!("{k}.mlp.c_fc"), w, d.mlp_width, true, fc_std, device)?,
-                    c_proj: Linear::load(src, &format!("{k}.mlp.c_proj"), d.mlp_width, w, true, proj_std, device)?,
+                    c_fc: Linear::load(
+                        src,
+                        &format!("{k}.mlp.c_fc"),
+                        w,
+                        d.mlp_width,
+                        true,
+                        fc_std,
+                        device,
+                    )?,
+                    c_proj: Linear::load(
+                        src,
+                        &format!("{k}.mlp.c_proj"),
+                        d.mlp_width,
+                        w,
+                        true,
+                        proj_std,
+                        device,
+                    )?,
                     quick_gelu: d.quick_gelu,
                 },
                 ln_2: LayerNorm::load(src, &format!("{k}.ln_2"), w, device)?,
@@ -180,7 +261,13 @@ impl Transformer {
     }
 
     /// Run the blocks; block `i`'s output is offered to `capture` as `{prefix}.resblocks.{i}`.
-    pub fn forward(&self, mut x: Tensor<3>, causal: bool, prefix: &str, mut capture: Option<&mut Capture>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        mut x: Tensor<3>,
+        causal: bool,
+        prefix: &str,
+        mut capture: Option<&mut Capture>,
+    ) -> Tensor<3> {
         for (i, block) in self.resblocks.iter().enumerate() {
             x = block.forward(x, causal);
             if let Some(c) = capture.as_deref_mut() {

@@ -43,25 +43,57 @@ impl VisionTransformer {
         let grid = d.image_size / p;
         let scale = (w as f64).powf(-0.5);
         let fan_in = 3 * p * p;
-        let conv = src.take("visual.conv1.weight", &[w, 3, p, p], Init::Uniform(1.0 / (fan_in as f64).sqrt()))?;
+        let conv = src.take(
+            "visual.conv1.weight",
+            &[w, 3, p, p],
+            Init::Uniform(1.0 / (fan_in as f64).sqrt()),
+        )?;
         let conv1 = Param::from_tensor(Tensor::from_data(
             TensorData::new(transpose(&conv, w, fan_in), [fan_in, w]),
             device,
         ));
-        src.bind("visual.conv1.weight", conv1.id, Layout::FlatTransposed(vec![w, 3, p, p]));
+        src.bind(
+            "visual.conv1.weight",
+            conv1.id,
+            Layout::FlatTransposed(vec![w, 3, p, p]),
+        );
         Ok(VisionTransformer {
             conv1,
-            class_embedding: param(src, "visual.class_embedding", [w], Init::Normal(scale), device)?,
-            positional_embedding: param(src, "visual.positional_embedding", [grid * grid + 1, w], Init::Normal(scale), device)?,
+            class_embedding: param(
+                src,
+                "visual.class_embedding",
+                [w],
+                Init::Normal(scale),
+                device,
+            )?,
+            positional_embedding: param(
+                src,
+                "visual.positional_embedding",
+                [grid * grid + 1, w],
+                Init::Normal(scale),
+                device,
+            )?,
             ln_pre: LayerNorm::load(src, "visual.ln_pre", w, device)?,
             transformer: Transformer::load(
                 src,
                 "visual.transformer",
-                TransformerDims { width: w, layers: d.layers, heads: d.heads, mlp_width: d.mlp_width, quick_gelu: d.quick_gelu },
+                TransformerDims {
+                    width: w,
+                    layers: d.layers,
+                    heads: d.heads,
+                    mlp_width: d.mlp_width,
+                    quick_gelu: d.quick_gelu,
+                },
                 device,
             )?,
             ln_post: LayerNorm::load(src, "visual.ln_post", w, device)?,
-            proj: param(src, "visual.proj", [w, d.embed_dim], Init::Normal(scale), device)?,
+            proj: param(
+                src,
+                "visual.proj",
+                [w, d.embed_dim],
+                Init::Normal(scale),
+                device,
+            )?,
             patch_size: p,
         })
     }
@@ -77,11 +109,17 @@ impl VisionTransformer {
             .reshape([b, gh * gw, c * p * p]);
         let x = patches.matmul(self.conv1.val().unsqueeze()); // [B, g*g, W]
         let width = x.dims()[2];
-        let cls = self.class_embedding.val().reshape([1, 1, width]).expand([b, 1, width]);
+        let cls = self
+            .class_embedding
+            .val()
+            .reshape([1, 1, width])
+            .expand([b, 1, width]);
         let x = Tensor::cat(vec![cls, x], 1); // [B, g*g+1, W]
         let x = x + self.positional_embedding.val().unsqueeze();
         let x = self.ln_pre.forward(x);
-        let x = self.transformer.forward(x, false, "visual.transformer", capture.as_deref_mut());
+        let x = self
+            .transformer
+            .forward(x, false, "visual.transformer", capture.as_deref_mut());
         let cls = x.narrow(1, 0, 1).reshape([b, width]); // [B, W]
         self.ln_post.forward(cls).matmul(self.proj.val()) // [B, E]
     }

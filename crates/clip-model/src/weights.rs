@@ -41,7 +41,10 @@ fn display(path: &Path) -> String {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(path).map_err(|source| LoadError::Io { file: display(path), source })
+    std::fs::read(path).map_err(|source| LoadError::Io {
+        file: display(path),
+        source,
+    })
 }
 
 /// Convert little-endian element bytes to f32.
@@ -64,23 +67,44 @@ fn to_f32(bytes: &[u8], dtype: StorageType) -> Vec<f32> {
 }
 
 /// Gather a strided view of a storage into a contiguous row-major tensor.
-fn materialise(t: &TensorRef, storage: &[f32], file: &str, key: &str) -> Result<RawTensor, LoadError> {
+fn materialise(
+    t: &TensorRef,
+    storage: &[f32],
+    file: &str,
+    key: &str,
+) -> Result<RawTensor, LoadError> {
     let n: usize = t.shape.iter().product();
     if t.shape.len() != t.strides.len() {
-        return Err(LoadError::format(file, format!("tensor '{key}' has mismatched size and stride")));
+        return Err(LoadError::format(
+            file,
+            format!("tensor '{key}' has mismatched size and stride"),
+        ));
     }
     let last = if n == 0 {
         0
     } else {
-        t.offset + t.shape.iter().zip(&t.strides).map(|(s, st)| (s - 1) * st).sum::<usize>()
+        t.offset
+            + t.shape
+                .iter()
+                .zip(&t.strides)
+                .map(|(s, st)| (s - 1) * st)
+                .sum::<usize>()
     };
     if n > 0 && last >= storage.len() {
-        return Err(LoadError::format(file, format!("tensor '{key}' reads past the end of its storage (truncated file?)")));
+        return Err(LoadError::format(
+            file,
+            format!("tensor '{key}' reads past the end of its storage (truncated file?)"),
+        ));
     }
     let mut out = Vec::with_capacity(n);
     let mut idx = vec![0usize; t.shape.len()];
     for _ in 0..n {
-        let pos = t.offset + idx.iter().zip(&t.strides).map(|(i, s)| i * s).sum::<usize>();
+        let pos = t.offset
+            + idx
+                .iter()
+                .zip(&t.strides)
+                .map(|(i, s)| i * s)
+                .sum::<usize>();
         out.push(storage[pos]);
         for d in (0..idx.len()).rev() {
             idx[d] += 1;
@@ -95,7 +119,10 @@ fn materialise(t: &TensorRef, storage: &[f32], file: &str, key: &str) -> Result<
 
 fn pickle_error(file: &str, e: PickleError) -> LoadError {
     match e {
-        PickleError::UnsafeGlobal(global) => LoadError::UnsafeGlobal { file: file.to_owned(), global },
+        PickleError::UnsafeGlobal(global) => LoadError::UnsafeGlobal {
+            file: file.to_owned(),
+            global,
+        },
         PickleError::Malformed(msg) => LoadError::format(file, format!("malformed pickle: {msg}")),
     }
 }
@@ -111,30 +138,49 @@ pub fn read_torch_zip(path: &Path) -> Result<(BTreeMap<String, RawTensor>, Forma
                 "this is PyTorch's legacy (pre-1.6) serialisation, which is not supported; re-save it with a current torch.save",
             ));
         }
-        return Err(LoadError::format(&file, "not a PyTorch checkpoint (no zip archive inside)"));
+        return Err(LoadError::format(
+            &file,
+            "not a PyTorch checkpoint (no zip archive inside)",
+        ));
     }
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
-        .map_err(|e| LoadError::format(&file, format!("unreadable zip archive ({e}); is the file truncated?")))?;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| {
+        LoadError::format(
+            &file,
+            format!("unreadable zip archive ({e}); is the file truncated?"),
+        )
+    })?;
     let names: Vec<String> = zip.file_names().map(str::to_owned).collect();
     let data_pkl = names
         .iter()
         .filter(|n| n.ends_with("data.pkl") && n.matches('/').count() == 1)
         .min_by_key(|n| n.len())
-        .ok_or_else(|| LoadError::format(&file, "zip archive has no data.pkl: not a PyTorch checkpoint"))?
+        .ok_or_else(|| {
+            LoadError::format(
+                &file,
+                "zip archive has no data.pkl: not a PyTorch checkpoint",
+            )
+        })?
         .clone();
     let prefix = data_pkl.trim_end_matches("data.pkl").to_owned();
-    let format = if names.iter().any(|n| n.starts_with(&format!("{prefix}code/"))) {
+    let format = if names
+        .iter()
+        .any(|n| n.starts_with(&format!("{prefix}code/")))
+    {
         Format::TorchScript
     } else {
         Format::TorchZip
     };
     let mut read_entry = |name: &str| -> Result<Vec<u8>, LoadError> {
-        let mut f = zip
-            .by_name(name)
-            .map_err(|_| LoadError::format(&file, format!("zip entry '{name}' is missing (truncated file?)")))?;
+        let mut f = zip.by_name(name).map_err(|_| {
+            LoadError::format(
+                &file,
+                format!("zip entry '{name}' is missing (truncated file?)"),
+            )
+        })?;
         let mut buf = Vec::with_capacity(f.size() as usize);
-        f.read_to_end(&mut buf)
-            .map_err(|e| LoadError::format(&file, format!("zip entry '{name}' is unreadable ({e})")))?;
+        f.read_to_end(&mut buf).map_err(|e| {
+            LoadError::format(&file, format!("zip entry '{name}' is unreadable ({e})"))
+        })?;
         Ok(buf)
     };
     let root = pickle::parse(&read_entry(&data_pkl)?).map_err(|e| pickle_error(&file, e))?;
@@ -149,7 +195,10 @@ pub fn read_torch_zip(path: &Path) -> Result<(BTreeMap<String, RawTensor>, Forma
             storages.insert(t.storage_key.clone(), to_f32(&raw, t.dtype));
         }
         let key = key.strip_prefix("module.").unwrap_or(&key).to_owned();
-        out.insert(key.clone(), materialise(&t, &storages[&t.storage_key], &file, &key)?);
+        out.insert(
+            key.clone(),
+            materialise(&t, &storages[&t.storage_key], &file, &key)?,
+        );
     }
     Ok((out, format))
 }
@@ -158,8 +207,9 @@ pub fn read_torch_zip(path: &Path) -> Result<(BTreeMap<String, RawTensor>, Forma
 fn unwrap_training_checkpoint(root: pickle::Value) -> pickle::Value {
     if let pickle::Value::Dict(items) = &root {
         for wanted in ["state_dict", "model", "state_dict_ema"] {
-            if let Some((_, v @ pickle::Value::Dict(_))) =
-                items.iter().find(|(k, _)| *k == pickle::Value::Str(wanted.into()))
+            if let Some((_, v @ pickle::Value::Dict(_))) = items
+                .iter()
+                .find(|(k, _)| *k == pickle::Value::Str(wanted.into()))
             {
                 return v.clone();
             }
@@ -188,9 +238,17 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>, Load
             Dtype::I8 => StorageType::I8,
             Dtype::U8 => StorageType::U8,
             Dtype::BOOL => StorageType::Bool,
-            other => return Err(LoadError::format(&file, format!("tensor '{name}' has unsupported dtype {other:?}"))),
+            other => {
+                return Err(LoadError::format(
+                    &file,
+                    format!("tensor '{name}' has unsupported dtype {other:?}"),
+                ));
+            }
         };
-        out.insert(name, RawTensor::new(view.shape().to_vec(), to_f32(view.data(), dtype)));
+        out.insert(
+            name,
+            RawTensor::new(view.shape().to_vec(), to_f32(view.data(), dtype)),
+        );
     }
     Ok(out)
 }
@@ -200,15 +258,26 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, RawTensor)]) -> Result
     let file = display(path);
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
-        .map(|(k, t)| (k.clone(), t.data.iter().flat_map(|x| x.to_le_bytes()).collect(), t.shape.clone()))
+        .map(|(k, t)| {
+            (
+                k.clone(),
+                t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                t.shape.clone(),
+            )
+        })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
         .iter()
         .map(|(k, b, s)| {
-            (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("consistent view"))
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .expect("consistent view"),
+            )
         })
         .collect();
-    let data = safetensors::serialize(views, None).map_err(|e| LoadError::format(&file, e.to_string()))?;
+    let data =
+        safetensors::serialize(views, None).map_err(|e| LoadError::format(&file, e.to_string()))?;
     write_atomic(path, &data)
 }
 
@@ -216,9 +285,18 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, RawTensor)]) -> Result
 /// leaves either the old file or the new one.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), LoadError> {
     let file = display(path);
-    let io = |source| LoadError::Io { file: file.clone(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let io = |source| LoadError::Io {
+        file: file.clone(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let result = (|| {
         use std::io::Write;
@@ -234,7 +312,10 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), LoadError> {
 }
 
 /// Map a Hugging Face `CLIPModel` state dict to OpenAI keys (q/k/v are packed into `in_proj`).
-pub fn hf_to_openai(hf: BTreeMap<String, RawTensor>, file: &str) -> Result<BTreeMap<String, RawTensor>, LoadError> {
+pub fn hf_to_openai(
+    hf: BTreeMap<String, RawTensor>,
+    file: &str,
+) -> Result<BTreeMap<String, RawTensor>, LoadError> {
     let mut out = BTreeMap::new();
     let mut qkv: BTreeMap<String, [Option<RawTensor>; 3]> = BTreeMap::new();
     for (key, t) in hf {
@@ -248,9 +329,16 @@ pub fn hf_to_openai(hf: BTreeMap<String, RawTensor>, file: &str) -> Result<BTree
                     out.insert(key, t);
                 }
                 "visual_projection.weight" | "text_projection.weight" => {
-                    let name = if key.starts_with("visual") { "visual.proj" } else { "text_projection" };
+                    let name = if key.starts_with("visual") {
+                        "visual.proj"
+                    } else {
+                        "text_projection"
+                    };
                     let (r, c) = (t.shape[0], t.shape[1]);
-                    out.insert(name.to_owned(), RawTensor::new(vec![c, r], crate::source::transpose(&t.data, r, c)));
+                    out.insert(
+                        name.to_owned(),
+                        RawTensor::new(vec![c, r], crate::source::transpose(&t.data, r, c)),
+                    );
                 }
                 _ => {
                     out.insert(key, t); // reported as unexpected later
@@ -264,12 +352,18 @@ pub fn hf_to_openai(hf: BTreeMap<String, RawTensor>, file: &str) -> Result<BTree
         if let Some(layer) = rest.strip_prefix("encoder.layers.") {
             let (idx, sub) = layer.split_once('.').unwrap_or((layer, ""));
             let base = format!("{tower}transformer.resblocks.{idx}");
-            let proj = ["self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj."]
-                .iter()
-                .position(|p| sub.starts_with(p));
+            let proj = [
+                "self_attn.q_proj.",
+                "self_attn.k_proj.",
+                "self_attn.v_proj.",
+            ]
+            .iter()
+            .position(|p| sub.starts_with(p));
             if let Some(i) = proj {
                 let which = sub.rsplit('.').next().unwrap_or("");
-                let slot = qkv.entry(format!("{base}.attn.in_proj_{which}")).or_default();
+                let slot = qkv
+                    .entry(format!("{base}.attn.in_proj_{which}"))
+                    .or_default();
                 slot[i] = Some(t);
                 continue;
             }
@@ -285,19 +379,30 @@ pub fn hf_to_openai(hf: BTreeMap<String, RawTensor>, file: &str) -> Result<BTree
         let name = match rest {
             "embeddings.class_embedding" => "visual.class_embedding".to_owned(),
             "embeddings.patch_embedding.weight" => "visual.conv1.weight".to_owned(),
-            "embeddings.position_embedding.weight" if tower.is_empty() => "positional_embedding".to_owned(),
+            "embeddings.position_embedding.weight" if tower.is_empty() => {
+                "positional_embedding".to_owned()
+            }
             "embeddings.position_embedding.weight" => "visual.positional_embedding".to_owned(),
             "embeddings.token_embedding.weight" => "token_embedding.weight".to_owned(),
-            r if r.starts_with("pre_layrnorm.") => format!("visual.ln_pre.{}", &r["pre_layrnorm.".len()..]),
-            r if r.starts_with("post_layernorm.") => format!("visual.ln_post.{}", &r["post_layernorm.".len()..]),
-            r if r.starts_with("final_layer_norm.") => format!("ln_final.{}", &r["final_layer_norm.".len()..]),
+            r if r.starts_with("pre_layrnorm.") => {
+                format!("visual.ln_pre.{}", &r["pre_layrnorm.".len()..])
+            }
+            r if r.starts_with("post_layernorm.") => {
+                format!("visual.ln_post.{}", &r["post_layernorm.".len()..])
+            }
+            r if r.starts_with("final_layer_norm.") => {
+                format!("ln_final.{}", &r["final_layer_norm.".len()..])
+            }
             _ => key.clone(),
         };
         out.insert(name, t);
     }
     for (key, parts) in qkv {
         let [Some(q), Some(k), Some(v)] = parts else {
-            return Err(LoadError::Missing { key: format!("{key} (one of q_proj/k_proj/v_proj)"), file: file.to_owned() });
+            return Err(LoadError::Missing {
+                key: format!("{key} (one of q_proj/k_proj/v_proj)"),
+                file: file.to_owned(),
+            });
         };
         let mut shape = q.shape.clone();
         shape[0] *= 3;
@@ -309,10 +414,13 @@ pub fn hf_to_openai(hf: BTreeMap<String, RawTensor>, file: &str) -> Result<BTree
 
 /// Read the model part of a Hugging Face `config.json`.
 pub fn hf_config(text: &str, file: &str) -> Result<ClipConfig, LoadError> {
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| LoadError::format(file, format!("invalid JSON ({e})")))?;
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| LoadError::format(file, format!("invalid JSON ({e})")))?;
     let get = |section: &str, key: &str, default: u64| -> usize {
-        v.get(section).and_then(|s| s.get(key)).and_then(|x| x.as_u64()).unwrap_or(default) as usize
+        v.get(section)
+            .and_then(|s| s.get(key))
+            .and_then(|x| x.as_u64())
+            .unwrap_or(default) as usize
     };
     let act = |section: &str| {
         v.get(section)
@@ -324,16 +432,28 @@ pub fn hf_config(text: &str, file: &str) -> Result<ClipConfig, LoadError> {
     let (ta, va) = (act("text_config"), act("vision_config"));
     for a in [&ta, &va] {
         if a != "quick_gelu" && a != "gelu" {
-            return Err(LoadError::format(file, format!("unsupported hidden_act '{a}' (quick_gelu or gelu)")));
+            return Err(LoadError::format(
+                file,
+                format!("unsupported hidden_act '{a}' (quick_gelu or gelu)"),
+            ));
         }
     }
     if ta != va {
-        return Err(LoadError::format(file, "text and vision towers use different activations; not supported"));
+        return Err(LoadError::format(
+            file,
+            "text and vision towers use different activations; not supported",
+        ));
     }
-    let (vw, vh) = (get("vision_config", "hidden_size", 768), get("vision_config", "num_attention_heads", 12));
+    let (vw, vh) = (
+        get("vision_config", "hidden_size", 768),
+        get("vision_config", "num_attention_heads", 12),
+    );
     let tw = get("text_config", "hidden_size", 512);
     let cfg = ClipConfig {
-        embed_dim: v.get("projection_dim").and_then(|x| x.as_u64()).unwrap_or(512) as usize,
+        embed_dim: v
+            .get("projection_dim")
+            .and_then(|x| x.as_u64())
+            .unwrap_or(512) as usize,
         vision_cfg: VisionConfig {
             image_size: get("vision_config", "image_size", 224),
             layers: VisionLayers::Vit(get("vision_config", "num_hidden_layers", 12)),
@@ -356,10 +476,18 @@ pub fn hf_config(text: &str, file: &str) -> Result<ClipConfig, LoadError> {
     Ok(cfg)
 }
 
-fn dim(t: &BTreeMap<String, RawTensor>, key: &str, i: usize, file: &str) -> Result<usize, LoadError> {
+fn dim(
+    t: &BTreeMap<String, RawTensor>,
+    key: &str,
+    i: usize,
+    file: &str,
+) -> Result<usize, LoadError> {
     t.get(key)
         .and_then(|x| x.shape.get(i).copied())
-        .ok_or_else(|| LoadError::Architecture { file: file.to_owned(), msg: format!("tensor '{key}' is missing") })
+        .ok_or_else(|| LoadError::Architecture {
+            file: file.to_owned(),
+            msg: format!("tensor '{key}' is missing"),
+        })
 }
 
 /// Infer the architecture from tensor shapes, as OpenAI's `build_model` does (heads = width / 64).
@@ -384,18 +512,23 @@ pub fn infer_config(t: &BTreeMap<String, RawTensor>, file: &str) -> Result<ClipC
     let vision_cfg = if t.contains_key("visual.proj") {
         let width = dim(t, "visual.conv1.weight", 0, file)?;
         let patch = dim(t, "visual.conv1.weight", 3, file)?;
-        let grid = ((dim(t, "visual.positional_embedding", 0, file)? - 1) as f64).sqrt().round() as usize;
+        let grid = ((dim(t, "visual.positional_embedding", 0, file)? - 1) as f64)
+            .sqrt()
+            .round() as usize;
         VisionConfig {
             image_size: patch * grid,
             layers: VisionLayers::Vit(count("visual.transformer.resblocks.")),
             width,
             patch_size: Some(patch),
             head_width: 64,
-            mlp_ratio: dim(t, "visual.transformer.resblocks.0.mlp.c_fc.weight", 0, file)? as f64 / width as f64,
+            mlp_ratio: dim(t, "visual.transformer.resblocks.0.mlp.c_fc.weight", 0, file)? as f64
+                / width as f64,
         }
     } else {
         let layers = [1, 2, 3, 4].map(|b| count(&format!("visual.layer{b}.")));
-        let out = ((dim(t, "visual.attnpool.positional_embedding", 0, file)? - 1) as f64).sqrt().round() as usize;
+        let out = ((dim(t, "visual.attnpool.positional_embedding", 0, file)? - 1) as f64)
+            .sqrt()
+            .round() as usize;
         VisionConfig {
             image_size: out * 32,
             layers: VisionLayers::ResNet(layers),
@@ -415,11 +548,15 @@ pub fn infer_config(t: &BTreeMap<String, RawTensor>, file: &str) -> Result<ClipC
             width: tw,
             heads: (tw / 64).max(1),
             layers: count("transformer.resblocks."),
-            mlp_ratio: dim(t, "transformer.resblocks.0.mlp.c_fc.weight", 0, file)? as f64 / tw as f64,
+            mlp_ratio: dim(t, "transformer.resblocks.0.mlp.c_fc.weight", 0, file)? as f64
+                / tw as f64,
         },
         quick_gelu: true,
     };
-    cfg.validate().map_err(|e| LoadError::Architecture { file: file.to_owned(), msg: e.to_string() })?;
+    cfg.validate().map_err(|e| LoadError::Architecture {
+        file: file.to_owned(),
+        msg: e.to_string(),
+    })?;
     Ok(cfg)
 }
 
@@ -435,7 +572,10 @@ fn drop_non_parameters(t: &mut BTreeMap<String, RawTensor>) {
 }
 
 fn read_config_file(path: &Path) -> Result<ClipConfig, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io { file: display(path), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        file: display(path),
+        source,
+    })?;
     ClipConfig::from_json(&text).map_err(|e| LoadError::format(&display(path), e.to_string()))
 }
 
@@ -443,7 +583,8 @@ fn read_config_file(path: &Path) -> Result<ClipConfig, LoadError> {
 /// `<stem>.json`.
 fn config_beside(weights: &Path) -> Result<Option<ClipConfig>, LoadError> {
     let dir = weights.parent().unwrap_or(Path::new("."));
-    let mut candidates: Vec<PathBuf> = vec![dir.join("open_clip_config.json"), dir.join("config.json")];
+    let mut candidates: Vec<PathBuf> =
+        vec![dir.join("open_clip_config.json"), dir.join("config.json")];
     if let Some(stem) = weights.file_stem() {
         candidates.push(dir.join(format!("{}.json", stem.to_string_lossy())));
     }
@@ -460,15 +601,23 @@ pub fn read_checkpoint(path: &Path) -> Result<Loaded, LoadError> {
     if path.is_dir() {
         let hf_config_path = path.join("config.json");
         if hf_config_path.is_file() {
-            let text = std::fs::read_to_string(&hf_config_path)
-                .map_err(|source| LoadError::Io { file: display(&hf_config_path), source })?;
+            let text =
+                std::fs::read_to_string(&hf_config_path).map_err(|source| LoadError::Io {
+                    file: display(&hf_config_path),
+                    source,
+                })?;
             if text.contains("\"vision_config\"") {
                 let cfg = hf_config(&text, &display(&hf_config_path))?;
                 let weights = ["model.safetensors", "pytorch_model.bin"]
                     .iter()
                     .map(|n| path.join(n))
                     .find(|p| p.is_file())
-                    .ok_or_else(|| LoadError::format(&display(path), "Hugging Face directory without model.safetensors or pytorch_model.bin"))?;
+                    .ok_or_else(|| {
+                        LoadError::format(
+                            &display(path),
+                            "Hugging Face directory without model.safetensors or pytorch_model.bin",
+                        )
+                    })?;
                 let file = display(&weights);
                 let raw = if weights.extension().is_some_and(|e| e == "safetensors") {
                     read_safetensors(&weights)?
@@ -477,7 +626,12 @@ pub fn read_checkpoint(path: &Path) -> Result<Loaded, LoadError> {
                 };
                 let mut tensors = hf_to_openai(raw, &file)?;
                 drop_non_parameters(&mut tensors);
-                return Ok(Loaded { tensors, config: Some(cfg), format: Format::HuggingFace, file });
+                return Ok(Loaded {
+                    tensors,
+                    config: Some(cfg),
+                    format: Format::HuggingFace,
+                    file,
+                });
             }
         }
         let weights = ["model.safetensors", "open_clip_model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin", "model.pt"]
@@ -500,13 +654,26 @@ pub fn read_checkpoint(path: &Path) -> Result<Loaded, LoadError> {
         read_torch_zip(path)?
     };
     drop_non_parameters(&mut tensors);
-    let config = if format == Format::TorchScript { None } else { config_beside(path)? };
-    Ok(Loaded { tensors, config, format, file })
+    let config = if format == Format::TorchScript {
+        None
+    } else {
+        config_beside(path)?
+    };
+    Ok(Loaded {
+        tensors,
+        config,
+        format,
+        file,
+    })
 }
 
 /// Load a CLIP from any supported checkpoint. `config` overrides the one found beside the weights;
 /// without either, the architecture is inferred from the shapes (QuickGELU assumed).
-pub fn load_clip(path: &Path, config: Option<&ClipConfig>, device: &Device) -> Result<Clip, LoadError> {
+pub fn load_clip(
+    path: &Path,
+    config: Option<&ClipConfig>,
+    device: &Device,
+) -> Result<Clip, LoadError> {
     let loaded = read_checkpoint(path)?;
     let cfg = match (config, &loaded.config) {
         (Some(c), _) => c.clone(),
@@ -518,7 +685,10 @@ pub fn load_clip(path: &Path, config: Option<&ClipConfig>, device: &Device) -> R
 
 /// Save as `DIR/model.safetensors` (f32, open_clip/OpenAI keys) + `DIR/config.json`.
 pub fn save_clip(clip: &Clip, dir: &Path) -> Result<(), LoadError> {
-    std::fs::create_dir_all(dir).map_err(|source| LoadError::Io { file: display(dir), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| LoadError::Io {
+        file: display(dir),
+        source,
+    })?;
     write_safetensors(&dir.join("model.safetensors"), &clip.state_dict())?;
     write_atomic(&dir.join("config.json"), clip.config.to_json().as_bytes())
 }

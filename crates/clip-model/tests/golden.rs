@@ -12,33 +12,57 @@ use clip_model::{cpu, load_clip};
 const TOL: f32 = 1e-4;
 
 fn case_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/models").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/models")
+        .join(name)
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn check(name: &str, weights: &str, format: Format) {
     let dir = case_dir(name);
     let golden = read_safetensors(&dir.join("golden.safetensors")).unwrap();
     let path = dir.join(weights);
-    assert_eq!(read_checkpoint(&path).unwrap().format, format, "{name}: detected format");
+    assert_eq!(
+        read_checkpoint(&path).unwrap().format,
+        format,
+        "{name}: detected format"
+    );
     let device = cpu();
     let clip = load_clip(&path, None, &device).unwrap_or_else(|e| panic!("{name}: {e}"));
     let image: &RawTensor = &golden["image"];
     let s = image.shape.clone();
-    let images = Tensor::<4>::from_data(TensorData::new(image.data.clone(), [s[0], s[1], s[2], s[3]]), &device);
+    let images = Tensor::<4>::from_data(
+        TensorData::new(image.data.clone(), [s[0], s[1], s[2], s[3]]),
+        &device,
+    );
     let text = &golden["text"];
     let ctx = text.shape[1];
-    let rows: Vec<Vec<u32>> = text.data.chunks(ctx).map(|r| r.iter().map(|&x| x as u32).collect()).collect();
+    let rows: Vec<Vec<u32>> = text
+        .data
+        .chunks(ctx)
+        .map(|r| r.iter().map(|&x| x as u32).collect())
+        .collect();
 
     let fi = clip.encode_image(images);
     let ft = clip.encode_text(&rows).unwrap();
     let logits = clip.logits(fi.clone(), ft.clone());
-    for (what, got) in [("image_features", to_vec(&fi)), ("text_features", to_vec(&ft)), ("logits_per_image", to_vec(&logits))] {
+    for (what, got) in [
+        ("image_features", to_vec(&fi)),
+        ("text_features", to_vec(&ft)),
+        ("logits_per_image", to_vec(&logits)),
+    ] {
         let d = max_abs_diff(&got, &golden[what].data);
+        eprintln!(
+            "{name}: {what} max abs diff {d:.2e} (values up to {:.2})",
+            golden[what].data.iter().fold(0f32, |m, x| m.max(x.abs()))
+        );
         assert!(d <= TOL, "{name}: {what} differs from the reference by {d}");
     }
 }
@@ -60,7 +84,11 @@ fn open_clip_state_dict_vit_gelu() {
 
 #[test]
 fn open_clip_safetensors_resnet_gelu() {
-    check("rn_openclip_st", "open_clip_model.safetensors", Format::Safetensors);
+    check(
+        "rn_openclip_st",
+        "open_clip_model.safetensors",
+        Format::Safetensors,
+    );
 }
 
 #[test]
@@ -78,7 +106,11 @@ fn save_and_reload_roundtrip() {
     let device = cpu();
     for name in ["vit_openai_jit", "rn_openclip_st"] {
         let dir = case_dir(name);
-        let weights = if name.starts_with("rn") { "open_clip_model.safetensors" } else { "model.pt" };
+        let weights = if name.starts_with("rn") {
+            "open_clip_model.safetensors"
+        } else {
+            "model.pt"
+        };
         let clip = load_clip(&dir.join(weights), None, &device).unwrap();
         let out = tempfile::tempdir().unwrap();
         clip_model::save_clip(&clip, out.path()).unwrap();

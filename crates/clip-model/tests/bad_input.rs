@@ -1,0 +1,204 @@
+//! Wrong or damaged checkpoints give errors that name the file, the key and both shapes; pickles
+//! that refer to code are refused.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clip_model::source::RawTensor;
+use clip_model::weights::{read_checkpoint, write_safetensors};
+use clip_model::{Capture, ClipConfig, cpu, load_clip};
+
+fn case(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/models")
+        .join(name)
+}
+
+/// The ViT case's tensors, edited, written as model.safetensors + config.json in a temp dir.
+fn edited_vit(
+    edit: impl FnOnce(&mut std::collections::BTreeMap<String, RawTensor>),
+) -> (tempfile::TempDir, PathBuf) {
+    let mut loaded = read_checkpoint(&case("vit_openclip_pt").join("model.pt")).unwrap();
+    edit(&mut loaded.tensors);
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("model.safetensors");
+    let tensors: Vec<(String, RawTensor)> = loaded.tensors.into_iter().collect();
+    write_safetensors(&weights, &tensors).unwrap();
+    std::fs::copy(
+        case("vit_openclip_pt").join("config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    (dir, weights)
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let (_dir, weights) = edited_vit(|t| {
+        t.remove("visual.ln_post.weight");
+    });
+    let err = load_clip(&weights, None, &cpu()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "missing tensor 'visual.ln_post.weight' in {}",
+            weights.display()
+        )
+    );
+}
+
+#[test]
+fn unexpected_tensor_is_named() {
+    let (_dir, weights) = edited_vit(|t| {
+        t.insert(
+            "visual.head.weight".into(),
+            RawTensor::new(vec![2, 2], vec![0.0; 4]),
+        );
+    });
+    let err = load_clip(&weights, None, &cpu()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "unexpected tensors in {} (is it a checkpoint of another model?): 'visual.head.weight' [2, 2]",
+            weights.display()
+        )
+    );
+}
+
+#[test]
+fn checkpoint_of_another_family_names_key_and_shapes() {
+    let vit_cfg = ClipConfig::from_json(
+        &std::fs::read_to_string(case("vit_openclip_pt").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let rn = case("rn_openclip_st").join("open_clip_model.safetensors");
+    let err = load_clip(&rn, Some(&vit_cfg), &cpu()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "tensor 'visual.conv1.weight' in {} has shape [4, 3, 3, 3], expected [64, 3, 16, 16]",
+            rn.display()
+        )
+    );
+}
+
+#[test]
+fn pickle_with_code_is_refused_and_never_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("pwned");
+    let path = dir.path().join("evil.pt");
+    // torch.save layout (archive/data.pkl) whose pickle calls os.system("touch <marker>")
+    let cmd = format!("touch {}", marker.display());
+    let mut pkl = b"\x80\x02cposix\nsystem\nq\x00X".to_vec();
+    pkl.extend_from_slice(&(cmd.len() as u32).to_le_bytes());
+    pkl.extend_from_slice(cmd.as_bytes());
+    pkl.extend_from_slice(b"q\x01\x85q\x02Rq\x03.");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    zip.start_file("archive/data.pkl", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    zip.write_all(&pkl).unwrap();
+    zip.finish().unwrap();
+    let err = load_clip(&path, None, &cpu()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: the pickle refers to 'posix.system', which is not a tensor or container type; refusing to load it (pickled code is never run)",
+            path.display()
+        )
+    );
+    assert!(!marker.exists());
+}
+
+#[test]
+fn truncated_checkpoint_is_an_error() {
+    let bytes = std::fs::read(case("vit_openclip_pt").join("model.pt")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.pt");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = load_clip(&path, None, &cpu()).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("{}: unreadable zip archive", path.display())),
+        "{err}"
+    );
+    assert!(err.ends_with("is the file truncated?"), "{err}");
+}
+
+#[test]
+fn not_a_clip_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.safetensors");
+    write_safetensors(
+        &path,
+        &[("fc.weight".into(), RawTensor::new(vec![2], vec![1.0, 2.0]))],
+    )
+    .unwrap();
+    let err = load_clip(&path, None, &cpu()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: cannot tell the model's architecture: it has neither 'token_embedding.weight' nor 'visual.conv1.weight': not a CLIP checkpoint",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn capture_block_outputs() {
+    use burn::prelude::*;
+    let device = cpu();
+    for (name, file, wanted, expect) in [
+        (
+            "vit_openai_jit",
+            "model.pt",
+            "visual.transformer.resblocks.*",
+            vec![
+                ("visual.transformer.resblocks.0", vec![2, 10, 64]),
+                ("visual.transformer.resblocks.1", vec![2, 10, 64]),
+            ],
+        ),
+        (
+            "rn_openai_jit",
+            "model.pt",
+            "visual.layer3.1",
+            vec![("visual.layer3.1", vec![2, 64, 4, 4])],
+        ),
+    ] {
+        let clip = load_clip(&case(name).join(file), None, &device).unwrap();
+        let s = clip.config.image_size();
+        let images = Tensor::<4>::zeros([2, 3, s, s], &device);
+        let mut cap = Capture::new([wanted]);
+        let with =
+            clip_model::source::to_vec(&clip.encode_image_with(images.clone(), Some(&mut cap)));
+        let without = clip_model::source::to_vec(&clip.encode_image(images));
+        assert_eq!(with, without, "capturing must not change the output");
+        let got: Vec<(&str, Vec<usize>)> = cap
+            .outputs
+            .iter()
+            .map(|a| (a.name.as_str(), a.shape.clone()))
+            .collect();
+        assert_eq!(got, expect, "{name}");
+    }
+    let clip = load_clip(&case("vit_openai_jit").join("model.pt"), None, &device).unwrap();
+    let mut cap = Capture::new(["transformer.resblocks.1"]);
+    clip.encode_text_with(&[vec![510, 5, 6, 511]], Some(&mut cap))
+        .unwrap();
+    assert_eq!(
+        cap.get("transformer.resblocks.1").unwrap().shape,
+        vec![1, 4, 64]
+    );
+}
+
+#[test]
+fn text_rows_are_checked() {
+    let clip = load_clip(&case("vit_openai_jit").join("model.pt"), None, &cpu()).unwrap();
+    let err = clip.encode_text(&[vec![510, 9999, 511]]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "token id 9999 in row 0 is outside the model's vocabulary of 512"
+    );
+    let err = clip.encode_text(&[vec![1; 80]]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "row 0 has 80 tokens but the model's context length is 77"
+    );
+}
