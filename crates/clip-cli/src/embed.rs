@@ -151,6 +151,7 @@ pub fn embed_texts(
 }
 
 pub fn run(args: &EmbedArgs) -> Result<()> {
+    io::check_embedding_path(&args.out)?;
     let mut images = args.images.clone();
     if let Some(dir) = &args.images_from {
         images.extend(images_in(dir)?);

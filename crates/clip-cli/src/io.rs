@@ -51,6 +51,14 @@ pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     Ok(())
 }
 
+/// Fail early when `--out` has an extension we cannot write.
+pub fn check_embedding_path(path: &Path) -> Result<()> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("npy" | "safetensors" | "jsonl") => Ok(()),
+        _ => bail!("--out '{}' must end in .npy, .safetensors or .jsonl", path.display()),
+    }
+}
+
 /// Write `[n, d]` embeddings in the format the extension names.
 pub fn write_embeddings(path: &Path, inputs: &[String], dim: usize, data: &[f32]) -> Result<()> {
     let n = inputs.len();
