@@ -1,5 +1,10 @@
 //! The `clip` command: thin over the libraries. Parse args → resolve → `commands::x`.
 
+// Tensor ops allocate and free large buffers at a high rate; glibc's malloc hands them back to the
+// kernel each time (page faults, TLB shootdowns). mimalloc keeps them.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod classify;
 mod embed;
 mod io;

@@ -129,33 +129,58 @@ impl TextTransformer {
             let max = *ids.iter().max().expect("non-empty");
             eot.push(ids.iter().position(|&t| t == max).expect("max is present"));
         }
-        let b = rows.len();
-        let len = eot.iter().max().map_or(1, |m| m + 1); // cut the batch to the longest sequence
-        let mut flat = Vec::with_capacity(b * len);
-        for ids in rows {
-            flat.extend((0..len).map(|i| ids.get(i).copied().unwrap_or(0) as i64));
+        // Rows sorted by length run in buckets, each cut to its own longest sequence; with a capture
+        // request everything runs as one batch so activations line up row for row.
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        let buckets: Vec<Vec<usize>> = if capture.is_some() || rows.len() <= BUCKET {
+            vec![order]
+        } else {
+            order.sort_by_key(|&r| eot[r]);
+            order.chunks(BUCKET).map(<[usize]>::to_vec).collect()
+        };
+        let mut pooled = Vec::with_capacity(buckets.len());
+        for bucket in &buckets {
+            pooled.push(self.run_bucket(rows, &eot, bucket, capture.as_deref_mut(), &device));
         }
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, len]), &device);
-        let x = embedding(self.token_embedding.val(), ids); // [B, L, W]
+        let pooled = if buckets.len() == 1 {
+            pooled.pop().expect("one bucket") // input order
+        } else {
+            let mut inverse = vec![0i64; rows.len()];
+            for (pos, &r) in buckets.iter().flatten().enumerate() {
+                inverse[r] = pos as i64;
+            }
+            let inverse = Tensor::<1, Int>::from_data(TensorData::new(inverse, [rows.len()]), &device);
+            Tensor::cat(pooled, 0).select(0, inverse) // back to input order
+        };
+        Ok(self.ln_final.forward(pooled).matmul(self.text_projection.val())) // [B, E]
+    }
+
+    /// Run the rows of `bucket`, cut to their longest sequence; EOT features `[b, W]` before
+    /// `ln_final`.
+    fn run_bucket(
+        &self,
+        rows: &[Vec<u32>],
+        eot: &[usize],
+        bucket: &[usize],
+        capture: Option<&mut Capture>,
+        device: &Device,
+    ) -> Tensor<2> {
+        let b = bucket.len();
+        let len = bucket.iter().map(|&r| eot[r] + 1).max().unwrap_or(1);
+        let mut flat = Vec::with_capacity(b * len);
+        for &r in bucket {
+            flat.extend((0..len).map(|i| rows[r].get(i).copied().unwrap_or(0) as i64));
+        }
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, len]), device);
+        let x = embedding(self.token_embedding.val(), ids); // [b, L, W]
         let w = x.dims()[2];
-        let x = x + self
-            .positional_embedding
-            .val()
-            .narrow(0, 0, len)
-            .unsqueeze();
-        let x = self
-            .transformer
-            .forward(x, true, "transformer", capture.as_deref_mut());
-        let index: Vec<i64> = eot
-            .iter()
-            .enumerate()
-            .map(|(r, &e)| (r * len + e) as i64)
-            .collect();
-        let index = Tensor::<1, Int>::from_data(TensorData::new(index, [b]), &device);
-        let pooled = x.reshape([b * len, w]).select(0, index); // [B, W]
-        Ok(self
-            .ln_final
-            .forward(pooled)
-            .matmul(self.text_projection.val())) // [B, E]
+        let x = x + self.positional_embedding.val().narrow(0, 0, len).unsqueeze();
+        let x = self.transformer.forward(x, true, "transformer", capture);
+        let index: Vec<i64> = bucket.iter().enumerate().map(|(i, &r)| (i * len + eot[r]) as i64).collect();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(index, [b]), device);
+        x.reshape([b * len, w]).select(0, index) // [b, W]
     }
 }
+
+/// Rows per length bucket when a text batch is split by length.
+const BUCKET: usize = 16;

@@ -106,9 +106,9 @@ impl VisionTransformer {
         let patches = x
             .reshape([b, c, gh, p, gw, p])
             .permute([0, 2, 4, 1, 3, 5]) // [B, gh, gw, 3, p, p]
-            .reshape([b, gh * gw, c * p * p]);
-        let x = patches.matmul(self.conv1.val().unsqueeze()); // [B, g*g, W]
-        let width = x.dims()[2];
+            .reshape([b * gh * gw, c * p * p]);
+        let width = self.conv1.dims()[1];
+        let x = patches.matmul(self.conv1.val()).reshape([b, gh * gw, width]); // [B, g*g, W]
         let cls = self
             .class_embedding
             .val()

@@ -202,3 +202,26 @@ fn text_rows_are_checked() {
         "row 0 has 80 tokens but the model's context length is 77"
     );
 }
+
+#[test]
+fn length_buckets_do_not_change_results() {
+    // 40 rows of varied lengths (more than one bucket) vs each row on its own
+    let clip = load_clip(&case("vit_openai_jit").join("model.pt"), None, &cpu()).unwrap();
+    let rows: Vec<Vec<u32>> = (0..40u32)
+        .map(|i| {
+            let n = (i * 7 % 30) as usize + 1;
+            let mut r = vec![510];
+            r.extend((0..n).map(|j| 1 + (i + j as u32 * 13) % 500));
+            r.push(511);
+            r.resize(77, 0);
+            r
+        })
+        .collect();
+    let batched = clip_model::source::to_vec(&clip.encode_text(&rows).unwrap());
+    for (i, row) in rows.iter().enumerate() {
+        let single = clip_model::source::to_vec(&clip.encode_text(std::slice::from_ref(row)).unwrap());
+        for (a, b) in single.iter().zip(&batched[i * 32..(i + 1) * 32]) {
+            assert!((a - b).abs() < 1e-5, "row {i}: {a} vs {b}");
+        }
+    }
+}

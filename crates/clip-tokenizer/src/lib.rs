@@ -85,13 +85,16 @@ impl Tokenizer {
     /// The tokenizer built from the embedded merges file (built once per process).
     pub fn global() -> &'static Tokenizer {
         static TOK: OnceLock<Tokenizer> = OnceLock::new();
-        TOK.get_or_init(|| {
-            let mut text = String::new();
-            flate2::read::GzDecoder::new(MERGES_GZ)
-                .read_to_string(&mut text)
-                .expect("embedded merges file is valid gzip UTF-8");
-            Tokenizer::from_merges(&text)
-        })
+        TOK.get_or_init(Tokenizer::embedded)
+    }
+
+    /// A new tokenizer from the embedded merges file (with its own, empty, word cache).
+    pub fn embedded() -> Tokenizer {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(MERGES_GZ)
+            .read_to_string(&mut text)
+            .expect("embedded merges file is valid gzip UTF-8");
+        Tokenizer::from_merges(&text)
     }
 
     /// Build from the text of a merges file (first line is a header).
@@ -232,15 +235,17 @@ impl Tokenizer {
         Ok(ids)
     }
 
-    /// Like `clip.tokenize`: one row per text, padded with zeros to `context_length`.
-    pub fn tokenize_batch<S: AsRef<str>>(
+    /// Like `clip.tokenize`: one row per text, padded with zeros to `context_length` (texts are
+    /// tokenized in parallel; rows keep the input order).
+    pub fn tokenize_batch<S: AsRef<str> + Sync>(
         &self,
         texts: &[S],
         context_length: usize,
         truncate: bool,
     ) -> Result<Vec<Vec<u32>>, TokenizeError> {
+        use rayon::prelude::*;
         texts
-            .iter()
+            .par_iter()
             .map(|t| {
                 let mut ids = self.encode_with_specials(t.as_ref(), context_length, truncate)?;
                 ids.resize(context_length, 0);
