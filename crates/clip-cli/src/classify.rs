@@ -89,7 +89,7 @@ fn labels(args: &ClassifyArgs) -> Result<Vec<String>> {
 pub fn run(args: &ClassifyArgs) -> Result<()> {
     let labels = labels(args)?;
     let templates = templates(&args.templates)?;
-    let device = clip_model::cpu();
+    let device = clip_model::default_device();
     let clip = models::load(&args.model, &device)?;
     let dim = clip.config.embed_dim;
     // classifier rows: per class, the normalised mean of normalised template embeddings

@@ -98,24 +98,17 @@ pub fn embed_images(
         pre.alpha = clip_data::Alpha::FlattenOnWhite;
     }
     let device = clip.device();
-    let bar = progress(paths.len(), "images");
-    let mut out = Vec::new();
-    for chunk in paths.chunks(batch.max(1)) {
+    batched(paths, batch, "images", normalize, |chunk, _| {
         let pixels: Vec<Vec<f32>> = chunk
             .par_iter()
             .map(|p| pre.load(p))
             .collect::<Result<_, _>>()?;
-        let flat: Vec<f32> = pixels.concat();
-        let images = Tensor::<4>::from_data(TensorData::new(flat, [chunk.len(), 3, n, n]), &device);
-        let mut f = clip.encode_image(images);
-        if normalize {
-            f = clip_model::l2_normalize(f);
-        }
-        out.extend(to_vec(&f));
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(out)
+        let images = Tensor::<4>::from_data(
+            TensorData::new(pixels.concat(), [chunk.len(), 3, n, n]),
+            &device,
+        );
+        Ok(clip.encode_image(images))
+    })
 }
 
 /// Text embeddings `[N, D]`.
@@ -128,18 +121,33 @@ pub fn embed_texts(
 ) -> Result<Vec<f32>> {
     let tok = clip_tokenizer::Tokenizer::global();
     let ctx = clip.config.text_cfg.context_length;
-    let bar = progress(texts.len(), "texts");
-    let mut out = Vec::new();
-    for (b, chunk) in texts.chunks(batch.max(1)).enumerate() {
+    batched(texts, batch, "texts", normalize, |chunk, offset| {
         let rows = chunk
             .iter()
             .enumerate()
             .map(|(i, t)| {
                 tok.encode_with_specials(t, ctx, truncate)
-                    .with_context(|| format!("text {} cannot be tokenized", b * batch + i + 1))
+                    .with_context(|| format!("text {} cannot be tokenized", offset + i + 1))
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut f = clip.encode_text(&rows)?;
+        Ok(clip.encode_text(&rows)?)
+    })
+}
+
+/// Run `encode` over `items` in batches (with a progress bar), optionally L2-normalising, and
+/// return the rows in input order.
+fn batched<T>(
+    items: &[T],
+    batch: usize,
+    what: &str,
+    normalize: bool,
+    mut encode: impl FnMut(&[T], usize) -> Result<Tensor<2>>,
+) -> Result<Vec<f32>> {
+    let batch = batch.max(1);
+    let bar = progress(items.len(), what);
+    let mut out = Vec::new();
+    for (b, chunk) in items.chunks(batch).enumerate() {
+        let mut f = encode(chunk, b * batch)?;
         if normalize {
             f = clip_model::l2_normalize(f);
         }
@@ -169,7 +177,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         }
         _ => {}
     }
-    let device = clip_model::cpu();
+    let device = clip_model::default_device();
     let clip = models::load(&args.model, &device)?;
     let dim = clip.config.embed_dim;
     let (inputs, data) = if !images.is_empty() {

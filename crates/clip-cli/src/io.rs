@@ -55,7 +55,10 @@ pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
 pub fn check_embedding_path(path: &Path) -> Result<()> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("npy" | "safetensors" | "jsonl") => Ok(()),
-        _ => bail!("--out '{}' must end in .npy, .safetensors or .jsonl", path.display()),
+        _ => bail!(
+            "--out '{}' must end in .npy, .safetensors or .jsonl",
+            path.display()
+        ),
     }
 }
 

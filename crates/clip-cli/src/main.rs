@@ -120,7 +120,7 @@ fn preprocess(args: &PreprocessArgs) -> Result<()> {
 }
 
 fn convert(args: &ConvertArgs) -> Result<()> {
-    let device = clip_model::cpu();
+    let device = clip_model::default_device();
     let clip = models::load(&args.model, &device)?;
     clip_model::save_clip(&clip, &args.out)?;
     eprintln!(

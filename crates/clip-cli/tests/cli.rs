@@ -12,23 +12,39 @@ fn model() -> String {
 }
 
 fn image(name: &str) -> String {
-    root().join("testdata/images").join(name).display().to_string()
+    root()
+        .join("testdata/images")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn clip(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clip")).args(args).output().expect("run clip")
+    Command::new(env!("CARGO_BIN_EXE_clip"))
+        .args(args)
+        .output()
+        .expect("run clip")
 }
 
 fn ok(args: &[&str]) -> String {
     let out = clip(args);
-    assert!(out.status.success(), "clip {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "clip {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 /// Runs a command that must fail with exit code 1 and returns its stderr.
 fn fails(args: &[&str]) -> String {
     let out = clip(args);
-    assert_eq!(out.status.code(), Some(1), "clip {args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "clip {args:?} should fail: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8(out.stderr).unwrap()
 }
 
@@ -37,28 +53,58 @@ fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     assert_eq!(&b[..8], b"\x93NUMPY\x01\x00");
     let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
     let header = std::str::from_utf8(&b[10..10 + hlen]).unwrap();
-    let shape_str = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> = shape_str.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
-    let data = b[10 + hlen..].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let shape_str = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let shape: Vec<usize> = shape_str
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let data = b[10 + hlen..]
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     (shape, data)
 }
 
 #[test]
 fn tokenize_pads_like_clip_tokenize() {
     let out = ok(&["tokenize", "a photo of a cat.", "Hello"]);
-    let rows: Vec<Vec<u32>> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<Vec<u32>> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 2);
-    assert_eq!(&rows[0][..8], &[49406, 320, 1125, 539, 320, 2368, 269, 49407]);
+    assert_eq!(
+        &rows[0][..8],
+        &[49406, 320, 1125, 539, 320, 2368, 269, 49407]
+    );
     assert!(rows.iter().all(|r| r.len() == 77));
     assert!(rows[0][8..].iter().all(|&x| x == 0));
 
-    let err = fails(&["tokenize", "--context-length", "8", "one two three four five six seven eight"]);
+    let err = fails(&[
+        "tokenize",
+        "--context-length",
+        "8",
+        "one two three four five six seven eight",
+    ]);
     assert_eq!(
         err,
         "error: text 1 cannot be tokenized\n  caused by: text is 10 tokens long (with start/end tokens) but the context \
          length is 8; shorten it or pass --truncate: \"one two three four five six seven eight\"\n"
     );
-    let out = ok(&["tokenize", "--context-length", "8", "--truncate", "one two three four five six seven eight"]);
+    let out = ok(&[
+        "tokenize",
+        "--context-length",
+        "8",
+        "--truncate",
+        "one two three four five six seven eight",
+    ]);
     let row: Vec<u32> = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(row.len(), 8);
     assert_eq!(row[7], 49407);
@@ -72,7 +118,10 @@ fn non_utf8_text_file_is_refused() {
     let err = fails(&["tokenize", "--file", f.to_str().unwrap()]);
     assert_eq!(
         err,
-        format!("error: '{}' is not valid UTF-8 text (invalid byte at offset 3); convert it to UTF-8 first\n", f.display())
+        format!(
+            "error: '{}' is not valid UTF-8 text (invalid byte at offset 3); convert it to UTF-8 first\n",
+            f.display()
+        )
     );
 }
 
@@ -80,7 +129,14 @@ fn non_utf8_text_file_is_refused() {
 fn preprocess_writes_normalised_npy() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.npy");
-    ok(&["preprocess", &image("photo_224.jpg"), "--size", "224", "--out", out.to_str().unwrap()]);
+    ok(&[
+        "preprocess",
+        &image("photo_224.jpg"),
+        "--size",
+        "224",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let (shape, data) = read_npy(&out);
     assert_eq!(shape, vec![3, 224, 224]);
     // compare with torchvision's output (golden uint8 before normalisation)
@@ -92,7 +148,10 @@ fn preprocess_writes_normalised_npy() {
     for (i, (&ours, &r)) in data.iter().zip(golden.data()).enumerate() {
         let c = i / plane;
         let want = (r as f32 / 255.0 - mean[c]) / std[c];
-        assert!((ours - want).abs() <= 1.0 / 255.0 / std[c] + 1e-5, "pixel {i}: {ours} vs {want}");
+        assert!(
+            (ours - want).abs() <= 1.0 / 255.0 / std[c] + 1e-5,
+            "pixel {i}: {ours} vs {want}"
+        );
     }
 }
 
@@ -100,7 +159,7 @@ fn clip_data_mean() -> [f32; 3] {
     [0.48145466, 0.4578275, 0.40821073]
 }
 fn clip_data_std() -> [f32; 3] {
-    [0.26862954, 0.26130258, 0.27577711]
+    [0.26862954, 0.261_302_6, 0.275_777_1]
 }
 
 #[test]
@@ -109,24 +168,65 @@ fn embed_images_in_order_and_normalised() {
     let a = dir.path().join("a.npy");
     let b = dir.path().join("b.npy");
     let (p1, p2) = (image("photo_224.jpg"), image("palette.png"));
-    ok(&["embed", "--model", &model(), "--image", &p1, "--image", &p2, "--out", a.to_str().unwrap()]);
-    ok(&["embed", "--model", &model(), "--image", &p2, "--image", &p1, "--out", b.to_str().unwrap(), "--batch-size", "1"]);
+    ok(&[
+        "embed",
+        "--model",
+        &model(),
+        "--image",
+        &p1,
+        "--image",
+        &p2,
+        "--out",
+        a.to_str().unwrap(),
+    ]);
+    ok(&[
+        "embed",
+        "--model",
+        &model(),
+        "--image",
+        &p2,
+        "--image",
+        &p1,
+        "--out",
+        b.to_str().unwrap(),
+        "--batch-size",
+        "1",
+    ]);
     let (sa, da) = read_npy(&a);
     let (sb, db) = read_npy(&b);
     assert_eq!(sa, vec![2, 16]);
     assert_eq!(sb, vec![2, 16]);
-    for (x, y) in da[..16].iter().zip(&db[16..]).chain(da[16..].iter().zip(&db[..16])) {
-        assert!((x - y).abs() < 1e-5, "rows follow input order whatever the batching");
+    for (x, y) in da[..16]
+        .iter()
+        .zip(&db[16..])
+        .chain(da[16..].iter().zip(&db[..16]))
+    {
+        assert!(
+            (x - y).abs() < 1e-5,
+            "rows follow input order whatever the batching"
+        );
     }
     for row in da.chunks(16) {
         let n: f32 = row.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((n - 1.0).abs() < 1e-5);
     }
     let raw = dir.path().join("raw.npy");
-    ok(&["embed", "--model", &model(), "--image", &p1, "--raw", "--out", raw.to_str().unwrap()]);
+    ok(&[
+        "embed",
+        "--model",
+        &model(),
+        "--image",
+        &p1,
+        "--raw",
+        "--out",
+        raw.to_str().unwrap(),
+    ]);
     let (_, dr) = read_npy(&raw);
     let n: f32 = dr.iter().map(|x| x * x).sum::<f32>().sqrt();
-    assert!((n - 1.0).abs() > 1e-3, "--raw keeps the unnormalised features");
+    assert!(
+        (n - 1.0).abs() > 1e-3,
+        "--raw keeps the unnormalised features"
+    );
     for (x, y) in dr.iter().zip(&da[..16]) {
         assert!((x / n - y).abs() < 1e-5);
     }
@@ -140,9 +240,37 @@ fn embed_texts_to_every_format() {
     let npy = dir.path().join("t.npy");
     let jsonl = dir.path().join("t.jsonl");
     let st = dir.path().join("t.safetensors");
-    ok(&["embed", "--model", &model(), "--texts-from", lines.to_str().unwrap(), "--out", npy.to_str().unwrap()]);
-    ok(&["embed", "--model", &model(), "--text", "a dog", "--text", "a cat on a mat", "--out", jsonl.to_str().unwrap()]);
-    ok(&["embed", "--model", &model(), "--text", "a dog", "--text", "a cat on a mat", "--out", st.to_str().unwrap()]);
+    ok(&[
+        "embed",
+        "--model",
+        &model(),
+        "--texts-from",
+        lines.to_str().unwrap(),
+        "--out",
+        npy.to_str().unwrap(),
+    ]);
+    ok(&[
+        "embed",
+        "--model",
+        &model(),
+        "--text",
+        "a dog",
+        "--text",
+        "a cat on a mat",
+        "--out",
+        jsonl.to_str().unwrap(),
+    ]);
+    ok(&[
+        "embed",
+        "--model",
+        &model(),
+        "--text",
+        "a dog",
+        "--text",
+        "a cat on a mat",
+        "--out",
+        st.to_str().unwrap(),
+    ]);
     let (shape, from_npy) = read_npy(&npy);
     assert_eq!(shape, vec![2, 16]);
     let from_jsonl: Vec<f32> = std::fs::read_to_string(&jsonl)
@@ -150,20 +278,40 @@ fn embed_texts_to_every_format() {
         .lines()
         .flat_map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<_>>()
+            v["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect::<Vec<_>>()
         })
         .collect();
     let bytes = std::fs::read(&st).unwrap();
     let t = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let e = t.tensor("embeddings").unwrap();
     assert_eq!(e.shape(), &[2, 16]);
-    let from_st: Vec<f32> = e.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let from_st: Vec<f32> = e
+        .data()
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     assert_eq!(from_npy, from_st);
     for (a, b) in from_npy.iter().zip(&from_jsonl) {
         assert!((a - b).abs() < 1e-6);
     }
-    let err = fails(&["embed", "--model", &model(), "--text", "x", "--out", dir.path().join("t.csv").to_str().unwrap()]);
-    assert!(err.contains("must end in .npy, .safetensors or .jsonl"), "{err}");
+    let err = fails(&[
+        "embed",
+        "--model",
+        &model(),
+        "--text",
+        "x",
+        "--out",
+        dir.path().join("t.csv").to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("must end in .npy, .safetensors or .jsonl"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -173,25 +321,64 @@ fn embed_a_directory_and_report_bad_images() {
         std::fs::copy(image(f), dir.path().join(f)).unwrap();
     }
     let out = dir.path().join("e.jsonl");
-    ok(&["embed", "--model", &model(), "--images-from", dir.path().to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    ok(&[
+        "embed",
+        "--model",
+        &model(),
+        "--images-from",
+        dir.path().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let text = std::fs::read_to_string(&out).unwrap();
     let inputs: Vec<String> = text
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["input"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["input"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
-    assert!(inputs[0].ends_with("grey.png") && inputs[1].ends_with("photo_224.jpg"), "{inputs:?}");
+    assert!(
+        inputs[0].ends_with("grey.png") && inputs[1].ends_with("photo_224.jpg"),
+        "{inputs:?}"
+    );
 
     // a corrupt image: a clear error naming it, and the earlier output is untouched
     let bad = dir.path().join("zz_corrupt.png");
     std::fs::write(&bad, b"\x89PNG\r\n\x1a\nnot really").unwrap();
-    let err = fails(&["embed", "--model", &model(), "--images-from", dir.path().to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert!(err.starts_with(&format!("error: cannot decode image '{}': ", bad.display())), "{err}");
+    let err = fails(&[
+        "embed",
+        "--model",
+        &model(),
+        "--images-from",
+        dir.path().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        err.starts_with(&format!("error: cannot decode image '{}': ", bad.display())),
+        "{err}"
+    );
     assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
 }
 
 #[test]
 fn classify_ranks_labels() {
-    let out = ok(&["classify", "--model", &model(), "--labels", "cat,dog,bird", "--templates", "imagenet", "--json", "--top", "3", &image("photo_224.jpg")]);
+    let out = ok(&[
+        "classify",
+        "--model",
+        &model(),
+        "--labels",
+        "cat,dog,bird",
+        "--templates",
+        "imagenet",
+        "--json",
+        "--top",
+        "3",
+        &image("photo_224.jpg"),
+    ]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let top = v["top"].as_array().unwrap();
     assert_eq!(top.len(), 3);
@@ -199,22 +386,65 @@ fn classify_ranks_labels() {
     assert!(probs.windows(2).all(|w| w[0] >= w[1]));
     assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-4);
 
-    let err = fails(&["classify", "--model", &model(), "--labels", " , ", &image("grey.png")]);
-    assert_eq!(err, "error: the label list is empty: give at least one class name\n");
+    let err = fails(&[
+        "classify",
+        "--model",
+        &model(),
+        "--labels",
+        " , ",
+        &image("grey.png"),
+    ]);
+    assert_eq!(
+        err,
+        "error: the label list is empty: give at least one class name\n"
+    );
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("templates.txt");
     std::fs::write(&t, "a photo of a {}.\nno placeholder here\n").unwrap();
-    let err = fails(&["classify", "--model", &model(), "--labels", "a,b", "--templates", t.to_str().unwrap(), &image("grey.png")]);
-    assert_eq!(err, "error: template \"no placeholder here\" has no {} where the class name goes\n");
+    let err = fails(&[
+        "classify",
+        "--model",
+        &model(),
+        "--labels",
+        "a,b",
+        "--templates",
+        t.to_str().unwrap(),
+        &image("grey.png"),
+    ]);
+    assert_eq!(
+        err,
+        "error: template \"no placeholder here\" has no {} where the class name goes\n"
+    );
 }
 
 #[test]
 fn unknown_models_list_the_known_ones() {
-    let err = fails(&["embed", "--model", "ViT-Q-99", "--text", "x", "--out", "x.npy"]);
+    let err = fails(&[
+        "embed", "--model", "ViT-Q-99", "--text", "x", "--out", "x.npy",
+    ]);
     assert!(err.contains("known models: RN50, RN101, RN50x4, RN50x16, RN50x64, ViT-B-32, ViT-B-16, ViT-L-14, ViT-L-14-336"), "{err}");
-    let err = fails(&["embed", "--model", "ViT-Q-99:openai", "--text", "x", "--out", "x.npy"]);
-    assert!(err.starts_with("error: unknown model 'ViT-Q-99'; known models: RN50"), "{err}");
-    let err = fails(&["embed", "--model", "ViT-B-32:nosuchtag", "--text", "x", "--out", "x.npy"]);
+    let err = fails(&[
+        "embed",
+        "--model",
+        "ViT-Q-99:openai",
+        "--text",
+        "x",
+        "--out",
+        "x.npy",
+    ]);
+    assert!(
+        err.starts_with("error: unknown model 'ViT-Q-99'; known models: RN50"),
+        "{err}"
+    );
+    let err = fails(&[
+        "embed",
+        "--model",
+        "ViT-B-32:nosuchtag",
+        "--text",
+        "x",
+        "--out",
+        "x.npy",
+    ]);
     assert!(err.starts_with("error: unknown pretrained tag 'nosuchtag' for ViT-B-32; known tags: openai, laion400m_e31"), "{err}");
 }
 
@@ -222,7 +452,15 @@ fn unknown_models_list_the_known_ones() {
 fn pretrained_tag_offline_says_where_to_put_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_clip"))
-        .args(["embed", "--model", "RN50:openai", "--text", "x", "--out", "x.npy"])
+        .args([
+            "embed",
+            "--model",
+            "RN50:openai",
+            "--text",
+            "x",
+            "--out",
+            "x.npy",
+        ])
         .env("HF_HOME", dir.path())
         .env("HF_ENDPOINT", "http://127.0.0.1:9") // nothing listens there: fails like a machine without network
         .output()
@@ -230,19 +468,47 @@ fn pretrained_tag_offline_says_where_to_put_the_file() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.starts_with("error: model 'RN50:openai' is not in the Hugging Face cache and could not be downloaded"), "{err}");
-    assert!(err.contains("repository 'timm/resnet50_clip.openai'"), "{err}");
-    assert!(err.contains(&dir.path().display().to_string()), "names the cache directory: {err}");
+    assert!(
+        err.contains("repository 'timm/resnet50_clip.openai'"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&dir.path().display().to_string()),
+        "names the cache directory: {err}"
+    );
 }
 
 #[test]
 fn convert_then_embed_gives_the_same_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let conv = dir.path().join("converted");
-    ok(&["convert", "--model", &model(), "--out", conv.to_str().unwrap()]);
+    ok(&[
+        "convert",
+        "--model",
+        &model(),
+        "--out",
+        conv.to_str().unwrap(),
+    ]);
     assert!(conv.join("model.safetensors").is_file() && conv.join("config.json").is_file());
     let a = dir.path().join("a.npy");
     let b = dir.path().join("b.npy");
-    ok(&["embed", "--model", &model(), "--text", "a red car", "--out", a.to_str().unwrap()]);
-    ok(&["embed", "--model", conv.to_str().unwrap(), "--text", "a red car", "--out", b.to_str().unwrap()]);
+    ok(&[
+        "embed",
+        "--model",
+        &model(),
+        "--text",
+        "a red car",
+        "--out",
+        a.to_str().unwrap(),
+    ]);
+    ok(&[
+        "embed",
+        "--model",
+        conv.to_str().unwrap(),
+        "--text",
+        "a red car",
+        "--out",
+        b.to_str().unwrap(),
+    ]);
     assert_eq!(read_npy(&a), read_npy(&b));
 }

@@ -13,7 +13,8 @@ pub use crate::resize::{Rgb8, resize_bicubic};
 /// OpenAI's normalisation mean.
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// OpenAI's normalisation std.
-pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+#[allow(clippy::excessive_precision)] // the reference values, verbatim
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 /// torchvision `Resize(n)` on a PIL image: the short side becomes `n`, the long side
 /// `int(n * long / short)`.

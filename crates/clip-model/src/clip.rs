@@ -18,6 +18,7 @@ use crate::vit::{VisionTransformer, VitDims};
 
 /// The image tower.
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)] // one per model
 pub enum VisualTower {
     Vit(VisionTransformer),
     ResNet(ModifiedResNet),

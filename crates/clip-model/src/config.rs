@@ -85,13 +85,13 @@ impl ClipConfig {
         let v = &self.vision_cfg;
         match (&v.layers, v.patch_size) {
             (VisionLayers::Vit(layers), Some(patch_size)) => {
-                if v.width % v.head_width != 0 {
+                if !v.width.is_multiple_of(v.head_width) {
                     return Err(ConfigError::Invalid(format!(
                         "vision width {} is not a multiple of head_width {}",
                         v.width, v.head_width
                     )));
                 }
-                if patch_size == 0 || v.image_size % patch_size != 0 {
+                if patch_size == 0 || !v.image_size.is_multiple_of(patch_size) {
                     return Err(ConfigError::Invalid(format!(
                         "image_size {} is not a multiple of patch_size {patch_size}",
                         v.image_size
@@ -107,7 +107,7 @@ impl ClipConfig {
                 "a ViT vision tower (integer `layers`) needs `patch_size`".into(),
             )),
             (VisionLayers::ResNet(layers), _) => {
-                if v.image_size % 32 != 0 {
+                if !v.image_size.is_multiple_of(32) {
                     return Err(ConfigError::Invalid(format!(
                         "ModifiedResNet image_size {} is not a multiple of 32",
                         v.image_size
@@ -125,7 +125,7 @@ impl ClipConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.vision_kind()?;
         let t = &self.text_cfg;
-        if t.heads == 0 || t.width % t.heads != 0 {
+        if t.heads == 0 || !t.width.is_multiple_of(t.heads) {
             return Err(ConfigError::Invalid(format!(
                 "text width {} is not a multiple of heads {}",
                 t.width, t.heads

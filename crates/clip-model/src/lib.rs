@@ -23,3 +23,17 @@ pub use weights::{load_clip, save_clip};
 pub fn cpu() -> burn::prelude::Device {
     burn::prelude::Device::flex()
 }
+
+/// The device the command-line tools run on: the first CUDA GPU when built with the `cuda`
+/// feature, else the CPU. Model code is written against burn's dispatching `Device`, so the same
+/// code runs on either (and under `device.autodiff()` for training).
+pub fn default_device() -> burn::prelude::Device {
+    #[cfg(feature = "cuda")]
+    {
+        burn::prelude::Device::cuda(0)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        cpu()
+    }
+}

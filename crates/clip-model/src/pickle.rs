@@ -452,7 +452,7 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
 }
 
 fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, PickleError> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err(malformed("odd number of dict items"));
     }
     let mut out = Vec::with_capacity(items.len() / 2);

@@ -149,10 +149,14 @@ impl TextTransformer {
             for (pos, &r) in buckets.iter().flatten().enumerate() {
                 inverse[r] = pos as i64;
             }
-            let inverse = Tensor::<1, Int>::from_data(TensorData::new(inverse, [rows.len()]), &device);
+            let inverse =
+                Tensor::<1, Int>::from_data(TensorData::new(inverse, [rows.len()]), &device);
             Tensor::cat(pooled, 0).select(0, inverse) // back to input order
         };
-        Ok(self.ln_final.forward(pooled).matmul(self.text_projection.val())) // [B, E]
+        Ok(self
+            .ln_final
+            .forward(pooled)
+            .matmul(self.text_projection.val())) // [B, E]
     }
 
     /// Run the rows of `bucket`, cut to their longest sequence; EOT features `[b, W]` before
@@ -174,9 +178,17 @@ impl TextTransformer {
         let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, len]), device);
         let x = embedding(self.token_embedding.val(), ids); // [b, L, W]
         let w = x.dims()[2];
-        let x = x + self.positional_embedding.val().narrow(0, 0, len).unsqueeze();
+        let x = x + self
+            .positional_embedding
+            .val()
+            .narrow(0, 0, len)
+            .unsqueeze();
         let x = self.transformer.forward(x, true, "transformer", capture);
-        let index: Vec<i64> = bucket.iter().enumerate().map(|(i, &r)| (i * len + eot[r]) as i64).collect();
+        let index: Vec<i64> = bucket
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| (i * len + eot[r]) as i64)
+            .collect();
         let index = Tensor::<1, Int>::from_data(TensorData::new(index, [b]), device);
         x.reshape([b * len, w]).select(0, index) // [b, W]
     }

@@ -99,7 +99,7 @@ impl VisionTransformer {
     }
 
     /// `[B, 3, S, S]` normalised images → `[B, E]` unnormalised features.
-    pub fn forward(&self, x: Tensor<4>, mut capture: Option<&mut Capture>) -> Tensor<2> {
+    pub fn forward(&self, x: Tensor<4>, capture: Option<&mut Capture>) -> Tensor<2> {
         let [b, c, h, w] = x.dims();
         let p = self.patch_size;
         let (gh, gw) = (h / p, w / p);
@@ -108,7 +108,9 @@ impl VisionTransformer {
             .permute([0, 2, 4, 1, 3, 5]) // [B, gh, gw, 3, p, p]
             .reshape([b * gh * gw, c * p * p]);
         let width = self.conv1.dims()[1];
-        let x = patches.matmul(self.conv1.val()).reshape([b, gh * gw, width]); // [B, g*g, W]
+        let x = patches
+            .matmul(self.conv1.val())
+            .reshape([b, gh * gw, width]); // [B, g*g, W]
         let cls = self
             .class_embedding
             .val()
@@ -119,7 +121,7 @@ impl VisionTransformer {
         let x = self.ln_pre.forward(x);
         let x = self
             .transformer
-            .forward(x, false, "visual.transformer", capture.as_deref_mut());
+            .forward(x, false, "visual.transformer", capture);
         let cls = x.narrow(1, 0, 1).reshape([b, width]); // [B, W]
         self.ln_post.forward(cls).matmul(self.proj.val()) // [B, E]
     }

@@ -596,6 +596,32 @@ fn config_beside(weights: &Path) -> Result<Option<ClipConfig>, LoadError> {
     Ok(None)
 }
 
+/// The first of `names` that exists in `dir`.
+fn first_file(dir: &Path, names: &[&str]) -> Result<PathBuf, LoadError> {
+    names
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            LoadError::format(
+                &display(dir),
+                format!(
+                    "no weights found in this directory (expected {})",
+                    names.join(", ")
+                ),
+            )
+        })
+}
+
+/// A weights file: safetensors by extension, else a PyTorch zip.
+fn read_weights_file(path: &Path) -> Result<(BTreeMap<String, RawTensor>, Format), LoadError> {
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        Ok((read_safetensors(path)?, Format::Safetensors))
+    } else {
+        read_torch_zip(path)
+    }
+}
+
 /// Read any supported checkpoint (file or directory).
 pub fn read_checkpoint(path: &Path) -> Result<Loaded, LoadError> {
     if path.is_dir() {
@@ -608,23 +634,9 @@ pub fn read_checkpoint(path: &Path) -> Result<Loaded, LoadError> {
                 })?;
             if text.contains("\"vision_config\"") {
                 let cfg = hf_config(&text, &display(&hf_config_path))?;
-                let weights = ["model.safetensors", "pytorch_model.bin"]
-                    .iter()
-                    .map(|n| path.join(n))
-                    .find(|p| p.is_file())
-                    .ok_or_else(|| {
-                        LoadError::format(
-                            &display(path),
-                            "Hugging Face directory without model.safetensors or pytorch_model.bin",
-                        )
-                    })?;
+                let weights = first_file(path, &["model.safetensors", "pytorch_model.bin"])?;
                 let file = display(&weights);
-                let raw = if weights.extension().is_some_and(|e| e == "safetensors") {
-                    read_safetensors(&weights)?
-                } else {
-                    read_torch_zip(&weights)?.0
-                };
-                let mut tensors = hf_to_openai(raw, &file)?;
+                let mut tensors = hf_to_openai(read_weights_file(&weights)?.0, &file)?;
                 drop_non_parameters(&mut tensors);
                 return Ok(Loaded {
                     tensors,
@@ -634,25 +646,20 @@ pub fn read_checkpoint(path: &Path) -> Result<Loaded, LoadError> {
                 });
             }
         }
-        let weights = ["model.safetensors", "open_clip_model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin", "model.pt"]
-            .iter()
-            .map(|n| path.join(n))
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                LoadError::format(
-                    &display(path),
-                    "no weights found in this directory (expected model.safetensors, open_clip_model.safetensors, open_clip_pytorch_model.bin, pytorch_model.bin or model.pt)",
-                )
-            })?;
+        let weights = first_file(
+            path,
+            &[
+                "model.safetensors",
+                "open_clip_model.safetensors",
+                "open_clip_pytorch_model.bin",
+                "pytorch_model.bin",
+                "model.pt",
+            ],
+        )?;
         return read_checkpoint(&weights);
     }
     let file = display(path);
-    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
-    let (mut tensors, format) = if is_safetensors {
-        (read_safetensors(path)?, Format::Safetensors)
-    } else {
-        read_torch_zip(path)?
-    };
+    let (mut tensors, format) = read_weights_file(path)?;
     drop_non_parameters(&mut tensors);
     let config = if format == Format::TorchScript {
         None

@@ -219,7 +219,8 @@ fn length_buckets_do_not_change_results() {
         .collect();
     let batched = clip_model::source::to_vec(&clip.encode_text(&rows).unwrap());
     for (i, row) in rows.iter().enumerate() {
-        let single = clip_model::source::to_vec(&clip.encode_text(std::slice::from_ref(row)).unwrap());
+        let single =
+            clip_model::source::to_vec(&clip.encode_text(std::slice::from_ref(row)).unwrap());
         for (a, b) in single.iter().zip(&batched[i * 32..(i + 1) * 32]) {
             assert!((a - b).abs() < 1e-5, "row {i}: {a} vs {b}");
         }

@@ -32,17 +32,27 @@ fn report(what: &str, items: usize, times: Vec<f64>) {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let num = |i: usize| -> Result<usize> { args.get(i).context("missing argument")?.parse().context("not a number") };
+    let num = |i: usize| -> Result<usize> {
+        args.get(i)
+            .context("missing argument")?
+            .parse()
+            .context("not a number")
+    };
     match args.first().map(String::as_str) {
         Some("image") => {
             let device = clip_model::cpu();
             let clip = clip_model::load_clip(Path::new(&args[1]), None, &device)?;
             let (batch, repeats) = (num(2)?, num(3)?);
             let s = clip.config.image_size();
-            let data: Vec<f32> = (0..batch * 3 * s * s).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+            let data: Vec<f32> = (0..batch * 3 * s * s)
+                .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
             let mut times = Vec::new();
             for r in 0..=repeats {
-                let x = Tensor::<4>::from_data(TensorData::new(data.clone(), [batch, 3, s, s]), &device);
+                let x = Tensor::<4>::from_data(
+                    TensorData::new(data.clone(), [batch, 3, s, s]),
+                    &device,
+                );
                 let t = Instant::now();
                 let f = to_vec(&clip.encode_image(x));
                 std::hint::black_box(f);
@@ -55,17 +65,22 @@ fn main() -> Result<()> {
         Some("text") => {
             let device = clip_model::cpu();
             let clip = clip_model::load_clip(Path::new(&args[1]), None, &device)?;
-            let lines: Vec<String> = std::fs::read_to_string(&args[2])?.lines().map(str::to_owned).collect();
+            let lines: Vec<String> = std::fs::read_to_string(&args[2])?
+                .lines()
+                .map(str::to_owned)
+                .collect();
             let (batch, repeats) = (num(3)?, num(4)?);
             let tok = clip_tokenizer::Tokenizer::global();
             let ctx = clip.config.text_cfg.context_length;
             let rows: Vec<Vec<u32>> = lines
                 .iter()
                 .take(batch)
-                .map(|l| tok.encode_with_specials(l, ctx, true).map(|mut r| {
-                    r.resize(ctx, 0);
-                    r
-                }))
+                .map(|l| {
+                    tok.encode_with_specials(l, ctx, true).map(|mut r| {
+                        r.resize(ctx, 0);
+                        r
+                    })
+                })
                 .collect::<Result<_, _>>()?;
             let mut times = Vec::new();
             for r in 0..=repeats {
@@ -79,7 +94,10 @@ fn main() -> Result<()> {
             report("text", rows.len(), times);
         }
         Some("tokenize") => {
-            let lines: Vec<String> = std::fs::read_to_string(&args[1])?.lines().map(str::to_owned).collect();
+            let lines: Vec<String> = std::fs::read_to_string(&args[1])?
+                .lines()
+                .map(str::to_owned)
+                .collect();
             let repeats = num(2)?;
             let mut times = Vec::new();
             for _ in 0..repeats {
