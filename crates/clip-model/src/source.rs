@@ -52,6 +52,21 @@ pub enum Layout {
     FlatTransposed(Vec<usize>),
 }
 
+impl Layout {
+    /// A checkpoint-layout tensor's data in this parameter's layout, with the parameter's shape.
+    pub fn to_param(&self, data: &[f32]) -> (Vec<usize>, Vec<f32>) {
+        match self {
+            Layout::Same(shape) => (shape.clone(), data.to_vec()),
+            Layout::Transposed { rows, cols } => (vec![*cols, *rows], transpose(data, *rows, *cols)),
+            Layout::FlatTransposed(shape) => {
+                let rows = shape[0];
+                let cols = data.len() / rows;
+                (vec![cols, rows], transpose(data, rows, cols))
+            }
+        }
+    }
+}
+
 /// One parameter's checkpoint key.
 #[derive(Debug, Clone)]
 pub struct Binding {

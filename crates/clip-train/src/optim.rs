@@ -1,0 +1,124 @@
+//! AdamW (decoupled weight decay, PyTorch's update rule) with open_clip's parameter groups: no
+//! decay for gains, biases, LayerNorm/BatchNorm parameters, embeddings of rank < 2 and the logit
+//! scale; the logit scale is clamped to ln(100) after every step.
+
+use std::collections::{HashMap, HashSet};
+
+use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use clip_model::Clip;
+use clip_model::source::Layout;
+
+/// Hyper-parameters (the paper's: β2 0.98 / ε 1e-6 for ViTs, 0.999 / 1e-8 for ResNets; decay 0.2).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl AdamWConfig {
+    /// The paper's settings for a ViT (`true`) or ResNet image tower.
+    pub fn paper(vit: bool) -> AdamWConfig {
+        if vit {
+            AdamWConfig { beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 0.2 }
+        } else {
+            AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.2 }
+        }
+    }
+}
+
+/// open_clip's rule: `p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n`.
+pub fn excluded_from_decay(key: &str, layout: &Layout) -> bool {
+    let ndim = match layout {
+        Layout::Same(shape) => shape.len(),
+        Layout::Transposed { .. } => 2,
+        Layout::FlatTransposed(shape) => shape.len(),
+    };
+    ndim < 2 || key.contains("bn") || key.contains("ln") || key.contains("bias") || key.contains("logit_scale")
+}
+
+/// First and second moments of one parameter.
+#[derive(Clone)]
+struct Moments {
+    m: Vec<f32>,
+    v: Vec<f32>,
+}
+
+/// AdamW state for one model.
+pub struct AdamW {
+    pub config: AdamWConfig,
+    /// completed steps
+    pub step: u64,
+    moments: HashMap<ParamId, Moments>,
+    decay: HashSet<ParamId>,
+    logit_scale: ParamId,
+}
+
+impl AdamW {
+    pub fn new(config: AdamWConfig, clip: &Clip) -> AdamW {
+        let decay = clip
+            .bindings
+            .iter()
+            .filter(|b| !excluded_from_decay(&b.key, &b.layout))
+            .map(|b| b.id)
+            .collect();
+        AdamW { config, step: 0, moments: HashMap::new(), decay, logit_scale: clip.module.logit_scale.id }
+    }
+
+    /// One update of every parameter that has a gradient, at learning rate `lr`.
+    pub fn step(&mut self, clip: &mut Clip, lr: f64, grads: GradientsParams) {
+        self.step += 1;
+        // `Module::map` consumes the module; a cheap clone (tensors are shared) takes its place
+        let module = clip.module.clone();
+        let mut mapper = StepMapper { opt: self, grads, lr };
+        clip.module = module.map(&mut mapper);
+    }
+}
+
+struct StepMapper<'a> {
+    opt: &'a mut AdamW,
+    grads: GradientsParams,
+    lr: f64,
+}
+
+impl ModuleMapper for StepMapper<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let id = param.id;
+        let Some(grad) = self.grads.remove::<D>(id) else { return param };
+        let value = param.val();
+        let device = value.device();
+        let dims = value.dims();
+        let mut p: Vec<f32> = clip_model::source::to_vec(&value.clone().inner());
+        let g: Vec<f32> = clip_model::source::to_vec(&grad);
+        let c = self.opt.config;
+        let t = self.opt.step as i32;
+        let moments = self
+            .opt
+            .moments
+            .entry(id)
+            .or_insert_with(|| Moments { m: vec![0.0; p.len()], v: vec![0.0; p.len()] });
+        let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
+        let bias1 = 1.0 - c.beta1.powi(t);
+        let bias2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
+        let step_size = (self.lr / bias1) as f32;
+        let decay = if self.opt.decay.contains(&id) { (1.0 - self.lr * c.weight_decay) as f32 } else { 1.0 };
+        for i in 0..p.len() {
+            // PyTorch's AdamW: decoupled decay, then the Adam step
+            p[i] *= decay;
+            moments.m[i] = b1 * moments.m[i] + (1.0 - b1) * g[i];
+            moments.v[i] = b2 * moments.v[i] + (1.0 - b2) * g[i] * g[i];
+            let denom = moments.v[i].sqrt() / bias2_sqrt as f32 + c.eps as f32;
+            p[i] -= step_size * moments.m[i] / denom;
+        }
+        if id == self.opt.logit_scale {
+            for x in &mut p {
+                *x = x.clamp(0.0, 100f32.ln());
+            }
+        }
+        let fresh = Tensor::<D>::from_data(TensorData::new(p, dims), &device).require_grad();
+        Param::initialized(id, fresh)
+    }
+}
