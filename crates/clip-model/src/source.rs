@@ -53,6 +53,14 @@ pub enum Layout {
 }
 
 impl Layout {
+    /// Rank of the parameter (not of the checkpoint tensor).
+    pub fn rank(&self) -> usize {
+        match self {
+            Layout::Same(shape) => shape.len(),
+            Layout::Transposed { .. } | Layout::FlatTransposed(_) => 2,
+        }
+    }
+
     /// A checkpoint-layout tensor's data in this parameter's layout, with the parameter's shape.
     pub fn to_param(&self, data: &[f32]) -> (Vec<usize>, Vec<f32>) {
         match self {

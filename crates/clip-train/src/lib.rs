@@ -1,6 +1,7 @@
 //! Contrastive pre-training pieces: the symmetric InfoNCE loss, AdamW with open_clip's weight-decay
 //! exclusions, and the warm-up + cosine learning-rate schedule.
 
+pub mod gradcache;
 pub mod loss;
 pub mod optim;
 pub mod schedule;

@@ -32,12 +32,8 @@ impl AdamWConfig {
 
 /// open_clip's rule: `p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n`.
 pub fn excluded_from_decay(key: &str, layout: &Layout) -> bool {
-    let ndim = match layout {
-        Layout::Same(shape) => shape.len(),
-        Layout::Transposed { .. } => 2,
-        Layout::FlatTransposed(shape) => shape.len(),
-    };
-    ndim < 2 || key.contains("bn") || key.contains("ln") || key.contains("bias") || key.contains("logit_scale")
+    // the parameter's rank is < 2 exactly when PyTorch's is (logit_scale: [1] here, [] there)
+    layout.rank() < 2 || key.contains("bn") || key.contains("ln") || key.contains("bias") || key.contains("logit_scale")
 }
 
 /// First and second moments of one parameter.

@@ -139,3 +139,40 @@ fn decay_groups_follow_open_clip() {
     assert!(!excluded_from_decay("transformer.resblocks.0.mlp.c_fc.weight", &Layout::Transposed { rows: 256, cols: 64 }));
     assert!(!excluded_from_decay("visual.conv1.weight", &Layout::FlatTransposed(vec![64, 3, 8, 8])));
 }
+
+/// Gradient caching: a batch of 64 in 4 micro-batches gives the parameter gradients of one pass
+/// over all 64 (≤ 1e-5).
+#[test]
+fn gradient_cache_equals_full_batch() {
+    let device = cpu().autodiff();
+    let d = dir().join("adamw");
+    let cfg = clip_model::ClipConfig::from_json(&std::fs::read_to_string(d.join("open_clip_config.json")).unwrap()).unwrap();
+    let clip = Clip::random(&cfg, 5, &device).unwrap();
+    let n = 64;
+    let images: Vec<f32> = (0..n * 3 * 32 * 32).map(|i| ((i * 7919 % 2003) as f32 / 1001.0) - 1.0).collect();
+    let images = Tensor::<4>::from_data(TensorData::new(images, [n, 3, 32, 32]), &device);
+    let texts: Vec<Vec<u32>> = (0..n as u32)
+        .map(|i| {
+            let mut r = vec![510];
+            r.extend((0..(i % 13 + 1)).map(|j| 1 + (i * 31 + j * 17) % 500));
+            r.push(511);
+            r
+        })
+        .collect();
+    let (full_loss, mut full) = clip_train::gradcache::loss_and_grads(&clip, images.clone(), &texts, n).unwrap();
+    let (cached_loss, mut cached) = clip_train::gradcache::loss_and_grads(&clip, images, &texts, 16).unwrap();
+    assert!((full_loss - cached_loss).abs() < 1e-6);
+    let mut compared = 0;
+    for b in &clip.bindings {
+        let (a, c) = match b.layout.rank() {
+            1 => (full.remove::<1>(b.id).map(|t| to_vec(&t)), cached.remove::<1>(b.id).map(|t| to_vec(&t))),
+            2 => (full.remove::<2>(b.id).map(|t| to_vec(&t)), cached.remove::<2>(b.id).map(|t| to_vec(&t))),
+            _ => unreachable!(),
+        };
+        let (a, c) = (a.unwrap_or_else(|| panic!("no gradient for {}", b.key)), c.unwrap());
+        let diff = max_diff(&a, &c);
+        assert!(diff <= 1e-5, "{}: cached gradient differs by {diff}", b.key);
+        compared += 1;
+    }
+    assert_eq!(compared, clip.bindings.len());
+}
