@@ -4,6 +4,7 @@
 pub mod image;
 pub mod jpeg;
 pub mod resize;
+pub mod synth;
 
 use std::path::Path;
 
@@ -54,6 +55,16 @@ pub fn center_crop(img: &Rgb8, n: usize) -> Rgb8 {
         half_round_even(img.height - n),
         n,
     )
+}
+
+/// Training augmentation, the paper's only one: resize the short side to `round(n · scale)` and take
+/// a random `n×n` crop (uniform over positions; seeded by the caller's generator). Evaluation uses
+/// [`Preprocess::resize_crop`] (the center crop) instead.
+pub fn random_square_crop(img: &Rgb8, n: usize, scale: f64, rng: &mut synth::Rng) -> Rgb8 {
+    let resized = resize_short_side(img, ((n as f64 * scale).round() as usize).max(n));
+    let left = rng.below(resized.width - n + 1);
+    let top = rng.below(resized.height - n + 1);
+    crop(&resized, left, top, n)
 }
 
 /// The CLIP image transform.
@@ -107,6 +118,19 @@ impl Preprocess {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_crop_is_seeded_and_inside() {
+        let img = Rgb8::new(40, 30, (0..40 * 30 * 3).map(|i| (i % 251) as u8).collect());
+        let a = random_square_crop(&img, 16, 1.25, &mut synth::Rng::new(9));
+        let b = random_square_crop(&img, 16, 1.25, &mut synth::Rng::new(9));
+        assert_eq!(a, b);
+        assert_eq!((a.width, a.height), (16, 16));
+        let offsets: std::collections::HashSet<Vec<u8>> = (0..20)
+            .map(|s| random_square_crop(&img, 16, 1.25, &mut synth::Rng::new(s)).data)
+            .collect();
+        assert!(offsets.len() > 5, "crops vary with the seed");
+    }
 
     #[test]
     fn python_rounding_of_crop_offsets() {

@@ -65,7 +65,9 @@ impl Layout {
     pub fn to_param(&self, data: &[f32]) -> (Vec<usize>, Vec<f32>) {
         match self {
             Layout::Same(shape) => (shape.clone(), data.to_vec()),
-            Layout::Transposed { rows, cols } => (vec![*cols, *rows], transpose(data, *rows, *cols)),
+            Layout::Transposed { rows, cols } => {
+                (vec![*cols, *rows], transpose(data, *rows, *cols))
+            }
             Layout::FlatTransposed(shape) => {
                 let rows = shape[0];
                 let cols = data.len() / rows;

@@ -14,8 +14,15 @@ use clip_model::{Clip, ClipModule, l2_normalize};
 use crate::loss::clip_loss;
 
 /// Normalised image and text embeddings of one micro-batch.
-fn embed(clip: &Clip, images: Tensor<4>, texts: &[Vec<u32>]) -> Result<(Tensor<2>, Tensor<2>), TextInputError> {
-    Ok((l2_normalize(clip.encode_image(images)), l2_normalize(clip.encode_text(texts)?)))
+fn embed(
+    clip: &Clip,
+    images: Tensor<4>,
+    texts: &[Vec<u32>],
+) -> Result<(Tensor<2>, Tensor<2>), TextInputError> {
+    Ok((
+        l2_normalize(clip.encode_image(images)),
+        l2_normalize(clip.encode_text(texts)?),
+    ))
 }
 
 /// Loss and parameter gradients of one contrastive batch, computed `micro` pairs at a time
@@ -32,9 +39,15 @@ pub fn loss_and_grads(
         let (fi, ft) = embed(clip, images, texts)?;
         let loss = clip_loss(fi, ft, clip.module.logit_scale.val().exp());
         let value = clip_model::source::to_vec(&loss)[0];
-        return Ok((value, GradientsParams::from_grads(loss.backward(), &clip.module)));
+        return Ok((
+            value,
+            GradientsParams::from_grads(loss.backward(), &clip.module),
+        ));
     }
-    let ranges: Vec<(usize, usize)> = (0..n).step_by(micro).map(|s| (s, micro.min(n - s))).collect();
+    let ranges: Vec<(usize, usize)> = (0..n)
+        .step_by(micro)
+        .map(|s| (s, micro.min(n - s)))
+        .collect();
     // 1. embeddings without graphs
     let mut img = Vec::with_capacity(ranges.len());
     let mut txt = Vec::with_capacity(ranges.len());
@@ -46,13 +59,20 @@ pub fn loss_and_grads(
     // 2. full-batch loss and its gradient w.r.t. the embeddings
     let all_img = Tensor::cat(img, 0).require_grad();
     let all_txt = Tensor::cat(txt, 0).require_grad();
-    let loss = clip_loss(all_img.clone(), all_txt.clone(), clip.module.logit_scale.val().exp());
+    let loss = clip_loss(
+        all_img.clone(),
+        all_txt.clone(),
+        clip.module.logit_scale.val().exp(),
+    );
     let value = clip_model::source::to_vec(&loss)[0];
     let grads = loss.backward();
     let d_img = all_img.grad(&grads).expect("embedding gradient");
     let d_txt = all_txt.grad(&grads).expect("embedding gradient");
     let mut acc = GradientsAccumulator::<ClipModule>::new();
-    acc.accumulate(&clip.module, GradientsParams::from_grads(grads, &clip.module)); // logit scale
+    acc.accumulate(
+        &clip.module,
+        GradientsParams::from_grads(grads, &clip.module),
+    ); // logit scale
     // 3. each micro-batch again, with its graph, driven by its cached embedding gradients
     let device = clip.device();
     for &(s, len) in &ranges {
@@ -60,7 +80,10 @@ pub fn loss_and_grads(
         let gi = Tensor::<2>::from_data(d_img.clone().narrow(0, s, len).into_data(), &device);
         let gt = Tensor::<2>::from_data(d_txt.clone().narrow(0, s, len).into_data(), &device);
         let surrogate = (fi * gi).sum() + (ft * gt).sum();
-        acc.accumulate(&clip.module, GradientsParams::from_grads(surrogate.backward(), &clip.module));
+        acc.accumulate(
+            &clip.module,
+            GradientsParams::from_grads(surrogate.backward(), &clip.module),
+        );
     }
     Ok((value, acc.grads()))
 }

@@ -23,9 +23,19 @@ impl AdamWConfig {
     /// The paper's settings for a ViT (`true`) or ResNet image tower.
     pub fn paper(vit: bool) -> AdamWConfig {
         if vit {
-            AdamWConfig { beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 0.2 }
+            AdamWConfig {
+                beta1: 0.9,
+                beta2: 0.98,
+                eps: 1e-6,
+                weight_decay: 0.2,
+            }
         } else {
-            AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.2 }
+            AdamWConfig {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.2,
+            }
         }
     }
 }
@@ -33,7 +43,11 @@ impl AdamWConfig {
 /// open_clip's rule: `p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n`.
 pub fn excluded_from_decay(key: &str, layout: &Layout) -> bool {
     // the parameter's rank is < 2 exactly when PyTorch's is (logit_scale: [1] here, [] there)
-    layout.rank() < 2 || key.contains("bn") || key.contains("ln") || key.contains("bias") || key.contains("logit_scale")
+    layout.rank() < 2
+        || key.contains("bn")
+        || key.contains("ln")
+        || key.contains("bias")
+        || key.contains("logit_scale")
 }
 
 /// First and second moments of one parameter.
@@ -53,6 +67,15 @@ pub struct AdamW {
     logit_scale: ParamId,
 }
 
+impl std::fmt::Debug for AdamW {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdamW")
+            .field("config", &self.config)
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
 impl AdamW {
     pub fn new(config: AdamWConfig, clip: &Clip) -> AdamW {
         let decay = clip
@@ -61,7 +84,23 @@ impl AdamW {
             .filter(|b| !excluded_from_decay(&b.key, &b.layout))
             .map(|b| b.id)
             .collect();
-        AdamW { config, step: 0, moments: HashMap::new(), decay, logit_scale: clip.module.logit_scale.id }
+        AdamW {
+            config,
+            step: 0,
+            moments: HashMap::new(),
+            decay,
+            logit_scale: clip.module.logit_scale.id,
+        }
+    }
+
+    pub(crate) fn moments_of(&self, id: ParamId) -> Option<(&[f32], &[f32])> {
+        self.moments
+            .get(&id)
+            .map(|m| (m.m.as_slice(), m.v.as_slice()))
+    }
+
+    pub(crate) fn set_moments(&mut self, id: ParamId, m: Vec<f32>, v: Vec<f32>) {
+        self.moments.insert(id, Moments { m, v });
     }
 
     /// One update of every parameter that has a gradient, at learning rate `lr`.
@@ -69,7 +108,11 @@ impl AdamW {
         self.step += 1;
         // `Module::map` consumes the module; a cheap clone (tensors are shared) takes its place
         let module = clip.module.clone();
-        let mut mapper = StepMapper { opt: self, grads, lr };
+        let mut mapper = StepMapper {
+            opt: self,
+            grads,
+            lr,
+        };
         clip.module = module.map(&mut mapper);
     }
 }
@@ -83,7 +126,9 @@ struct StepMapper<'a> {
 impl ModuleMapper for StepMapper<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let id = param.id;
-        let Some(grad) = self.grads.remove::<D>(id) else { return param };
+        let Some(grad) = self.grads.remove::<D>(id) else {
+            return param;
+        };
         let value = param.val();
         let device = value.device();
         let dims = value.dims();
@@ -91,16 +136,19 @@ impl ModuleMapper for StepMapper<'_> {
         let g: Vec<f32> = clip_model::source::to_vec(&grad);
         let c = self.opt.config;
         let t = self.opt.step as i32;
-        let moments = self
-            .opt
-            .moments
-            .entry(id)
-            .or_insert_with(|| Moments { m: vec![0.0; p.len()], v: vec![0.0; p.len()] });
+        let moments = self.opt.moments.entry(id).or_insert_with(|| Moments {
+            m: vec![0.0; p.len()],
+            v: vec![0.0; p.len()],
+        });
         let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
         let bias1 = 1.0 - c.beta1.powi(t);
         let bias2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
         let step_size = (self.lr / bias1) as f32;
-        let decay = if self.opt.decay.contains(&id) { (1.0 - self.lr * c.weight_decay) as f32 } else { 1.0 };
+        let decay = if self.opt.decay.contains(&id) {
+            (1.0 - self.lr * c.weight_decay) as f32
+        } else {
+            1.0
+        };
         for i in 0..p.len() {
             // PyTorch's AdamW: decoupled decay, then the Adam step
             p[i] *= decay;

@@ -25,6 +25,9 @@ mod tests {
         assert!((lr(60) - 5e-4).abs() < 1e-15);
         assert!(lr(109) > 0.0 && lr(109) < 1e-6);
         let all: Vec<f64> = (10..110).map(lr).collect();
-        assert!(all.windows(2).all(|w| w[1] <= w[0]), "monotone after warm-up");
+        assert!(
+            all.windows(2).all(|w| w[1] <= w[0]),
+            "monotone after warm-up"
+        );
     }
 }

@@ -20,7 +20,10 @@ fn tensor<const D: usize>(t: &RawTensor, device: &Device) -> Tensor<D> {
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -30,13 +33,29 @@ fn loss_and_gradients_match_open_clip() {
     let image = tensor::<2>(&g["image"], &device).require_grad();
     let text = tensor::<2>(&g["text"], &device).require_grad();
     let logit_scale = tensor::<1>(&g["logit_scale"], &device).require_grad();
-    let loss = clip_loss(l2_normalize(image.clone()), l2_normalize(text.clone()), logit_scale.clone().exp());
+    let loss = clip_loss(
+        l2_normalize(image.clone()),
+        l2_normalize(text.clone()),
+        logit_scale.clone().exp(),
+    );
     let grads = loss.backward();
     let checks = [
         ("loss", to_vec(&loss), &g["loss"]),
-        ("grad_image", to_vec(&image.grad(&grads).unwrap()), &g["grad_image"]),
-        ("grad_text", to_vec(&text.grad(&grads).unwrap()), &g["grad_text"]),
-        ("grad_logit_scale", to_vec(&logit_scale.grad(&grads).unwrap()), &g["grad_logit_scale"]),
+        (
+            "grad_image",
+            to_vec(&image.grad(&grads).unwrap()),
+            &g["grad_image"],
+        ),
+        (
+            "grad_text",
+            to_vec(&text.grad(&grads).unwrap()),
+            &g["grad_text"],
+        ),
+        (
+            "grad_logit_scale",
+            to_vec(&logit_scale.grad(&grads).unwrap()),
+            &g["grad_logit_scale"],
+        ),
     ];
     for (what, ours, want) in checks {
         let d = max_diff(&ours, &want.data);
@@ -53,10 +72,22 @@ fn three_training_steps_match_pytorch() {
     let d = dir().join("adamw");
     let device = cpu().autodiff();
     let initial = read_checkpoint(&d.join("initial.safetensors")).unwrap();
-    let cfg = clip_model::ClipConfig::from_json(&std::fs::read_to_string(d.join("open_clip_config.json")).unwrap()).unwrap();
-    let mut clip = Clip::from_checkpoint(&cfg, Checkpoint::new(initial.tensors, "initial.safetensors"), &device).unwrap();
+    let cfg = clip_model::ClipConfig::from_json(
+        &std::fs::read_to_string(d.join("open_clip_config.json")).unwrap(),
+    )
+    .unwrap();
+    let mut clip = Clip::from_checkpoint(
+        &cfg,
+        Checkpoint::new(initial.tensors, "initial.safetensors"),
+        &device,
+    )
+    .unwrap();
     let batch = read_safetensors(&d.join("batch.safetensors")).unwrap();
-    let rows: Vec<Vec<u32>> = batch["text"].data.chunks(16).map(|r| r.iter().map(|&x| x as u32).collect()).collect();
+    let rows: Vec<Vec<u32>> = batch["text"]
+        .data
+        .chunks(16)
+        .map(|r| r.iter().map(|&x| x as u32).collect())
+        .collect();
     let mut opt = AdamW::new(AdamWConfig::paper(true), &clip);
     for (step, &lr) in batch["lrs"].data.iter().enumerate() {
         let images = tensor::<4>(&batch["images"], &device);
@@ -65,7 +96,10 @@ fn three_training_steps_match_pytorch() {
         let loss = clip_loss(fi, ft, clip.module.logit_scale.val().exp());
         let got = to_vec(&loss)[0];
         let want = batch["losses"].data[step];
-        assert!((got - want).abs() <= 1e-5, "step {step}: loss {got} vs PyTorch {want}");
+        assert!(
+            (got - want).abs() <= 1e-5,
+            "step {step}: loss {got} vs PyTorch {want}"
+        );
         let grads = GradientsParams::from_grads(loss.backward(), &clip.module);
         opt.step(&mut clip, lr as f64, grads);
     }
@@ -81,14 +115,22 @@ fn three_training_steps_match_pytorch() {
             let k_ours: Vec<f32> = ours.drain(w..2 * w).collect();
             let k_theirs: Vec<f32> = theirs.drain(w..2 * w).collect();
             let d = max_diff(&k_ours, &k_theirs);
-            assert!(d <= 3.0 * 1e-3 * 0.1, "{key}: key bias moved by {d}, more than rounding noise allows");
+            assert!(
+                d <= 3.0 * 1e-3 * 0.1,
+                "{key}: key bias moved by {d}, more than rounding noise allows"
+            );
         }
         let diff = max_diff(&ours, &theirs);
         if diff > worst.0 {
             worst = (diff, key);
         }
     }
-    assert!(worst.0 <= 1e-4, "after 3 steps '{}' differs from PyTorch by {}", worst.1, worst.0);
+    assert!(
+        worst.0 <= 1e-4,
+        "after 3 steps '{}' differs from PyTorch by {}",
+        worst.1,
+        worst.0
+    );
 }
 
 /// The optimiser alone: PyTorch's gradients of each step fed to our AdamW must give PyTorch's
@@ -98,21 +140,40 @@ fn adamw_on_pytorch_gradients_matches_pytorch() {
     let d = dir().join("adamw");
     let device = cpu().autodiff();
     let initial = read_checkpoint(&d.join("initial.safetensors")).unwrap();
-    let cfg = clip_model::ClipConfig::from_json(&std::fs::read_to_string(d.join("open_clip_config.json")).unwrap()).unwrap();
-    let mut clip = Clip::from_checkpoint(&cfg, Checkpoint::new(initial.tensors, "initial.safetensors"), &device).unwrap();
+    let cfg = clip_model::ClipConfig::from_json(
+        &std::fs::read_to_string(d.join("open_clip_config.json")).unwrap(),
+    )
+    .unwrap();
+    let mut clip = Clip::from_checkpoint(
+        &cfg,
+        Checkpoint::new(initial.tensors, "initial.safetensors"),
+        &device,
+    )
+    .unwrap();
     let batch = read_safetensors(&d.join("batch.safetensors")).unwrap();
     let torch_grads = read_safetensors(&d.join("grads.safetensors")).unwrap();
     let mut opt = AdamW::new(AdamWConfig::paper(true), &clip);
     for (step, &lr) in batch["lrs"].data.iter().enumerate() {
         let mut grads = GradientsParams::new();
         for b in &clip.bindings {
-            let (shape, data) = b.layout.to_param(&torch_grads[&format!("{step}.{}", b.key)].data);
+            let (shape, data) = b
+                .layout
+                .to_param(&torch_grads[&format!("{step}.{}", b.key)].data);
             match shape.len() {
-                1 => grads.register(b.id, Tensor::<1>::from_data(TensorData::new(data, [shape[0]]), &cpu())),
-                2 => grads.register(b.id, Tensor::<2>::from_data(TensorData::new(data, [shape[0], shape[1]]), &cpu())),
+                1 => grads.register(
+                    b.id,
+                    Tensor::<1>::from_data(TensorData::new(data, [shape[0]]), &cpu()),
+                ),
+                2 => grads.register(
+                    b.id,
+                    Tensor::<2>::from_data(TensorData::new(data, [shape[0], shape[1]]), &cpu()),
+                ),
                 4 => grads.register(
                     b.id,
-                    Tensor::<4>::from_data(TensorData::new(data, [shape[0], shape[1], shape[2], shape[3]]), &cpu()),
+                    Tensor::<4>::from_data(
+                        TensorData::new(data, [shape[0], shape[1], shape[2], shape[3]]),
+                        &cpu(),
+                    ),
                 ),
                 n => panic!("rank {n}"),
             }
@@ -122,7 +183,10 @@ fn adamw_on_pytorch_gradients_matches_pytorch() {
     let want = read_safetensors(&d.join("final.safetensors")).unwrap();
     for (key, t) in clip.state_dict() {
         let diff = max_diff(&t.data, &want[&key].data);
-        assert!(diff <= 1e-5, "after 3 steps '{key}' differs from PyTorch's AdamW by {diff}");
+        assert!(
+            diff <= 1e-5,
+            "after 3 steps '{key}' differs from PyTorch's AdamW by {diff}"
+        );
     }
 }
 
@@ -130,14 +194,38 @@ fn adamw_on_pytorch_gradients_matches_pytorch() {
 fn decay_groups_follow_open_clip() {
     use clip_model::source::Layout;
     use clip_train::optim::excluded_from_decay;
-    assert!(excluded_from_decay("visual.ln_pre.weight", &Layout::Same(vec![64])));
-    assert!(excluded_from_decay("visual.class_embedding", &Layout::Same(vec![64])));
+    assert!(excluded_from_decay(
+        "visual.ln_pre.weight",
+        &Layout::Same(vec![64])
+    ));
+    assert!(excluded_from_decay(
+        "visual.class_embedding",
+        &Layout::Same(vec![64])
+    ));
     assert!(excluded_from_decay("logit_scale", &Layout::Same(vec![1])));
-    assert!(excluded_from_decay("visual.layer1.0.bn1.weight", &Layout::Same(vec![8])));
-    assert!(excluded_from_decay("transformer.resblocks.0.attn.in_proj_bias", &Layout::Same(vec![96])));
-    assert!(!excluded_from_decay("positional_embedding", &Layout::Same(vec![77, 64])));
-    assert!(!excluded_from_decay("transformer.resblocks.0.mlp.c_fc.weight", &Layout::Transposed { rows: 256, cols: 64 }));
-    assert!(!excluded_from_decay("visual.conv1.weight", &Layout::FlatTransposed(vec![64, 3, 8, 8])));
+    assert!(excluded_from_decay(
+        "visual.layer1.0.bn1.weight",
+        &Layout::Same(vec![8])
+    ));
+    assert!(excluded_from_decay(
+        "transformer.resblocks.0.attn.in_proj_bias",
+        &Layout::Same(vec![96])
+    ));
+    assert!(!excluded_from_decay(
+        "positional_embedding",
+        &Layout::Same(vec![77, 64])
+    ));
+    assert!(!excluded_from_decay(
+        "transformer.resblocks.0.mlp.c_fc.weight",
+        &Layout::Transposed {
+            rows: 256,
+            cols: 64
+        }
+    ));
+    assert!(!excluded_from_decay(
+        "visual.conv1.weight",
+        &Layout::FlatTransposed(vec![64, 3, 8, 8])
+    ));
 }
 
 /// Gradient caching: a batch of 64 in 4 micro-batches gives the parameter gradients of one pass
@@ -146,10 +234,15 @@ fn decay_groups_follow_open_clip() {
 fn gradient_cache_equals_full_batch() {
     let device = cpu().autodiff();
     let d = dir().join("adamw");
-    let cfg = clip_model::ClipConfig::from_json(&std::fs::read_to_string(d.join("open_clip_config.json")).unwrap()).unwrap();
+    let cfg = clip_model::ClipConfig::from_json(
+        &std::fs::read_to_string(d.join("open_clip_config.json")).unwrap(),
+    )
+    .unwrap();
     let clip = Clip::random(&cfg, 5, &device).unwrap();
     let n = 64;
-    let images: Vec<f32> = (0..n * 3 * 32 * 32).map(|i| ((i * 7919 % 2003) as f32 / 1001.0) - 1.0).collect();
+    let images: Vec<f32> = (0..n * 3 * 32 * 32)
+        .map(|i| ((i * 7919 % 2003) as f32 / 1001.0) - 1.0)
+        .collect();
     let images = Tensor::<4>::from_data(TensorData::new(images, [n, 3, 32, 32]), &device);
     let texts: Vec<Vec<u32>> = (0..n as u32)
         .map(|i| {
@@ -159,17 +252,28 @@ fn gradient_cache_equals_full_batch() {
             r
         })
         .collect();
-    let (full_loss, mut full) = clip_train::gradcache::loss_and_grads(&clip, images.clone(), &texts, n).unwrap();
-    let (cached_loss, mut cached) = clip_train::gradcache::loss_and_grads(&clip, images, &texts, 16).unwrap();
+    let (full_loss, mut full) =
+        clip_train::gradcache::loss_and_grads(&clip, images.clone(), &texts, n).unwrap();
+    let (cached_loss, mut cached) =
+        clip_train::gradcache::loss_and_grads(&clip, images, &texts, 16).unwrap();
     assert!((full_loss - cached_loss).abs() < 1e-6);
     let mut compared = 0;
     for b in &clip.bindings {
         let (a, c) = match b.layout.rank() {
-            1 => (full.remove::<1>(b.id).map(|t| to_vec(&t)), cached.remove::<1>(b.id).map(|t| to_vec(&t))),
-            2 => (full.remove::<2>(b.id).map(|t| to_vec(&t)), cached.remove::<2>(b.id).map(|t| to_vec(&t))),
+            1 => (
+                full.remove::<1>(b.id).map(|t| to_vec(&t)),
+                cached.remove::<1>(b.id).map(|t| to_vec(&t)),
+            ),
+            2 => (
+                full.remove::<2>(b.id).map(|t| to_vec(&t)),
+                cached.remove::<2>(b.id).map(|t| to_vec(&t)),
+            ),
             _ => unreachable!(),
         };
-        let (a, c) = (a.unwrap_or_else(|| panic!("no gradient for {}", b.key)), c.unwrap());
+        let (a, c) = (
+            a.unwrap_or_else(|| panic!("no gradient for {}", b.key)),
+            c.unwrap(),
+        );
         let diff = max_diff(&a, &c);
         assert!(diff <= 1e-5, "{}: cached gradient differs by {diff}", b.key);
         compared += 1;

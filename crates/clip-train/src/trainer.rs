@@ -1,0 +1,320 @@
+//! The training loop, readable top to bottom: schedule → batch → forward/backward (gradient cached)
+//! → NaN check → step → log → eval → checkpoint. Batches are a pure function of (seed, step), so a
+//! run resumed from a checkpoint continues exactly as if it had never stopped.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::prelude::*;
+use clip_data::synth::Rng;
+use clip_data::{Preprocess, Rgb8, random_square_crop};
+use clip_model::source::to_vec;
+use clip_model::{Clip, l2_normalize};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, TrainState};
+use crate::gradcache::loss_and_grads;
+use crate::optim::AdamW;
+use crate::schedule::cosine_lr;
+
+/// A source of (image, caption) pairs addressed by index (an infinite or finite stream).
+pub trait PairSource: Sync {
+    /// Number of distinct pairs, if finite (indices wrap around, reshuffled each epoch).
+    fn len(&self) -> Option<u64>;
+    /// The pair at `index`; an error is a bad sample (skipped and counted).
+    fn pair(&self, index: u64) -> Result<(Rgb8, String), String>;
+}
+
+impl PairSource for clip_data::synth::SyntheticScenes {
+    fn len(&self) -> Option<u64> {
+        None
+    }
+    fn pair(&self, index: u64) -> Result<(Rgb8, String), String> {
+        let (img, caption, _) = self.sample(clip_data::synth::Split::Train, index);
+        Ok((img, caption))
+    }
+}
+
+/// A labelled evaluation set for zero-shot top-1 during training.
+pub struct ZeroShotSet {
+    /// preprocessed images `[3, n, n]`
+    pub images: Vec<Vec<f32>>,
+    pub labels: Vec<usize>,
+    pub class_names: Vec<String>,
+    pub templates: Vec<String>,
+}
+
+/// Loop settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LoopOptions {
+    pub steps: usize,
+    pub batch_size: usize,
+    pub micro_batch: usize,
+    pub lr: f64,
+    pub warmup: usize,
+    pub seed: u64,
+    pub crop_scale: f64,
+    pub eval_every: usize,
+    pub checkpoint_every: usize,
+    pub checkpoint_minutes: f64,
+    pub max_bad_fraction: f64,
+    /// Stop (after that step's checkpoint) before `steps`, as if killed; the schedule still spans `steps`.
+    #[serde(skip)]
+    pub stop_at: Option<usize>,
+}
+
+/// One line of the metrics log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepLog {
+    pub step: usize,
+    pub loss: f32,
+    pub lr: f64,
+    pub logit_scale: f32,
+    pub samples_per_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zero_shot_top1: Option<f64>,
+}
+
+/// Errors that stop training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(
+        "the loss became {value} at step {step}; training stopped. The last good checkpoint is {}",
+        last_checkpoint.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none (no checkpoint was written yet)".into())
+    )]
+    NonFinite {
+        step: usize,
+        value: f32,
+        last_checkpoint: Option<PathBuf>,
+    },
+    #[error("too many bad samples: {bad} of {seen} failed (limit {limit:.1}%); last error: {last}")]
+    TooManyBad {
+        bad: u64,
+        seen: u64,
+        limit: f64,
+        last: String,
+    },
+    #[error("the dataset is empty")]
+    Empty,
+    #[error(transparent)]
+    Text(#[from] clip_model::text::TextInputError),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+}
+
+/// What a finished (or resumed-and-finished) run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub steps: usize,
+    pub final_loss: f32,
+    pub samples_per_s: f64,
+    pub seconds: f64,
+    pub bad_samples: u64,
+    pub truncated_captions: u64,
+    pub zero_shot_top1: Option<f64>,
+    pub history: Vec<StepLog>,
+}
+
+/// Index of the `i`-th pair of `step` for a source of `len` pairs: sequential for streams, a seeded
+/// permutation per epoch for finite sets.
+fn pair_index(seed: u64, len: Option<u64>, global: u64) -> u64 {
+    match len {
+        None => global,
+        Some(n) => {
+            let epoch = global / n;
+            let pos = global % n;
+            // a bijection on 0..n: multiply by an odd constant coprime with n, add an epoch offset
+            let mut a = (Rng::new(seed ^ epoch).next_u64() | 1) % n.max(1);
+            while gcd(a, n) != 1 {
+                a = (a + 1) % n;
+            }
+            (pos.wrapping_mul(a) + epoch.wrapping_mul(0x9E37)) % n
+        }
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Zero-shot top-1 of `clip` on `set` (classifier: per-class mean of normalised template embeddings).
+pub fn zero_shot_top1(clip: &Clip, set: &ZeroShotSet) -> Result<f64, TrainError> {
+    if set.images.is_empty() {
+        return Ok(0.0);
+    }
+    let device = clip.device();
+    let tok = clip_tokenizer::Tokenizer::global();
+    let ctx = clip.config.text_cfg.context_length;
+    let prompts: Vec<Vec<u32>> = set
+        .class_names
+        .iter()
+        .flat_map(|c| set.templates.iter().map(move |t| t.replace("{}", c)))
+        .map(|p| {
+            tok.encode_with_specials(&p, ctx, true)
+                .expect("truncation on")
+        })
+        .collect();
+    let (c, t) = (set.class_names.len(), set.templates.len());
+    let text = l2_normalize(clip.encode_text(&prompts)?.detach());
+    let d = text.dims()[1];
+    let classifier = l2_normalize(text.reshape([c, t, d]).mean_dim(1).reshape([c, d]));
+    let n = clip.config.image_size();
+    let mut correct = 0;
+    for (chunk, labels) in set.images.chunks(64).zip(set.labels.chunks(64)) {
+        let x = Tensor::<4>::from_data(
+            TensorData::new(chunk.concat(), [chunk.len(), 3, n, n]),
+            &device,
+        );
+        let scores = to_vec(
+            &l2_normalize(clip.encode_image(x).detach()).matmul(classifier.clone().transpose()),
+        );
+        for (row, &label) in scores.chunks(c).zip(labels) {
+            let best = row
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i);
+            correct += (best == Some(label)) as usize;
+        }
+    }
+    Ok(correct as f64 / set.images.len() as f64)
+}
+
+/// Train `clip` with `opt` on `data` from `state.step` to `options.steps`, writing checkpoints and
+/// the metrics log under `out`. `on_step` sees every log line (progress bars, printing).
+pub fn train(
+    clip: &mut Clip,
+    opt: &mut AdamW,
+    data: &dyn PairSource,
+    eval: Option<&ZeroShotSet>,
+    options: &LoopOptions,
+    out: &Path,
+    state: &mut TrainState,
+    mut on_step: impl FnMut(&StepLog),
+) -> Result<Summary, TrainError> {
+    if data.len() == Some(0) {
+        return Err(TrainError::Empty);
+    }
+    let n = clip.config.image_size();
+    let ctx = clip.config.text_cfg.context_length;
+    let pre = Preprocess::clip(n);
+    let tok = clip_tokenizer::Tokenizer::global();
+    let device = clip.device();
+    let start = Instant::now();
+    let mut last_save = Instant::now();
+    let mut history = Vec::new();
+    let mut last_loss = f32::NAN;
+    let mut samples = 0usize;
+    let end = options
+        .stop_at
+        .map_or(options.steps, |s| s.min(options.steps));
+    while state.step < end {
+        let step = state.step;
+        // schedule
+        let lr = cosine_lr(options.lr, options.warmup, options.steps, step);
+        // batch: decoded and augmented in parallel; bad samples are skipped and counted
+        let t0 = Instant::now();
+        let mut pairs: Vec<(Vec<f32>, String)> = Vec::with_capacity(options.batch_size);
+        while pairs.len() < options.batch_size {
+            let want = options.batch_size - pairs.len();
+            let first = state.next_index;
+            let got: Vec<Result<(Vec<f32>, String), String>> = (first..first + want as u64)
+                .into_par_iter()
+                .map(|g| {
+                    let (img, caption) = data.pair(pair_index(options.seed, data.len(), g))?;
+                    if caption.trim().is_empty() {
+                        return Err("empty caption".into());
+                    }
+                    let mut rng = Rng::new(options.seed ^ g.wrapping_mul(0xA24B_AED4_963E_E407));
+                    let crop = random_square_crop(&img, n, options.crop_scale, &mut rng);
+                    Ok((pre.normalize(&crop), caption))
+                })
+                .collect();
+            state.next_index += want as u64;
+            for r in got {
+                state.seen += 1;
+                match r {
+                    Ok(p) => pairs.push(p),
+                    Err(e) => {
+                        state.bad += 1;
+                        state.last_bad = e;
+                    }
+                }
+            }
+            if state.bad as f64 > options.max_bad_fraction * state.seen as f64 && state.seen >= 20 {
+                return Err(TrainError::TooManyBad {
+                    bad: state.bad,
+                    seen: state.seen,
+                    limit: options.max_bad_fraction * 100.0,
+                    last: state.last_bad.clone(),
+                });
+            }
+        }
+        let mut rows = Vec::with_capacity(pairs.len());
+        for (_, caption) in &pairs {
+            let mut ids = vec![clip_tokenizer::SOT];
+            ids.extend(tok.encode(caption));
+            ids.push(clip_tokenizer::EOT);
+            if ids.len() > ctx {
+                state.truncated += 1; // cut, with EOT as the last kept token
+                ids.truncate(ctx);
+                ids[ctx - 1] = clip_tokenizer::EOT;
+            }
+            rows.push(ids);
+        }
+        let flat: Vec<f32> = pairs.iter().flat_map(|(p, _)| p.iter().copied()).collect();
+        let images = Tensor::<4>::from_data(TensorData::new(flat, [pairs.len(), 3, n, n]), &device);
+        // forward + backward
+        let (loss, grads) = loss_and_grads(clip, images, &rows, options.micro_batch.max(1))?;
+        if !loss.is_finite() {
+            return Err(TrainError::NonFinite {
+                step,
+                value: loss,
+                last_checkpoint: checkpoint::latest(out),
+            });
+        }
+        // step
+        opt.step(clip, lr, grads);
+        state.step += 1;
+        last_loss = loss;
+        samples += pairs.len();
+        let mut log = StepLog {
+            step: state.step,
+            loss,
+            lr,
+            logit_scale: clip.logit_scale(),
+            samples_per_s: pairs.len() as f64 / t0.elapsed().as_secs_f64(),
+            zero_shot_top1: None,
+        };
+        // eval
+        if let Some(set) = eval
+            && options.eval_every > 0
+            && (state.step % options.eval_every == 0 || state.step == options.steps)
+        {
+            log.zero_shot_top1 = Some(zero_shot_top1(clip, set)?);
+        }
+        checkpoint::append_log(out, &log)?;
+        on_step(&log);
+        history.push(log);
+        // checkpoint
+        let by_steps = options.checkpoint_every > 0 && state.step % options.checkpoint_every == 0;
+        let by_time = options.checkpoint_minutes > 0.0
+            && last_save.elapsed().as_secs_f64() >= options.checkpoint_minutes * 60.0;
+        if by_steps || by_time || state.step == end {
+            checkpoint::save(out, clip, opt, state)?;
+            last_save = Instant::now();
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Summary {
+        steps: state.step,
+        final_loss: last_loss,
+        samples_per_s: samples as f64 / seconds.max(1e-9),
+        seconds,
+        bad_samples: state.bad,
+        truncated_captions: state.truncated,
+        zero_shot_top1: history.iter().rev().find_map(|h| h.zero_shot_top1),
+        history,
+    })
+}
