@@ -9,6 +9,8 @@ mod classify;
 mod embed;
 mod io;
 mod models;
+mod plot;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +42,10 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Zero-shot classification of images by typed labels
     Classify(classify::ClassifyArgs),
+    /// Contrastive pre-training from a TOML config (every field is also a flag)
+    Train(train::TrainArgs),
+    /// Offline demo: train a small CLIP on synthetic scenes for a few minutes and test it zero-shot
+    Quickstart(train::QuickstartArgs),
     /// Convert any supported checkpoint to model.safetensors + config.json
     Convert(ConvertArgs),
     /// List model presets and known pretrained tags
@@ -143,6 +149,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Preprocess(a) => preprocess(a),
         Command::Embed(a) => embed::run(a),
         Command::Classify(a) => classify::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Quickstart(a) => train::quickstart(a),
         Command::Convert(a) => convert(a),
         Command::Models => {
             print!("{}", models::listing());

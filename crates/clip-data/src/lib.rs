@@ -3,6 +3,7 @@
 
 pub mod image;
 pub mod jpeg;
+pub mod manifest;
 pub mod resize;
 pub mod synth;
 
