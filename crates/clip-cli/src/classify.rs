@@ -88,15 +88,29 @@ fn labels(args: &ClassifyArgs) -> Result<Vec<String>> {
 
 /// Class probabilities `[images, classes]` (row-major) for preprocessed images, with the
 /// template-ensembled zero-shot classifier.
-pub fn zero_shot_probs(clip: &clip_model::Clip, images: &[Vec<f32>], labels: &[String], templates: &[String]) -> Result<Vec<f32>> {
+pub fn zero_shot_probs(
+    clip: &clip_model::Clip,
+    images: &[Vec<f32>],
+    labels: &[String],
+    templates: &[String],
+) -> Result<Vec<f32>> {
     let device = clip.device();
     let dim = clip.config.embed_dim;
-    let prompts: Vec<String> = labels.iter().flat_map(|l| templates.iter().map(move |t| t.replace("{}", l))).collect();
+    let prompts: Vec<String> = labels
+        .iter()
+        .flat_map(|l| templates.iter().map(move |t| t.replace("{}", l)))
+        .collect();
     let text = embed_texts(clip, &prompts, 256, true, true)?;
-    let text = Tensor::<3>::from_data(TensorData::new(text, [labels.len(), templates.len(), dim]), &device);
+    let text = Tensor::<3>::from_data(
+        TensorData::new(text, [labels.len(), templates.len(), dim]),
+        &device,
+    );
     let classifier = clip_model::l2_normalize(text.mean_dim(1).reshape([labels.len(), dim])); // [C, D]
     let n = clip.config.image_size();
-    let x = Tensor::<4>::from_data(TensorData::new(images.concat(), [images.len(), 3, n, n]), &device);
+    let x = Tensor::<4>::from_data(
+        TensorData::new(images.concat(), [images.len(), 3, n, n]),
+        &device,
+    );
     let feats = clip_model::l2_normalize(clip.encode_image(x));
     let logits = feats.matmul(classifier.transpose()) * clip.logit_scale() as f64;
     Ok(to_vec(&softmax(logits, 1)))

@@ -46,10 +46,21 @@ enum Command {
     Train(train::TrainArgs),
     /// Offline demo: train a small CLIP on synthetic scenes for a few minutes and test it zero-shot
     Quickstart(train::QuickstartArgs),
+    /// Build training/evaluation manifests from the npm emoji packages
+    ImportEmoji(train::ImportEmojiArgs),
+    /// Evaluation protocols
+    #[command(subcommand)]
+    Eval(EvalCommand),
     /// Convert any supported checkpoint to model.safetensors + config.json
     Convert(ConvertArgs),
     /// List model presets and known pretrained tags
     Models,
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Zero-shot classification accuracy (top-1, top-5) on a labelled manifest
+    Zeroshot(train::EvalZeroShotArgs),
 }
 
 #[derive(Args)]
@@ -151,6 +162,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Classify(a) => classify::run(a),
         Command::Train(a) => train::run(a),
         Command::Quickstart(a) => train::quickstart(a),
+        Command::ImportEmoji(a) => train::import_emoji(a),
+        Command::Eval(EvalCommand::Zeroshot(a)) => train::eval_zeroshot(a),
         Command::Convert(a) => convert(a),
         Command::Models => {
             print!("{}", models::listing());

@@ -22,7 +22,8 @@ pub struct TrainConfig {
     /// custom dimensions in open_clip's schema; overrides `model`
     #[serde(default)]
     pub model_cfg: Option<ClipConfig>,
-    /// `synthetic` or a manifest (.csv/.jsonl: image path + one or more captions)
+    /// `synthetic`, a manifest (.csv/.jsonl: image path + one or more captions), a directory of class
+    /// folders, or WebDataset shards (`shards-{0000..0099}.tar`)
     #[serde(default = "default_data")]
     pub data: String,
     #[serde(default = "default_held_out")]
@@ -62,6 +63,18 @@ pub struct TrainConfig {
     pub max_bad_fraction: f64,
     #[serde(default = "default_out")]
     pub out_dir: PathBuf,
+    /// labelled evaluation manifest (`{"image", "label"}` rows) for zero-shot checks during training
+    #[serde(default)]
+    pub eval_manifest: Option<PathBuf>,
+    /// class names, one per line (labels index into it)
+    #[serde(default)]
+    pub eval_classes: Option<PathBuf>,
+    #[serde(default = "default_templates")]
+    pub eval_templates: Vec<String>,
+}
+
+fn default_templates() -> Vec<String> {
+    vec!["a {}".into(), "{}".into()]
 }
 
 fn default_model() -> String {
@@ -165,6 +178,10 @@ pub struct TrainArgs {
     /// output directory (metrics.jsonl, checkpoints/, plot.png)
     #[arg(long = "out")]
     pub out_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub eval_manifest: Option<PathBuf>,
+    #[arg(long)]
+    pub eval_classes: Option<PathBuf>,
     /// continue from OUT/checkpoints/latest
     #[arg(long)]
     pub resume: bool,
@@ -181,15 +198,47 @@ macro_rules! overlay {
 pub fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
     let mut cfg = match &args.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read '{}'", p.display()))?;
-            toml::from_str::<TrainConfig>(&text).map_err(|e| anyhow::anyhow!("invalid training config '{}': {}", p.display(), e.message()))?
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read '{}'", p.display()))?;
+            toml::from_str::<TrainConfig>(&text).map_err(|e| {
+                anyhow::anyhow!("invalid training config '{}': {}", p.display(), e.message())
+            })?
         }
         None => TrainConfig::default(),
     };
-    overlay!(cfg, args, model, data, held_out_fraction, batch_size, micro_batch, steps, lr, warmup, weight_decay, seed);
-    overlay!(cfg, args, eval_every, eval_samples, checkpoint_every, checkpoint_minutes, crop_scale, max_bad_fraction, out_dir);
+    overlay!(
+        cfg,
+        args,
+        model,
+        data,
+        held_out_fraction,
+        batch_size,
+        micro_batch,
+        steps,
+        lr,
+        warmup,
+        weight_decay,
+        seed
+    );
+    overlay!(
+        cfg,
+        args,
+        eval_every,
+        eval_samples,
+        checkpoint_every,
+        checkpoint_minutes,
+        crop_scale,
+        max_bad_fraction,
+        out_dir
+    );
     if args.epochs.is_some() {
         cfg.epochs = args.epochs;
+    }
+    if args.eval_manifest.is_some() {
+        cfg.eval_manifest = args.eval_manifest.clone();
+    }
+    if args.eval_classes.is_some() {
+        cfg.eval_classes = args.eval_classes.clone();
     }
     if cfg.batch_size == 0 {
         bail!("batch_size must be at least 1");
@@ -214,39 +263,144 @@ pub fn synthetic_eval(data: &SyntheticScenes, n: usize, count: usize) -> ZeroSho
             (pre.apply(&img), scene.class())
         })
         .unzip();
-    ZeroShotSet { images, labels, class_names: class_names(), templates: vec!["a {}".into(), "{}".into()] }
+    ZeroShotSet {
+        images,
+        labels,
+        class_names: class_names(),
+        templates: vec!["a {}".into(), "{}".into()],
+    }
 }
 
-struct Manifest(clip_data::manifest::Manifest);
+/// A labelled manifest as a zero-shot set (the first `limit` rows; 0 = all).
+pub fn labelled_eval(
+    manifest: &Path,
+    classes: &Path,
+    templates: &[String],
+    n: usize,
+    limit: usize,
+) -> Result<ZeroShotSet> {
+    let rows = clip_data::emoji::read_labelled(manifest)?;
+    let class_names = crate::io::read_lines(classes)?;
+    let pre = clip_data::Preprocess::clip(n);
+    let rows: Vec<_> = if limit > 0 {
+        rows.into_iter().take(limit).collect()
+    } else {
+        rows
+    };
+    let mut images = Vec::with_capacity(rows.len());
+    let mut labels = Vec::with_capacity(rows.len());
+    for (path, label) in rows {
+        if label >= class_names.len() {
+            bail!(
+                "label {label} of '{}' is not in '{}' ({} classes)",
+                path.display(),
+                classes.display(),
+                class_names.len()
+            );
+        }
+        images.push(pre.load(&path)?);
+        labels.push(label);
+    }
+    Ok(ZeroShotSet {
+        images,
+        labels,
+        class_names,
+        templates: templates.to_vec(),
+    })
+}
 
-impl PairSource for Manifest {
+/// A finite training set: a manifest, class folders, or WebDataset shards.
+enum Dataset {
+    Manifest(clip_data::manifest::Manifest),
+    Shards(clip_data::shards::Shards),
+}
+
+impl PairSource for Dataset {
     fn len(&self) -> Option<u64> {
-        Some(self.0.pairs.len() as u64)
+        Some(match self {
+            Dataset::Manifest(m) => m.pairs.len(),
+            Dataset::Shards(s) => s.len(),
+        } as u64)
     }
     fn pair(&self, index: u64) -> Result<(clip_data::Rgb8, String), String> {
-        self.0.pair(index as usize)
+        match self {
+            Dataset::Manifest(m) => m.pair(index as usize),
+            Dataset::Shards(s) => s.pair(index as usize),
+        }
     }
+}
+
+/// `data`: a .csv/.jsonl manifest, a directory of class folders (captions "a photo of a {class}."),
+/// or WebDataset shards (a .tar path or brace pattern such as `shards-{0000..0099}.tar`).
+fn open_dataset(spec: &str) -> Result<Dataset> {
+    let path = Path::new(spec);
+    if spec.ends_with(".tar") || spec.contains('{') {
+        let shards = clip_data::shards::Shards::open(spec)?;
+        for w in &shards.warnings {
+            eprintln!("warning: {w}");
+        }
+        return Ok(Dataset::Shards(shards));
+    }
+    if path.is_dir() {
+        let mut pairs = Vec::new();
+        for class in std::fs::read_dir(path).with_context(|| format!("cannot read '{spec}'"))? {
+            let class = class?.path();
+            if !class.is_dir() {
+                continue;
+            }
+            let name = class
+                .file_name()
+                .map(|n| n.to_string_lossy().replace('_', " "))
+                .unwrap_or_default();
+            let mut images = crate::embed::images_in(&class).unwrap_or_default();
+            images.sort();
+            pairs.extend(
+                images
+                    .into_iter()
+                    .map(|i| (i, format!("a photo of a {name}."))),
+            );
+        }
+        if pairs.is_empty() {
+            bail!("'{spec}' has no class folders with images");
+        }
+        pairs.sort();
+        return Ok(Dataset::Manifest(clip_data::manifest::Manifest {
+            pairs,
+            alpha: clip_data::Alpha::Drop,
+        }));
+    }
+    Ok(Dataset::Manifest(clip_data::manifest::Manifest::read(
+        path,
+    )?))
 }
 
 fn progress(steps: usize, done: usize) -> ProgressBar {
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]").expect("template"),
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]",
+        )
+        .expect("template"),
     );
     bar.set_position(done as u64);
     bar
 }
 
 /// Run training as configured; returns the summary and the model.
-pub fn run_training(cfg: &TrainConfig, resume: bool, quiet: bool) -> Result<(Summary, Clip, Option<SyntheticScenes>)> {
+pub fn run_training(
+    cfg: &TrainConfig,
+    resume: bool,
+    quiet: bool,
+) -> Result<(Summary, Clip, Option<SyntheticScenes>)> {
     let mcfg = model_config(cfg)?;
     let device = clip_model::default_device().autodiff();
     let out = &cfg.out_dir;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create '{}'", out.display()))?;
-    let synthetic = (cfg.data == "synthetic").then(|| SyntheticScenes::new(cfg.seed, mcfg.image_size(), cfg.held_out_fraction));
+    let synthetic = (cfg.data == "synthetic")
+        .then(|| SyntheticScenes::new(cfg.seed, mcfg.image_size(), cfg.held_out_fraction));
     let manifest = match &synthetic {
         Some(_) => None,
-        None => Some(Manifest(clip_data::manifest::Manifest::read(Path::new(&cfg.data))?)),
+        None => Some(open_dataset(&cfg.data)?),
     };
     let source: &dyn PairSource = match (&synthetic, &manifest) {
         (Some(s), _) => s,
@@ -255,29 +409,65 @@ pub fn run_training(cfg: &TrainConfig, resume: bool, quiet: bool) -> Result<(Sum
     };
     let steps = match (cfg.epochs, source.len()) {
         (Some(e), Some(n)) => ((e * n as f64) / cfg.batch_size as f64).ceil().max(1.0) as usize,
-        (Some(_), None) => bail!("`epochs` needs a finite dataset; use `steps` with synthetic data"),
+        (Some(_), None) => {
+            bail!("`epochs` needs a finite dataset; use `steps` with synthetic data")
+        }
         (None, _) => cfg.steps,
     };
     let (mut clip, mut opt, mut state) = if resume {
-        let ckpt = checkpoint::latest(out)
-            .with_context(|| format!("--resume: no checkpoint in '{}'", out.join("checkpoints").display()))?;
+        let ckpt = checkpoint::latest(out).with_context(|| {
+            format!(
+                "--resume: no checkpoint in '{}'",
+                out.join("checkpoints").display()
+            )
+        })?;
         checkpoint::load(&ckpt, &mcfg, &device)?
     } else {
         if checkpoint::latest(out).is_some() {
-            bail!("'{}' already holds a run; pass --resume to continue it or choose another --out", out.display());
+            bail!(
+                "'{}' already holds a run; pass --resume to continue it or choose another --out",
+                out.display()
+            );
         }
         let _ = std::fs::remove_file(out.join("metrics.jsonl"));
         let clip = Clip::random(&mcfg, cfg.seed, &device)?;
-        let mut oc = AdamWConfig::paper(matches!(mcfg.vision_kind()?, clip_model::config::VisionKind::Vit { .. }));
+        let mut oc = AdamWConfig::paper(matches!(
+            mcfg.vision_kind()?,
+            clip_model::config::VisionKind::Vit { .. }
+        ));
         oc.weight_decay = cfg.weight_decay;
         let opt = AdamW::new(oc, &clip);
-        (clip, opt, TrainState { seed: cfg.seed, ..Default::default() })
+        (
+            clip,
+            opt,
+            TrainState {
+                seed: cfg.seed,
+                ..Default::default()
+            },
+        )
     };
-    let eval = synthetic.as_ref().map(|s| synthetic_eval(s, mcfg.image_size(), cfg.eval_samples));
+    let eval = match (&synthetic, &cfg.eval_manifest, &cfg.eval_classes) {
+        (_, Some(m), Some(c)) => Some(labelled_eval(
+            m,
+            c,
+            &cfg.eval_templates,
+            mcfg.image_size(),
+            cfg.eval_samples,
+        )?),
+        (_, Some(_), None) | (_, None, Some(_)) => {
+            bail!("eval_manifest and eval_classes go together")
+        }
+        (Some(s), None, None) => Some(synthetic_eval(s, mcfg.image_size(), cfg.eval_samples)),
+        (None, None, None) => None,
+    };
     let options = LoopOptions {
         steps,
         batch_size: cfg.batch_size,
-        micro_batch: if cfg.micro_batch == 0 { cfg.batch_size } else { cfg.micro_batch },
+        micro_batch: if cfg.micro_batch == 0 {
+            cfg.batch_size
+        } else {
+            cfg.micro_batch
+        },
         lr: cfg.lr,
         warmup: cfg.warmup,
         seed: cfg.seed,
@@ -288,15 +478,31 @@ pub fn run_training(cfg: &TrainConfig, resume: bool, quiet: bool) -> Result<(Sum
         max_bad_fraction: cfg.max_bad_fraction,
         stop_at: None,
     };
-    let bar = if quiet { ProgressBar::hidden() } else { progress(steps, state.step) };
-    let summary = train(&mut clip, &mut opt, source, eval.as_ref(), &options, out, &mut state, |log: &StepLog| {
-        let zs = log.zero_shot_top1.map(|z| format!(" zero-shot {:.1}%", z * 100.0)).unwrap_or_default();
-        bar.set_message(format!(
-            "loss {:.3} lr {:.2e} scale {:.1} {:.0} samples/s{zs}",
-            log.loss, log.lr, log.logit_scale, log.samples_per_s
-        ));
-        bar.set_position(log.step as u64);
-    })?;
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        progress(steps, state.step)
+    };
+    let summary = train(
+        &mut clip,
+        &mut opt,
+        source,
+        eval.as_ref(),
+        &options,
+        out,
+        &mut state,
+        |log: &StepLog| {
+            let zs = log
+                .zero_shot_top1
+                .map(|z| format!(" zero-shot {:.1}%", z * 100.0))
+                .unwrap_or_default();
+            bar.set_message(format!(
+                "loss {:.3} lr {:.2e} scale {:.1} {:.0} samples/s{zs}",
+                log.loss, log.lr, log.logit_scale, log.samples_per_s
+            ));
+            bar.set_position(log.step as u64);
+        },
+    )?;
     bar.finish_and_clear();
     let all = read_history(out)?;
     crate::plot::write_plot(&out.join("plot.png"), &all).context("writing plot.png")?;
@@ -312,31 +518,43 @@ pub fn run_training(cfg: &TrainConfig, resume: bool, quiet: bool) -> Result<(Sum
 /// Every logged step of the run (including before a resume).
 fn read_history(out: &Path) -> Result<Vec<StepLog>> {
     let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
-    text.lines().map(|l| serde_json::from_str(l).context("metrics.jsonl")).collect()
+    text.lines()
+        .map(|l| serde_json::from_str(l).context("metrics.jsonl"))
+        .collect()
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
     let cfg = resolve(args)?;
     let (summary, _, _) = run_training(&cfg, args.resume, args.json)?;
-    let zs = summary.zero_shot_top1.map(|z| format!(", zero-shot top-1 {:.1}%", z * 100.0)).unwrap_or_default();
+    let zs = summary
+        .zero_shot_top1
+        .map(|z| format!(", zero-shot top-1 {:.1}%", z * 100.0))
+        .unwrap_or_default();
     eprintln!(
         "trained {} steps in {:.0} s ({:.1} samples/s), final loss {:.3}{zs}; outputs in {}",
-        summary.steps, summary.seconds, summary.samples_per_s, summary.final_loss, cfg.out_dir.display()
+        summary.steps,
+        summary.seconds,
+        summary.samples_per_s,
+        summary.final_loss,
+        cfg.out_dir.display()
     );
     if args.json {
-        println!("{}", serde_json::to_string(&serde_json::json!({
-            "steps": summary.steps, "final_loss": summary.final_loss, "samples_per_s": summary.samples_per_s,
-            "seconds": summary.seconds, "zero_shot_top1": summary.zero_shot_top1,
-            "bad_samples": summary.bad_samples, "truncated_captions": summary.truncated_captions,
-        }))?);
+        println!(
+            "{}",
+            serde_json::to_string(&serde_json::json!({
+                "steps": summary.steps, "final_loss": summary.final_loss, "samples_per_s": summary.samples_per_s,
+                "seconds": summary.seconds, "zero_shot_top1": summary.zero_shot_top1,
+                "bad_samples": summary.bad_samples, "truncated_captions": summary.truncated_captions,
+            }))?
+        );
     }
     Ok(())
 }
 
 #[derive(Args, Debug)]
 pub struct QuickstartArgs {
-    /// optimiser steps (batch 64); the default takes a few minutes on 2 cores
-    #[arg(long, default_value_t = 500)]
+    /// optimiser steps (batch 64); the default takes about four minutes on 2 cores
+    #[arg(long, default_value_t = 250)]
     pub steps: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -385,7 +603,10 @@ pub fn quickstart(args: &QuickstartArgs) -> Result<()> {
     };
     let probs = crate::classify::zero_shot_probs(&clip, &set.images, &names, &set.templates)?;
     if !args.json {
-        println!("held-out (never trained on) combinations: {}", held.join(", "));
+        println!(
+            "held-out (never trained on) combinations: {}",
+            held.join(", ")
+        );
         println!(
             "zero-shot top-1 on {} held-out images over all {} classes: {:.1}% (chance {:.1}%)",
             cfg.eval_samples,
@@ -393,19 +614,118 @@ pub fn quickstart(args: &QuickstartArgs) -> Result<()> {
             top1 * 100.0,
             chance * 100.0
         );
-        println!("{} steps, {:.1} samples/s, {:.0} s; loss and accuracy curves: {}", summary.steps, summary.samples_per_s, summary.seconds, args.out.join("plot.png").display());
+        println!(
+            "{} steps, {:.1} samples/s, {:.0} s; loss and accuracy curves: {}",
+            summary.steps,
+            summary.samples_per_s,
+            summary.seconds,
+            args.out.join("plot.png").display()
+        );
         for ((_, truth), row) in samples.iter().zip(probs.chunks(names.len())) {
             let mut order: Vec<usize> = (0..names.len()).collect();
             order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-            let top: Vec<String> = order[..3].iter().map(|&i| format!("{} {:.0}%", names[i], row[i] * 100.0)).collect();
+            let top: Vec<String> = order[..3]
+                .iter()
+                .map(|&i| format!("{} {:.0}%", names[i], row[i] * 100.0))
+                .collect();
             println!("  image of a {truth:<16} → {}", top.join(", "));
         }
     } else {
-        println!("{}", serde_json::json!({
-            "zero_shot_top1": top1, "chance": chance, "steps": summary.steps,
-            "samples_per_s": summary.samples_per_s, "seconds": summary.seconds,
-            "final_loss": summary.final_loss, "held_out_classes": held,
-        }));
+        println!(
+            "{}",
+            serde_json::json!({
+                "zero_shot_top1": top1, "chance": chance, "steps": summary.steps,
+                "samples_per_s": summary.samples_per_s, "seconds": summary.seconds,
+                "final_loss": summary.final_loss, "held_out_classes": held,
+            })
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ImportEmojiArgs {
+    /// directory holding the unpacked npm packages: NAME/package/… for emoji-datasource,
+    /// emoji-datasource-google, emoji-datasource-twitter and cldr-annotations-full
+    #[arg(long)]
+    pub packages: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0.1)]
+    pub held_out_fraction: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub fn import_emoji(args: &ImportEmojiArgs) -> Result<()> {
+    let s = clip_data::emoji::import(
+        &clip_data::emoji::Packages::under(&args.packages),
+        &args.out,
+        args.held_out_fraction,
+        args.seed,
+    )?;
+    eprintln!(
+        "{} concepts ({} for training, {} held out), {} training pairs; manifests in {}",
+        s.concepts,
+        s.train_concepts,
+        s.held_out_concepts,
+        s.train_pairs,
+        args.out.display()
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct EvalZeroShotArgs {
+    /// checkpoint path, training checkpoint directory, or NAME:TAG
+    #[arg(long)]
+    pub model: String,
+    /// labelled manifest: JSONL rows {"image": …, "label": class index}
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// class names, one per line
+    #[arg(long)]
+    pub classes: PathBuf,
+    /// simple, imagenet, imagenet7 or a file of templates with {}
+    #[arg(long, default_value = "simple")]
+    pub templates: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `clip eval zeroshot`: top-1 and top-5 over all classes, beside chance.
+pub fn eval_zeroshot(args: &EvalZeroShotArgs) -> Result<()> {
+    let device = clip_model::default_device();
+    let clip = crate::models::load(&args.model, &device)?;
+    let templates = crate::classify::templates(&args.templates)?;
+    let set = labelled_eval(
+        &args.manifest,
+        &args.classes,
+        &templates,
+        clip.config.image_size(),
+        0,
+    )?;
+    let (top1, top5) = clip_train::trainer::zero_shot_accuracy(&clip, &set)?;
+    let classes = set.class_names.len();
+    let chance1 = 1.0 / classes as f64;
+    let chance5 = (5.0f64).min(classes as f64) / classes as f64;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"images": set.images.len(), "classes": classes, "top1": top1, "top5": top5, "chance_top1": chance1, "chance_top5": chance5})
+        );
+    } else {
+        println!("{} images, {} classes", set.images.len(), classes);
+        println!(
+            "top-1 {:6.2}%   (chance {:.2}%)",
+            top1 * 100.0,
+            chance1 * 100.0
+        );
+        println!(
+            "top-5 {:6.2}%   (chance {:.2}%)",
+            top5 * 100.0,
+            chance5 * 100.0
+        );
     }
     Ok(())
 }

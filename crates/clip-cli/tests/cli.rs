@@ -512,3 +512,218 @@ fn convert_then_embed_gives_the_same_numbers() {
     ]);
     assert_eq!(read_npy(&a), read_npy(&b));
 }
+
+const TINY_TOML: &str = r#"
+data = "synthetic"
+batch_size = 8
+micro_batch = 4
+steps = 4
+warmup = 1
+eval_every = 2
+eval_samples = 16
+checkpoint_every = 2
+seed = 3
+
+[model_cfg]
+embed_dim = 16
+quick_gelu = true
+[model_cfg.vision_cfg]
+image_size = 32
+layers = 1
+width = 32
+patch_size = 8
+head_width = 16
+[model_cfg.text_cfg]
+context_length = 16
+width = 16
+heads = 1
+layers = 1
+"#;
+
+#[test]
+fn train_from_config_then_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tiny.toml");
+    std::fs::write(&cfg, TINY_TOML).unwrap();
+    let out = dir.path().join("run");
+    let o = out.to_str().unwrap();
+    let summary = ok(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        o,
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
+    assert_eq!(v["steps"], 4);
+    assert!(v["zero_shot_top1"].as_f64().is_some());
+    let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 4);
+    assert!(out.join("plot.png").is_file());
+    assert_eq!(
+        std::fs::read_to_string(out.join("checkpoints/latest")).unwrap(),
+        "step-0000004"
+    );
+    // the same directory without --resume is refused; with it, training continues to 6 steps
+    let err = fails(&["train", "--config", cfg.to_str().unwrap(), "--out", o]);
+    assert!(err.contains("already holds a run; pass --resume"), "{err}");
+    ok(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        o,
+        "--steps",
+        "6",
+        "--resume",
+    ]);
+    let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = lines
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(steps, vec![1, 2, 3, 4, 5, 6]);
+    // resuming with another model is refused
+    let other = TINY_TOML.replace("width = 32", "width = 48");
+    std::fs::write(&cfg, other).unwrap();
+    let err = fails(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        o,
+        "--steps",
+        "8",
+        "--resume",
+    ]);
+    assert!(err.contains("is of another model than this run"), "{err}");
+}
+
+#[test]
+fn unknown_config_key_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "steps = 3\nlearning_rate = 0.1\n").unwrap();
+    let err = fails(&["train", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        err.starts_with(&format!(
+            "error: invalid training config '{}': unknown field `learning_rate`",
+            cfg.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn manifest_with_bad_samples_trains_and_reports_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = String::from("image,caption\n");
+    for i in 0..12 {
+        let src = ["photo_224.jpg", "palette.png", "grey.png"][i % 3];
+        let name = format!("img{i}.{}", src.rsplit('.').next().unwrap());
+        std::fs::copy(image(src), dir.path().join(&name)).unwrap();
+        rows.push_str(&format!("{name},picture number {i}\n"));
+    }
+    std::fs::write(dir.path().join("zero.png"), b"").unwrap();
+    rows.push_str("zero.png,an empty file\n");
+    rows.push_str("img1.png,\n"); // empty caption
+    let long = "word ".repeat(40);
+    rows.push_str(&format!("img2.png,{long}\n")); // longer than the context: truncated and counted
+    let manifest = dir.path().join("m.csv");
+    std::fs::write(&manifest, rows).unwrap();
+    let cfg = dir.path().join("tiny.toml");
+    std::fs::write(
+        &cfg,
+        TINY_TOML.replace("data = \"synthetic\"", "max_bad_fraction = 0.5"),
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let o = clip(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+        "--steps",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8(o.stdout).unwrap().trim()).unwrap();
+    assert!(v["bad_samples"].as_u64().unwrap() >= 2, "{v}");
+    assert!(v["truncated_captions"].as_u64().unwrap() >= 1, "{v}");
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(
+        err.contains("skipped") && err.contains("bad samples"),
+        "{err}"
+    );
+
+    // a manifest whose files are all missing stops with the reason
+    let missing = dir.path().join("missing.csv");
+    std::fs::write(&missing, "image,caption\nnope1.jpg,a\nnope2.jpg,b\n").unwrap();
+    let err = fails(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data",
+        missing.to_str().unwrap(),
+        "--out",
+        dir.path().join("run2").to_str().unwrap(),
+    ]);
+    assert!(
+        err.starts_with("error: too many bad samples:") && err.contains("cannot read image '"),
+        "{err}"
+    );
+    // and an empty one is an error
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let err = fails(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data",
+        empty.to_str().unwrap(),
+        "--out",
+        dir.path().join("run3").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        err,
+        format!(
+            "error: manifest '{}' has no image–caption pairs\n",
+            empty.display()
+        )
+    );
+}
+
+#[test]
+fn quickstart_json_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(&[
+        "quickstart",
+        "--steps",
+        "2",
+        "--json",
+        "--out",
+        dir.path().join("qs").to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    for key in [
+        "zero_shot_top1",
+        "chance",
+        "steps",
+        "samples_per_s",
+        "seconds",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key} in {v}");
+    }
+    assert_eq!(v["steps"], 2);
+    assert!((v["chance"].as_f64().unwrap() - 1.0 / 48.0).abs() < 1e-12);
+}

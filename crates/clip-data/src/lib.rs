@@ -1,10 +1,12 @@
 //! Image decoding and CLIP preprocessing, matching torchvision's
 //! `Compose([Resize(n, BICUBIC), CenterCrop(n), ToTensor(), Normalize(mean, std)])` on PIL images.
 
+pub mod emoji;
 pub mod image;
 pub mod jpeg;
 pub mod manifest;
 pub mod resize;
+pub mod shards;
 pub mod synth;
 
 use std::path::Path;

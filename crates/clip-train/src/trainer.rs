@@ -140,8 +140,13 @@ fn gcd(a: u64, b: u64) -> u64 {
 
 /// Zero-shot top-1 of `clip` on `set` (classifier: per-class mean of normalised template embeddings).
 pub fn zero_shot_top1(clip: &Clip, set: &ZeroShotSet) -> Result<f64, TrainError> {
+    Ok(zero_shot_accuracy(clip, set)?.0)
+}
+
+/// Zero-shot (top-1, top-5) accuracy of `clip` on `set`.
+pub fn zero_shot_accuracy(clip: &Clip, set: &ZeroShotSet) -> Result<(f64, f64), TrainError> {
     if set.images.is_empty() {
-        return Ok(0.0);
+        return Ok((0.0, 0.0));
     }
     let device = clip.device();
     let tok = clip_tokenizer::Tokenizer::global();
@@ -160,7 +165,7 @@ pub fn zero_shot_top1(clip: &Clip, set: &ZeroShotSet) -> Result<f64, TrainError>
     let d = text.dims()[1];
     let classifier = l2_normalize(text.reshape([c, t, d]).mean_dim(1).reshape([c, d]));
     let n = clip.config.image_size();
-    let mut correct = 0;
+    let (mut top1, mut top5) = (0, 0);
     for (chunk, labels) in set.images.chunks(64).zip(set.labels.chunks(64)) {
         let x = Tensor::<4>::from_data(
             TensorData::new(chunk.concat(), [chunk.len(), 3, n, n]),
@@ -170,15 +175,14 @@ pub fn zero_shot_top1(clip: &Clip, set: &ZeroShotSet) -> Result<f64, TrainError>
             &l2_normalize(clip.encode_image(x).detach()).matmul(classifier.clone().transpose()),
         );
         for (row, &label) in scores.chunks(c).zip(labels) {
-            let best = row
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(i, _)| i);
-            correct += (best == Some(label)) as usize;
+            // rank of the true class = number of classes scoring strictly higher
+            let rank = row.iter().filter(|&&s| s > row[label]).count();
+            top1 += (rank == 0) as usize;
+            top5 += (rank < 5) as usize;
         }
     }
-    Ok(correct as f64 / set.images.len() as f64)
+    let total = set.images.len() as f64;
+    Ok((top1 as f64 / total, top5 as f64 / total))
 }
 
 /// Train `clip` with `opt` on `data` from `state.step` to `options.steps`, writing checkpoints and

@@ -1,0 +1,331 @@
+//! WebDataset tar shards, the format of LAION/DataComp: each sample is `{key}.jpg|jpeg|png|webp`
+//! plus `{key}.txt` (the caption) or `{key}.json` (`"caption"` or `"text"`). Shards are given as a
+//! list or a brace pattern (`shards-{0000..0099}.tar`). They are indexed once, sequentially (member
+//! headers only), then samples are read by offset. A truncated or damaged shard keeps the samples
+//! before the damage; the loss is reported, never fatal.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::image::{Alpha, decode_rgb};
+use crate::resize::Rgb8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("no shards match '{0}'")]
+    NoShards(String),
+    #[error("bad brace pattern '{0}': use {{START..END}} with numbers")]
+    Pattern(String),
+    #[error("cannot open shard '{path}': {msg}")]
+    Open { path: String, msg: String },
+    #[error("the shards '{0}' hold no complete samples")]
+    Empty(String),
+}
+
+/// `a-{000..002}.tar` → `a-000.tar, a-001.tar, a-002.tar` (zero padding kept); several braces
+/// expand as a product; a comma list `{a,b}` works too.
+pub fn expand_braces(pattern: &str) -> Result<Vec<String>, ShardError> {
+    let Some(open) = pattern.find('{') else {
+        return Ok(vec![pattern.to_owned()]);
+    };
+    let close = pattern[open..]
+        .find('}')
+        .map(|c| open + c)
+        .ok_or_else(|| ShardError::Pattern(pattern.into()))?;
+    let (head, body, tail) = (
+        &pattern[..open],
+        &pattern[open + 1..close],
+        &pattern[close + 1..],
+    );
+    let items: Vec<String> = if let Some((a, b)) = body.split_once("..") {
+        let (start, end): (u64, u64) = (
+            a.parse().map_err(|_| ShardError::Pattern(pattern.into()))?,
+            b.parse().map_err(|_| ShardError::Pattern(pattern.into()))?,
+        );
+        if end < start {
+            return Err(ShardError::Pattern(pattern.into()));
+        }
+        let width = a.len();
+        (start..=end).map(|i| format!("{i:0width$}")).collect()
+    } else {
+        body.split(',').map(str::to_owned).collect()
+    };
+    let mut out = Vec::new();
+    for item in items {
+        for rest in expand_braces(tail)? {
+            out.push(format!("{head}{item}{rest}"));
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    offset: u64,
+    size: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Sample {
+    shard: usize,
+    image: Member,
+    caption: Member,
+    json: bool,
+}
+
+/// Indexed shards.
+#[derive(Debug, Clone)]
+pub struct Shards {
+    paths: Vec<PathBuf>,
+    samples: Vec<Sample>,
+    /// damage found while indexing (truncated shards, samples without image or caption)
+    pub warnings: Vec<String>,
+}
+
+const IMAGE_EXT: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
+
+impl Shards {
+    /// Index the shards named by `spec` (a path or brace pattern; several separated by `::`).
+    pub fn open(spec: &str) -> Result<Shards, ShardError> {
+        let mut paths = Vec::new();
+        for part in spec.split("::") {
+            paths.extend(expand_braces(part)?.into_iter().map(PathBuf::from));
+        }
+        if paths.is_empty() {
+            return Err(ShardError::NoShards(spec.into()));
+        }
+        let mut samples = Vec::new();
+        let mut warnings = Vec::new();
+        for (si, path) in paths.iter().enumerate() {
+            let file = std::fs::File::open(path).map_err(|e| ShardError::Open {
+                path: path.display().to_string(),
+                msg: e.to_string(),
+            })?;
+            let mut archive = tar::Archive::new(file);
+            let mut current: Option<(String, Option<Member>, Option<(Member, bool)>)> = None;
+            let mut flush = |cur: Option<(String, Option<Member>, Option<(Member, bool)>)>,
+                             warnings: &mut Vec<String>| {
+                if let Some((key, image, caption)) = cur {
+                    match (image, caption) {
+                        (Some(image), Some((caption, json))) => samples.push(Sample {
+                            shard: si,
+                            image,
+                            caption,
+                            json,
+                        }),
+                        _ => warnings.push(format!(
+                            "{}: sample '{key}' lacks an image or a caption",
+                            path.display()
+                        )),
+                    }
+                }
+            };
+            let entries = match archive.entries() {
+                Ok(e) => e,
+                Err(e) => {
+                    warnings.push(format!("{}: unreadable ({e})", path.display()));
+                    continue;
+                }
+            };
+            let mut damaged = None;
+            for entry in entries {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => {
+                        damaged = Some(e.to_string());
+                        break;
+                    }
+                };
+                let name = entry
+                    .path()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let (key, ext) = match name
+                    .rsplit_once('/')
+                    .map_or(name.as_str(), |(_, b)| b)
+                    .split_once('.')
+                {
+                    Some((k, e)) => (
+                        format!("{}{}", name.rsplit_once('/').map_or("", |(d, _)| d), k),
+                        e.to_ascii_lowercase(),
+                    ),
+                    None => continue,
+                };
+                let member = Member {
+                    offset: entry.raw_file_position(),
+                    size: entry.size(),
+                };
+                if current.as_ref().is_none_or(|c| c.0 != key) {
+                    flush(current.take(), &mut warnings);
+                    current = Some((key, None, None));
+                }
+                let cur = current.as_mut().expect("set above");
+                if IMAGE_EXT.contains(&ext.as_str()) {
+                    cur.1 = Some(member);
+                } else if ext == "txt" {
+                    cur.2 = Some((member, false));
+                } else if ext == "json" && cur.2.is_none() {
+                    cur.2 = Some((member, true));
+                }
+            }
+            // a sample whose last member was cut off by truncation is not complete
+            let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            if let Some((_, image, caption)) = &current {
+                let cut =
+                    |m: &Option<Member>| m.as_ref().is_some_and(|m| m.offset + m.size > file_len);
+                if cut(image) || cut(&caption.as_ref().map(|c| c.0.clone())) {
+                    current = None;
+                    damaged.get_or_insert_with(|| "truncated".into());
+                }
+            }
+            flush(current.take(), &mut warnings);
+            if let Some(why) = damaged {
+                warnings.push(format!(
+                    "{}: damaged or truncated ({why}); kept the complete samples before it",
+                    path.display()
+                ));
+            }
+        }
+        if samples.is_empty() {
+            return Err(ShardError::Empty(spec.into()));
+        }
+        Ok(Shards {
+            paths,
+            samples,
+            warnings,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    fn read(&self, shard: usize, m: &Member) -> Result<Vec<u8>, String> {
+        let path = &self.paths[shard];
+        let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        f.seek(SeekFrom::Start(m.offset))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut buf = vec![0; m.size as usize];
+        f.read_exact(&mut buf)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(buf)
+    }
+
+    /// Decoded image and caption of sample `index`.
+    pub fn pair(&self, index: usize) -> Result<(Rgb8, String), String> {
+        let s = &self.samples[index % self.samples.len()];
+        let name = format!(
+            "{}#{}",
+            self.paths[s.shard].display(),
+            index % self.samples.len()
+        );
+        let img = decode_rgb(&self.read(s.shard, &s.image)?, &name, Alpha::Drop)
+            .map_err(|e| e.to_string())?;
+        let raw = self.read(s.shard, &s.caption)?;
+        let caption = if s.json {
+            let v: serde_json::Value =
+                serde_json::from_slice(&raw).map_err(|e| format!("{name}: caption JSON: {e}"))?;
+            v.get("caption")
+                .or_else(|| v.get("text"))
+                .and_then(|c| c.as_str())
+                .unwrap_or("")
+                .to_owned()
+        } else {
+            String::from_utf8(raw).map_err(|_| format!("{name}: caption is not UTF-8"))?
+        };
+        Ok((img, caption.trim().to_owned()))
+    }
+}
+
+/// Shard paths of a directory-free spec, for messages.
+pub fn describe(paths: &[&Path]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn braces_expand_with_padding() {
+        assert_eq!(
+            expand_braces("s-{00..02}.tar").unwrap(),
+            ["s-00.tar", "s-01.tar", "s-02.tar"]
+        );
+        assert_eq!(
+            expand_braces("{a,b}-{1..2}").unwrap(),
+            ["a-1", "a-2", "b-1", "b-2"]
+        );
+        assert!(expand_braces("s-{3..1}.tar").is_err());
+    }
+
+    fn shard(path: &Path, samples: &[(&str, &[u8], &str)]) {
+        let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+        for (key, png, caption) in samples {
+            for (name, data) in [
+                (format!("{key}.png"), *png),
+                (format!("{key}.txt"), caption.as_bytes()),
+            ] {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(data.len() as u64);
+                h.set_mode(0o644);
+                h.set_cksum();
+                b.append_data(&mut h, name, data).unwrap();
+            }
+        }
+        b.finish().unwrap();
+    }
+
+    fn png() -> Vec<u8> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::RgbImage::from_pixel(4, 4, image::Rgb([10, 20, 30]))
+            .write_to(&mut out, image::ImageFormat::Png)
+            .unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn reads_samples_and_survives_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = png();
+        shard(
+            &dir.path().join("s-0.tar"),
+            &[("a", &p, "first"), ("b", &p, "second")],
+        );
+        shard(
+            &dir.path().join("s-1.tar"),
+            &[("c", &p, "third"), ("d", &p, "fourth")],
+        );
+        // cut the second shard inside its last sample
+        let s1 = dir.path().join("s-1.tar");
+        let bytes = std::fs::read(&s1).unwrap();
+        std::fs::write(&s1, &bytes[..512 * 2 + p.len() + 512 + 512]).unwrap();
+        let spec = format!("{}/s-{{0..1}}.tar", dir.path().display());
+        let s = Shards::open(&spec).unwrap();
+        assert_eq!(s.len(), 3, "{:?}", s.warnings);
+        assert_eq!(s.pair(1).unwrap().1, "second");
+        assert_eq!(s.pair(2).unwrap().1, "third");
+        assert_eq!(s.pair(0).unwrap().0.data[..3], [10, 20, 30]);
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.contains("s-1.tar: damaged or truncated")),
+            "{:?}",
+            s.warnings
+        );
+        let missing =
+            Shards::open(&format!("{}/none-{{0..1}}.tar", dir.path().display())).unwrap_err();
+        assert!(
+            missing.to_string().starts_with("cannot open shard '"),
+            "{missing}"
+        );
+    }
+}
