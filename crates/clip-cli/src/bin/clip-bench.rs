@@ -4,6 +4,7 @@
 //!   clip-bench image  MODEL_DIR BATCH REPEATS
 //!   clip-bench text   MODEL_DIR CAPTIONS_FILE BATCH REPEATS
 //!   clip-bench tokenize CORPUS_FILE REPEATS
+//!   clip-bench train  BATCH STEPS          (training step of the fixed small config)
 
 // Tensor ops allocate and free large buffers at a high rate; glibc's malloc hands them back to the
 // kernel each time (page faults, TLB shootdowns). mimalloc keeps them.
@@ -110,7 +111,41 @@ fn main() -> Result<()> {
             }
             report("tokenize", lines.len(), times);
         }
-        _ => bail!("usage: clip-bench image|text|tokenize …"),
+        Some("train") => {
+            // the benchmark's fixed config: 64 px, patch 8, width 256, 6 layers per tower, context 32
+            let cfg = clip_model::ClipConfig::from_json(
+                r#"{"embed_dim": 256, "quick_gelu": true,
+                    "vision_cfg": {"image_size": 64, "layers": 6, "width": 256, "patch_size": 8, "head_width": 64},
+                    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 256, "heads": 4, "layers": 6}}"#,
+            )?;
+            let (batch, steps) = (num(1)?, num(2)?);
+            let device = clip_model::cpu().autodiff();
+            let mut clip = clip_model::Clip::random(&cfg, 0, &device)?;
+            let mut opt = clip_train::AdamW::new(clip_train::AdamWConfig::paper(true), &clip);
+            let data = clip_data::synth::SyntheticScenes::new(0, 64, 0.25);
+            let pre = clip_data::Preprocess::clip(64);
+            let tok = clip_tokenizer::Tokenizer::global();
+            let mut times = Vec::new();
+            for step in 0..=steps {
+                let mut pixels = Vec::with_capacity(batch * 3 * 64 * 64);
+                let mut rows = Vec::with_capacity(batch);
+                for i in 0..batch {
+                    let (img, caption, _) = data.sample(clip_data::synth::Split::Train, (step * batch + i) as u64);
+                    pixels.extend(pre.apply(&img));
+                    rows.push(tok.encode_with_specials(&caption, 32, true)?);
+                }
+                let t = Instant::now();
+                let images = Tensor::<4>::from_data(TensorData::new(pixels, [batch, 3, 64, 64]), &device);
+                let (loss, grads) = clip_train::gradcache::loss_and_grads(&clip, images, &rows, batch)?;
+                opt.step(&mut clip, 1e-4, grads);
+                std::hint::black_box(loss);
+                if step > 0 {
+                    times.push(t.elapsed().as_secs_f64()); // step 0 is warm-up
+                }
+            }
+            report("train", batch, times);
+        }
+        _ => bail!("usage: clip-bench image|text|tokenize|train …"),
     }
     Ok(())
 }
