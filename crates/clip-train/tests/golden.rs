@@ -63,12 +63,13 @@ fn loss_and_gradients_match_open_clip() {
     }
 }
 
-/// End to end: forward, backward and AdamW on our model. The losses match PyTorch's at every step
-/// (≤ 1e-5); the parameters to 1e-4, because Adam divides each gradient by its own running size,
-/// so float rounding differences in gradients near `eps` (1e-6) are magnified (~lr/(4·eps) ≈ 250×).
-/// The optimiser itself is checked to 1e-5 on PyTorch's own gradients above.
-#[test]
-fn three_training_steps_match_pytorch() {
+/// The tiny open_clip model's initial weights (on an autodiff device) and its batch.
+fn adamw_case() -> (
+    PathBuf,
+    Device,
+    Clip,
+    std::collections::BTreeMap<String, RawTensor>,
+) {
     let d = dir().join("adamw");
     let device = cpu().autodiff();
     let initial = read_checkpoint(&d.join("initial.safetensors")).unwrap();
@@ -76,13 +77,23 @@ fn three_training_steps_match_pytorch() {
         &std::fs::read_to_string(d.join("open_clip_config.json")).unwrap(),
     )
     .unwrap();
-    let mut clip = Clip::from_checkpoint(
+    let clip = Clip::from_checkpoint(
         &cfg,
         Checkpoint::new(initial.tensors, "initial.safetensors"),
         &device,
     )
     .unwrap();
     let batch = read_safetensors(&d.join("batch.safetensors")).unwrap();
+    (d, device, clip, batch)
+}
+
+/// End to end: forward, backward and AdamW on our model. The losses match PyTorch's at every step
+/// (≤ 1e-5); the parameters to 1e-4, because Adam divides each gradient by its own running size,
+/// so float rounding differences in gradients near `eps` (1e-6) are magnified (~lr/(4·eps) ≈ 250×).
+/// The optimiser itself is checked to 1e-5 on PyTorch's own gradients above.
+#[test]
+fn three_training_steps_match_pytorch() {
+    let (d, device, mut clip, batch) = adamw_case();
     let rows: Vec<Vec<u32>> = batch["text"]
         .data
         .chunks(16)
@@ -137,20 +148,7 @@ fn three_training_steps_match_pytorch() {
 /// parameters (≤ 1e-5).
 #[test]
 fn adamw_on_pytorch_gradients_matches_pytorch() {
-    let d = dir().join("adamw");
-    let device = cpu().autodiff();
-    let initial = read_checkpoint(&d.join("initial.safetensors")).unwrap();
-    let cfg = clip_model::ClipConfig::from_json(
-        &std::fs::read_to_string(d.join("open_clip_config.json")).unwrap(),
-    )
-    .unwrap();
-    let mut clip = Clip::from_checkpoint(
-        &cfg,
-        Checkpoint::new(initial.tensors, "initial.safetensors"),
-        &device,
-    )
-    .unwrap();
-    let batch = read_safetensors(&d.join("batch.safetensors")).unwrap();
+    let (d, _device, mut clip, batch) = adamw_case();
     let torch_grads = read_safetensors(&d.join("grads.safetensors")).unwrap();
     let mut opt = AdamW::new(AdamWConfig::paper(true), &clip);
     for (step, &lr) in batch["lrs"].data.iter().enumerate() {

@@ -130,13 +130,16 @@ fn main() -> Result<()> {
                 let mut pixels = Vec::with_capacity(batch * 3 * 64 * 64);
                 let mut rows = Vec::with_capacity(batch);
                 for i in 0..batch {
-                    let (img, caption, _) = data.sample(clip_data::synth::Split::Train, (step * batch + i) as u64);
+                    let (img, caption, _) =
+                        data.sample(clip_data::synth::Split::Train, (step * batch + i) as u64);
                     pixels.extend(pre.apply(&img));
                     rows.push(tok.encode_with_specials(&caption, 32, true)?);
                 }
                 let t = Instant::now();
-                let images = Tensor::<4>::from_data(TensorData::new(pixels, [batch, 3, 64, 64]), &device);
-                let (loss, grads) = clip_train::gradcache::loss_and_grads(&clip, images, &rows, batch)?;
+                let images =
+                    Tensor::<4>::from_data(TensorData::new(pixels, [batch, 3, 64, 64]), &device);
+                let (loss, grads) =
+                    clip_train::gradcache::loss_and_grads(&clip, images, &rows, batch)?;
                 opt.step(&mut clip, 1e-4, grads);
                 std::hint::black_box(loss);
                 if step > 0 {
