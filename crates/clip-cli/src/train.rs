@@ -61,6 +61,9 @@ pub struct TrainConfig {
     pub crop_scale: f64,
     #[serde(default = "default_bad")]
     pub max_bad_fraction: f64,
+    /// clip the global gradient norm (off when absent)
+    #[serde(default)]
+    pub grad_clip_norm: Option<f64>,
     #[serde(default = "default_out")]
     pub out_dir: PathBuf,
     /// labelled evaluation manifest (`{"image", "label"}` rows) for zero-shot checks during training
@@ -175,6 +178,8 @@ pub struct TrainArgs {
     pub crop_scale: Option<f64>,
     #[arg(long)]
     pub max_bad_fraction: Option<f64>,
+    #[arg(long)]
+    pub grad_clip_norm: Option<f64>,
     /// output directory (metrics.jsonl, checkpoints/, plot.png)
     #[arg(long = "out")]
     pub out_dir: Option<PathBuf>,
@@ -233,6 +238,9 @@ pub fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
     );
     if args.epochs.is_some() {
         cfg.epochs = args.epochs;
+    }
+    if args.grad_clip_norm.is_some() {
+        cfg.grad_clip_norm = args.grad_clip_norm;
     }
     if args.eval_manifest.is_some() {
         cfg.eval_manifest = args.eval_manifest.clone();
@@ -476,6 +484,7 @@ pub fn run_training(
         checkpoint_every: cfg.checkpoint_every,
         checkpoint_minutes: cfg.checkpoint_minutes,
         max_bad_fraction: cfg.max_bad_fraction,
+        grad_clip_norm: cfg.grad_clip_norm,
         stop_at: None,
     };
     let bar = if quiet {

@@ -631,6 +631,9 @@ fn manifest_with_bad_samples_trains_and_reports_them() {
     }
     std::fs::write(dir.path().join("zero.png"), b"").unwrap();
     rows.push_str("zero.png,an empty file\n");
+    let jpg = std::fs::read(image("photo_224.jpg")).unwrap();
+    std::fs::write(dir.path().join("corrupt.jpg"), &jpg[..jpg.len() / 4]).unwrap();
+    rows.push_str("corrupt.jpg,a truncated photo\n");
     rows.push_str("img1.png,\n"); // empty caption
     let long = "word ".repeat(40);
     rows.push_str(&format!("img2.png,{long}\n")); // longer than the context: truncated and counted
@@ -658,7 +661,7 @@ fn manifest_with_bad_samples_trains_and_reports_them() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value =
         serde_json::from_str(String::from_utf8(o.stdout).unwrap().trim()).unwrap();
-    assert!(v["bad_samples"].as_u64().unwrap() >= 2, "{v}");
+    assert!(v["bad_samples"].as_u64().unwrap() >= 3, "{v}");
     assert!(v["truncated_captions"].as_u64().unwrap() >= 1, "{v}");
     let err = String::from_utf8(o.stderr).unwrap();
     assert!(

@@ -103,6 +103,64 @@ impl AdamW {
         self.moments.insert(id, Moments { m, v });
     }
 
+    /// Scale all gradients so their global L2 norm is at most `max_norm` (PyTorch's
+    /// `clip_grad_norm_`); returns the norm before clipping.
+    pub fn clip_grad_norm(clip: &Clip, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+        fn take<const D: usize>(
+            g: &mut GradientsParams,
+            id: ParamId,
+        ) -> Option<(Vec<usize>, Vec<f32>)> {
+            g.remove::<D>(id)
+                .map(|t| (t.dims().to_vec(), clip_model::source::to_vec(&t)))
+        }
+        let mut all = Vec::new();
+        for b in &clip.bindings {
+            let got = match b.layout.rank() {
+                1 => take::<1>(grads, b.id),
+                2 => take::<2>(grads, b.id),
+                4 => take::<4>(grads, b.id),
+                _ => None,
+            };
+            if let Some(g) = got {
+                all.push((b.id, g));
+            }
+        }
+        let norm = all
+            .iter()
+            .flat_map(|(_, (_, v))| v.iter())
+            .map(|&x| (x as f64) * (x as f64))
+            .sum::<f64>()
+            .sqrt();
+        let scale = if norm > max_norm {
+            (max_norm / (norm + 1e-6)) as f32
+        } else {
+            1.0
+        };
+        let device = clip.device();
+        for (id, (dims, mut v)) in all {
+            v.iter_mut().for_each(|x| *x *= scale);
+            match dims.len() {
+                1 => grads.register(
+                    id,
+                    Tensor::<1>::from_data(TensorData::new(v, [dims[0]]), &device).inner(),
+                ),
+                2 => grads.register(
+                    id,
+                    Tensor::<2>::from_data(TensorData::new(v, [dims[0], dims[1]]), &device).inner(),
+                ),
+                _ => grads.register(
+                    id,
+                    Tensor::<4>::from_data(
+                        TensorData::new(v, [dims[0], dims[1], dims[2], dims[3]]),
+                        &device,
+                    )
+                    .inner(),
+                ),
+            }
+        }
+        norm
+    }
+
     /// One update of every parameter that has a gradient, at learning rate `lr`.
     pub fn step(&mut self, clip: &mut Clip, lr: f64, grads: GradientsParams) {
         self.step += 1;

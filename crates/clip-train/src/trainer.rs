@@ -59,6 +59,9 @@ pub struct LoopOptions {
     pub checkpoint_every: usize,
     pub checkpoint_minutes: f64,
     pub max_bad_fraction: f64,
+    /// clip the global gradient norm to this value (off when `None`)
+    #[serde(default)]
+    pub grad_clip_norm: Option<f64>,
     /// Stop (after that step's checkpoint) before `steps`, as if killed; the schedule still spans `steps`.
     #[serde(skip)]
     pub stop_at: Option<usize>,
@@ -270,7 +273,10 @@ pub fn train(
         let flat: Vec<f32> = pairs.iter().flat_map(|(p, _)| p.iter().copied()).collect();
         let images = Tensor::<4>::from_data(TensorData::new(flat, [pairs.len(), 3, n, n]), &device);
         // forward + backward
-        let (loss, grads) = loss_and_grads(clip, images, &rows, options.micro_batch.max(1))?;
+        let (loss, mut grads) = loss_and_grads(clip, images, &rows, options.micro_batch.max(1))?;
+        if let Some(max_norm) = options.grad_clip_norm {
+            AdamW::clip_grad_norm(clip, &mut grads, max_norm);
+        }
         if !loss.is_finite() {
             return Err(TrainError::NonFinite {
                 step,

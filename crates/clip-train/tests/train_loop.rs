@@ -31,6 +31,7 @@ fn options(steps: usize) -> LoopOptions {
         checkpoint_every: 3,
         checkpoint_minutes: 0.0,
         max_bad_fraction: 0.1,
+        grad_clip_norm: None,
         stop_at: None,
     }
 }
@@ -256,4 +257,28 @@ fn full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
         names.iter().all(|n| n == "latest" || n == "step-0000003"),
         "{names:?}"
     );
+}
+
+#[test]
+fn gradient_norm_clipping() {
+    use burn::optim::GradientsParams;
+    use burn::prelude::*;
+    let cfg = tiny(32);
+    let clip = Clip::random(&cfg, 1, &cpu().autodiff()).unwrap();
+    let data = SyntheticScenes::new(11, 32, 0.25);
+    let pre = clip_data::Preprocess::clip(32);
+    let tok = clip_tokenizer::Tokenizer::global();
+    let (mut pixels, mut rows) = (Vec::new(), Vec::new());
+    for i in 0..8 {
+        let (img, caption, _) = data.sample(clip_data::synth::Split::Train, i);
+        pixels.extend(pre.apply(&img));
+        rows.push(tok.encode_with_specials(&caption, 16, true).unwrap());
+    }
+    let images = Tensor::<4>::from_data(TensorData::new(pixels, [8, 3, 32, 32]), &clip.device());
+    let (_, mut grads) = clip_train::gradcache::loss_and_grads(&clip, images, &rows, 8).unwrap();
+    let before = AdamW::clip_grad_norm(&clip, &mut grads, 1e-3);
+    assert!(before > 1e-3, "norm {before}");
+    let after = AdamW::clip_grad_norm(&clip, &mut grads, 1e9); // measures without changing
+    assert!((after - 1e-3).abs() < 1e-6, "clipped norm {after}");
+    let _: &GradientsParams = &grads;
 }
