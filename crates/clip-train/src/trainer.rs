@@ -188,6 +188,122 @@ pub fn zero_shot_accuracy(clip: &Clip, set: &ZeroShotSet) -> Result<(f64, f64), 
     Ok((top1 as f64 / total, top5 as f64 / total))
 }
 
+/// Data position and sample counters, as a batch leaves them.
+#[derive(Debug, Clone)]
+struct Counters {
+    next_index: u64,
+    seen: u64,
+    bad: u64,
+    last_bad: String,
+}
+
+impl Counters {
+    fn of(s: &TrainState) -> Counters {
+        Counters {
+            next_index: s.next_index,
+            seen: s.seen,
+            bad: s.bad,
+            last_bad: s.last_bad.clone(),
+        }
+    }
+
+    fn store(self, s: &mut TrainState) {
+        s.next_index = self.next_index;
+        s.seen = self.seen;
+        s.bad = self.bad;
+        s.last_bad = self.last_bad;
+    }
+}
+
+/// One batch of preprocessed pairs.
+struct Batch {
+    pairs: Vec<(Vec<f32>, String)>,
+    counters: Counters,
+}
+
+/// Draw pairs from the data position in `c` until a batch is full: decoded and augmented in parallel,
+/// bad samples skipped and counted (too many is an error).
+fn fill(
+    data: &dyn PairSource,
+    options: &LoopOptions,
+    n: usize,
+    pre: &Preprocess,
+    mut c: Counters,
+) -> Result<Batch, TrainError> {
+    let mut pairs: Vec<(Vec<f32>, String)> = Vec::with_capacity(options.batch_size);
+    let start_seen = c.seen;
+    while pairs.len() < options.batch_size {
+        let want = options.batch_size - pairs.len();
+        let first = c.next_index;
+        let got: Vec<Result<(Vec<f32>, String), String>> = (first..first + want as u64)
+            .into_par_iter()
+            .map(|g| {
+                let (img, caption) = data.pair(pair_index(options.seed, data.len(), g))?;
+                if caption.trim().is_empty() {
+                    return Err("empty caption".into());
+                }
+                let mut rng = Rng::new(options.seed ^ g.wrapping_mul(0xA24B_AED4_963E_E407));
+                let crop = random_square_crop(&img, n, options.crop_scale, &mut rng);
+                Ok((pre.normalize(&crop), caption))
+            })
+            .collect();
+        c.next_index += want as u64;
+        for r in got {
+            c.seen += 1;
+            match r {
+                Ok(p) => pairs.push(p),
+                Err(e) => {
+                    c.bad += 1;
+                    c.last_bad = e;
+                }
+            }
+        }
+        let hopeless = c.seen - start_seen > 100 * options.batch_size as u64 && pairs.is_empty();
+        if (c.bad as f64 > options.max_bad_fraction * c.seen as f64 && c.seen >= 20) || hopeless {
+            let limit = options.max_bad_fraction * 100.0;
+            return Err(TrainError::TooManyBad {
+                bad: c.bad,
+                seen: c.seen,
+                limit,
+                last: c.last_bad,
+            });
+        }
+    }
+    Ok(Batch { pairs, counters: c })
+}
+
+/// Tokenise (truncating and counting over-long captions), then loss and gradients of the batch.
+fn forward_backward(
+    clip: &Clip,
+    pairs: &[(Vec<f32>, String)],
+    tok: &clip_tokenizer::Tokenizer,
+    ctx: usize,
+    options: &LoopOptions,
+    device: &Device,
+) -> Result<(f32, burn::optim::GradientsParams, u64), TrainError> {
+    let n = clip.config.image_size();
+    let mut truncated = 0;
+    let mut rows = Vec::with_capacity(pairs.len());
+    for (_, caption) in pairs {
+        let mut ids = vec![clip_tokenizer::SOT];
+        ids.extend(tok.encode(caption));
+        ids.push(clip_tokenizer::EOT);
+        if ids.len() > ctx {
+            truncated += 1; // cut, with EOT as the last kept token
+            ids.truncate(ctx);
+            ids[ctx - 1] = clip_tokenizer::EOT;
+        }
+        rows.push(ids);
+    }
+    let flat: Vec<f32> = pairs.iter().flat_map(|(p, _)| p.iter().copied()).collect();
+    let images = Tensor::<4>::from_data(TensorData::new(flat, [pairs.len(), 3, n, n]), device);
+    let (loss, mut grads) = loss_and_grads(clip, images, &rows, options.micro_batch.max(1))?;
+    if let Some(max_norm) = options.grad_clip_norm {
+        AdamW::clip_grad_norm(clip, &mut grads, max_norm);
+    }
+    Ok((loss, grads, truncated))
+}
+
 /// Train `clip` with `opt` on `data` from `state.step` to `options.steps`, writing checkpoints and
 /// the metrics log under `out`. `on_step` sees every log line (progress bars, printing).
 pub fn train(
@@ -213,6 +329,7 @@ pub fn train(
     let mut history = Vec::new();
     let mut last_loss = f32::NAN;
     let mut samples = 0usize;
+    let mut pending: Option<Result<Batch, TrainError>> = None;
     let end = options
         .stop_at
         .map_or(options.steps, |s| s.min(options.steps));
@@ -222,61 +339,28 @@ pub fn train(
         let lr = cosine_lr(options.lr, options.warmup, options.steps, step);
         // batch: decoded and augmented in parallel; bad samples are skipped and counted
         let t0 = Instant::now();
-        let mut pairs: Vec<(Vec<f32>, String)> = Vec::with_capacity(options.batch_size);
-        while pairs.len() < options.batch_size {
-            let want = options.batch_size - pairs.len();
-            let first = state.next_index;
-            let got: Vec<Result<(Vec<f32>, String), String>> = (first..first + want as u64)
-                .into_par_iter()
-                .map(|g| {
-                    let (img, caption) = data.pair(pair_index(options.seed, data.len(), g))?;
-                    if caption.trim().is_empty() {
-                        return Err("empty caption".into());
-                    }
-                    let mut rng = Rng::new(options.seed ^ g.wrapping_mul(0xA24B_AED4_963E_E407));
-                    let crop = random_square_crop(&img, n, options.crop_scale, &mut rng);
-                    Ok((pre.normalize(&crop), caption))
-                })
-                .collect();
-            state.next_index += want as u64;
-            for r in got {
-                state.seen += 1;
-                match r {
-                    Ok(p) => pairs.push(p),
-                    Err(e) => {
-                        state.bad += 1;
-                        state.last_bad = e;
-                    }
-                }
-            }
-            if state.bad as f64 > options.max_bad_fraction * state.seen as f64 && state.seen >= 20 {
-                return Err(TrainError::TooManyBad {
-                    bad: state.bad,
-                    seen: state.seen,
-                    limit: options.max_bad_fraction * 100.0,
-                    last: state.last_bad.clone(),
-                });
-            }
-        }
-        let mut rows = Vec::with_capacity(pairs.len());
-        for (_, caption) in &pairs {
-            let mut ids = vec![clip_tokenizer::SOT];
-            ids.extend(tok.encode(caption));
-            ids.push(clip_tokenizer::EOT);
-            if ids.len() > ctx {
-                state.truncated += 1; // cut, with EOT as the last kept token
-                ids.truncate(ctx);
-                ids[ctx - 1] = clip_tokenizer::EOT;
-            }
-            rows.push(ids);
-        }
-        let flat: Vec<f32> = pairs.iter().flat_map(|(p, _)| p.iter().copied()).collect();
-        let images = Tensor::<4>::from_data(TensorData::new(flat, [pairs.len(), 3, n, n]), &device);
-        // forward + backward
-        let (loss, mut grads) = loss_and_grads(clip, images, &rows, options.micro_batch.max(1))?;
-        if let Some(max_norm) = options.grad_clip_norm {
-            AdamW::clip_grad_norm(clip, &mut grads, max_norm);
-        }
+        let batch = match pending.take() {
+            Some(b) => b?,
+            None => fill(data, options, n, &pre, Counters::of(state))?,
+        };
+        batch.counters.store(state);
+        // the next batch is decoded while this step runs (the same function of the data position,
+        // so a resumed run sees the same batches)
+        let prefetch = state.step + 1 < end;
+        let pairs = batch.pairs;
+        let counters = Counters::of(state);
+        let (result, next) = std::thread::scope(|scope| {
+            let handle =
+                prefetch.then(|| scope.spawn(|| fill(data, options, n, &pre, counters.clone())));
+            let result = forward_backward(clip, &pairs, tok, ctx, options, &device);
+            (
+                result,
+                handle.map(|h| h.join().expect("batch preparation does not panic")),
+            )
+        });
+        pending = next;
+        let (loss, grads, truncated) = result?;
+        state.truncated += truncated;
         if !loss.is_finite() {
             return Err(TrainError::NonFinite {
                 step,
