@@ -33,6 +33,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Command {
     /// Token ids, one JSON array per text, padded to the context length (like clip.tokenize)
     Tokenize(TokenizeArgs),

@@ -65,6 +65,9 @@ struct Member {
     size: u64,
 }
 
+/// A sample being collected while indexing: key, image member, caption member (and whether JSON).
+type Pending = Option<(String, Option<Member>, Option<(Member, bool)>)>;
+
 #[derive(Debug, Clone)]
 struct Sample {
     shard: usize,
@@ -102,9 +105,8 @@ impl Shards {
                 msg: e.to_string(),
             })?;
             let mut archive = tar::Archive::new(file);
-            let mut current: Option<(String, Option<Member>, Option<(Member, bool)>)> = None;
-            let mut flush = |cur: Option<(String, Option<Member>, Option<(Member, bool)>)>,
-                             warnings: &mut Vec<String>| {
+            let mut current: Pending = None;
+            let mut flush = |cur: Pending, warnings: &mut Vec<String>| {
                 if let Some((key, image, caption)) = cur {
                     match (image, caption) {
                         (Some(image), Some((caption, json))) => samples.push(Sample {

@@ -245,7 +245,7 @@ fn inside(shape: usize, x: f64, y: f64) -> bool {
     match shape {
         0 => x * x + y * y <= 1.0,
         1 => x.abs() <= 0.8 && y.abs() <= 0.8,
-        2 => y <= 0.8 && y >= -1.0 && x.abs() <= (y + 1.0) / 1.8 * 0.95,
+        2 => (-1.0..=0.8).contains(&y) && x.abs() <= (y + 1.0) / 1.8 * 0.95,
         3 => x.abs() + y.abs() <= 1.0,
         4 => {
             // five-pointed star: radius varies with angle
@@ -291,7 +291,7 @@ mod tests {
     #[test]
     fn shapes_are_drawn_in_their_colour() {
         let g = SyntheticScenes::new(3, 48, 0.0);
-        for shape in 0..SHAPES.len() {
+        for (shape, name) in SHAPES.iter().enumerate() {
             let scene = Scene {
                 shape,
                 colour: 2,
@@ -301,12 +301,7 @@ mod tests {
             };
             let img = g.render(&scene, 0);
             let centre = (24 * 48 + 24) * 3;
-            assert_eq!(
-                &img.data[centre..centre + 3],
-                &COLOURS[2].1,
-                "{}",
-                SHAPES[shape]
-            );
+            assert_eq!(&img.data[centre..centre + 3], &COLOURS[2].1, "{name}");
         }
     }
 }

@@ -4,6 +4,7 @@
 //! 2. compute the full-batch loss on those embeddings and its gradient w.r.t. each embedding (and
 //!    the logit scale);
 //! 3. re-run each micro-batch with its graph and back-propagate its cached embedding gradients.
+//!
 //! The parameter gradients equal those of one pass over the whole batch.
 
 use burn::optim::{GradientsAccumulator, GradientsParams};

@@ -19,6 +19,7 @@ use crate::optim::AdamW;
 use crate::schedule::cosine_lr;
 
 /// A source of (image, caption) pairs addressed by index (an infinite or finite stream).
+#[allow(clippy::len_without_is_empty)] // `len` is None for endless streams
 pub trait PairSource: Sync {
     /// Number of distinct pairs, if finite (indices wrap around, reshuffled each epoch).
     fn len(&self) -> Option<u64>;
@@ -304,6 +305,7 @@ fn forward_backward(
     Ok((loss, grads, truncated))
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Train `clip` with `opt` on `data` from `state.step` to `options.steps`, writing checkpoints and
 /// the metrics log under `out`. `on_step` sees every log line (progress bars, printing).
 pub fn train(
@@ -384,7 +386,7 @@ pub fn train(
         // eval
         if let Some(set) = eval
             && options.eval_every > 0
-            && (state.step % options.eval_every == 0 || state.step == options.steps)
+            && (state.step.is_multiple_of(options.eval_every) || state.step == options.steps)
         {
             log.zero_shot_top1 = Some(zero_shot_top1(clip, set)?);
         }
@@ -392,7 +394,8 @@ pub fn train(
         on_step(&log);
         history.push(log);
         // checkpoint
-        let by_steps = options.checkpoint_every > 0 && state.step % options.checkpoint_every == 0;
+        let by_steps =
+            options.checkpoint_every > 0 && state.step.is_multiple_of(options.checkpoint_every);
         let by_time = options.checkpoint_minutes > 0.0
             && last_save.elapsed().as_secs_f64() >= options.checkpoint_minutes * 60.0;
         if by_steps || by_time || state.step == end {
