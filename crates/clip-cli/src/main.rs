@@ -1,10 +1,6 @@
 //! The `clip` command: thin over the libraries. Parse args → resolve → `commands::x`.
 
-// Tensor ops allocate and free large buffers at a high rate; glibc's malloc hands them back to the
-// kernel each time (page faults, TLB shootdowns). mimalloc keeps them.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
+mod alloc;
 mod classify;
 mod embed;
 mod io;
@@ -174,6 +170,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    alloc::tune();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

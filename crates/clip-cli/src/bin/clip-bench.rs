@@ -6,11 +6,8 @@
 //!   clip-bench tokenize CORPUS_FILE REPEATS
 //!   clip-bench train  BATCH STEPS          (training step of the fixed small config)
 
-// Tensor ops allocate and free large buffers at a high rate; glibc's malloc hands them back to the
-// kernel each time (page faults, TLB shootdowns). mimalloc keeps them.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
+#[path = "../alloc.rs"]
+mod alloc;
 use std::path::Path;
 use std::time::Instant;
 
@@ -32,6 +29,7 @@ fn report(what: &str, items: usize, times: Vec<f64>) {
 }
 
 fn main() -> Result<()> {
+    alloc::tune();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize| -> Result<usize> {
         args.get(i)
