@@ -5,7 +5,7 @@
 //! before the damage; the loss is reported, never fatal.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::image::{Alpha, decode_rgb};
 use crate::resize::Rgb8;
@@ -243,18 +243,10 @@ impl Shards {
     }
 }
 
-/// Shard paths of a directory-free spec, for messages.
-pub fn describe(paths: &[&Path]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn braces_expand_with_padding() {
