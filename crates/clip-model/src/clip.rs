@@ -14,6 +14,7 @@ use crate::source::{
     transpose,
 };
 use crate::text::{TextDims, TextInputError, TextTransformer};
+use crate::transformer::TransformerDims;
 use crate::vit::{VisionTransformer, VitDims};
 
 /// The image tower.
@@ -54,7 +55,13 @@ impl Clip {
             bindings: Vec::new(),
         };
         let v = &config.vision_cfg;
-        let mlp = |w: usize, ratio: f64| (w as f64 * ratio) as usize;
+        let blocks = |width: usize, layers: usize, heads: usize, mlp_ratio: f64| TransformerDims {
+            width,
+            layers,
+            heads,
+            mlp_width: (width as f64 * mlp_ratio) as usize,
+            quick_gelu: config.quick_gelu,
+        };
         let visual = match config.vision_kind()? {
             VisionKind::Vit {
                 patch_size,
@@ -65,12 +72,8 @@ impl Clip {
                 VitDims {
                     image_size: v.image_size,
                     patch_size,
-                    width: v.width,
-                    layers,
-                    heads,
-                    mlp_width: mlp(v.width, v.mlp_ratio),
+                    blocks: blocks(v.width, layers, heads, v.mlp_ratio),
                     embed_dim: config.embed_dim,
-                    quick_gelu: config.quick_gelu,
                 },
                 device,
             )?),
@@ -92,12 +95,8 @@ impl Clip {
             TextDims {
                 context_length: t.context_length,
                 vocab_size: t.vocab_size,
-                width: t.width,
-                layers: t.layers,
-                heads: t.heads,
-                mlp_width: mlp(t.width, t.mlp_ratio),
+                blocks: blocks(t.width, t.layers, t.heads, t.mlp_ratio),
                 embed_dim: config.embed_dim,
-                quick_gelu: config.quick_gelu,
             },
             device,
         )?;

@@ -30,12 +30,9 @@ pub struct TextTransformer {
 pub struct TextDims {
     pub context_length: usize,
     pub vocab_size: usize,
-    pub width: usize,
-    pub layers: usize,
-    pub heads: usize,
-    pub mlp_width: usize,
+    /// the residual blocks (width, depth, heads, MLP, activation)
+    pub blocks: TransformerDims,
     pub embed_dim: usize,
-    pub quick_gelu: bool,
 }
 
 /// Errors in the token input.
@@ -55,7 +52,7 @@ pub enum TextInputError {
 
 impl TextTransformer {
     pub fn load(src: &mut dyn Source, d: TextDims, device: &Device) -> Result<Self, LoadError> {
-        let w = d.width;
+        let w = d.blocks.width;
         Ok(TextTransformer {
             token_embedding: param(
                 src,
@@ -71,18 +68,7 @@ impl TextTransformer {
                 Init::Normal(0.01),
                 device,
             )?,
-            transformer: Transformer::load(
-                src,
-                "transformer",
-                TransformerDims {
-                    width: w,
-                    layers: d.layers,
-                    heads: d.heads,
-                    mlp_width: d.mlp_width,
-                    quick_gelu: d.quick_gelu,
-                },
-                device,
-            )?,
+            transformer: Transformer::load(src, "transformer", d.blocks, device)?,
             ln_final: LayerNorm::load(src, "ln_final", w, device)?,
             text_projection: param(
                 src,

@@ -29,17 +29,14 @@ pub struct VisionTransformer {
 pub struct VitDims {
     pub image_size: usize,
     pub patch_size: usize,
-    pub width: usize,
-    pub layers: usize,
-    pub heads: usize,
-    pub mlp_width: usize,
+    /// the residual blocks (width, depth, heads, MLP, activation)
+    pub blocks: TransformerDims,
     pub embed_dim: usize,
-    pub quick_gelu: bool,
 }
 
 impl VisionTransformer {
     pub fn load(src: &mut dyn Source, d: VitDims, device: &Device) -> Result<Self, LoadError> {
-        let (w, p) = (d.width, d.patch_size);
+        let (w, p) = (d.blocks.width, d.patch_size);
         let grid = d.image_size / p;
         let scale = (w as f64).powf(-0.5);
         let fan_in = 3 * p * p;
@@ -74,18 +71,7 @@ impl VisionTransformer {
                 device,
             )?,
             ln_pre: LayerNorm::load(src, "visual.ln_pre", w, device)?,
-            transformer: Transformer::load(
-                src,
-                "visual.transformer",
-                TransformerDims {
-                    width: w,
-                    layers: d.layers,
-                    heads: d.heads,
-                    mlp_width: d.mlp_width,
-                    quick_gelu: d.quick_gelu,
-                },
-                device,
-            )?,
+            transformer: Transformer::load(src, "visual.transformer", d.blocks, device)?,
             ln_post: LayerNorm::load(src, "visual.ln_post", w, device)?,
             proj: param(
                 src,
