@@ -9,7 +9,9 @@ use burn::tensor::activation::softmax;
 use clap::Args;
 use clip_model::source::to_vec;
 
-use crate::embed::{embed_images, embed_texts};
+use clip_train::trainer::zero_shot_classifier;
+
+use crate::embed::embed_images;
 use crate::{io, models};
 
 #[derive(Args)]
@@ -86,6 +88,12 @@ fn labels(args: &ClassifyArgs) -> Result<Vec<String>> {
     Ok(labels)
 }
 
+/// Softmax over classes of `exp(logit_scale) · features · classifierᵀ` (`features` normalised).
+fn probabilities(clip: &clip_model::Clip, features: Tensor<2>, classifier: Tensor<2>) -> Vec<f32> {
+    let logits = features.matmul(classifier.transpose()) * clip.logit_scale() as f64;
+    to_vec(&softmax(logits, 1))
+}
+
 /// Class probabilities `[images, classes]` (row-major) for preprocessed images, with the
 /// template-ensembled zero-shot classifier.
 pub fn zero_shot_probs(
@@ -94,26 +102,17 @@ pub fn zero_shot_probs(
     labels: &[String],
     templates: &[String],
 ) -> Result<Vec<f32>> {
-    let device = clip.device();
-    let dim = clip.config.embed_dim;
-    let prompts: Vec<String> = labels
-        .iter()
-        .flat_map(|l| templates.iter().map(move |t| t.replace("{}", l)))
-        .collect();
-    let text = embed_texts(clip, &prompts, 256, true, true)?;
-    let text = Tensor::<3>::from_data(
-        TensorData::new(text, [labels.len(), templates.len(), dim]),
-        &device,
-    );
-    let classifier = clip_model::l2_normalize(text.mean_dim(1).reshape([labels.len(), dim])); // [C, D]
+    let classifier = zero_shot_classifier(clip, labels, templates)?;
     let n = clip.config.image_size();
     let x = Tensor::<4>::from_data(
         TensorData::new(images.concat(), [images.len(), 3, n, n]),
-        &device,
+        &clip.device(),
     );
-    let feats = clip_model::l2_normalize(clip.encode_image(x));
-    let logits = feats.matmul(classifier.transpose()) * clip.logit_scale() as f64;
-    Ok(to_vec(&softmax(logits, 1)))
+    Ok(probabilities(
+        clip,
+        clip_model::l2_normalize(clip.encode_image(x)),
+        classifier,
+    ))
 }
 
 pub fn run(args: &ClassifyArgs) -> Result<()> {
@@ -122,21 +121,10 @@ pub fn run(args: &ClassifyArgs) -> Result<()> {
     let device = clip_model::default_device();
     let clip = models::load(&args.model, &device)?;
     let dim = clip.config.embed_dim;
-    // classifier rows: per class, the normalised mean of normalised template embeddings
-    let prompts: Vec<String> = labels
-        .iter()
-        .flat_map(|l| templates.iter().map(move |t| t.replace("{}", l)))
-        .collect();
-    let text = embed_texts(&clip, &prompts, 256, true, true)?;
-    let text = Tensor::<3>::from_data(
-        TensorData::new(text, [labels.len(), templates.len(), dim]),
-        &device,
-    );
-    let classifier = clip_model::l2_normalize(text.mean_dim(1).reshape([labels.len(), dim])); // [C, D]
+    let classifier = zero_shot_classifier(&clip, &labels, &templates)?;
     let images = embed_images(&clip, &args.images, 32, args.flatten_alpha, true)?;
     let images = Tensor::<2>::from_data(TensorData::new(images, [args.images.len(), dim]), &device);
-    let logits = images.matmul(classifier.transpose()) * clip.logit_scale() as f64;
-    let probs = to_vec(&softmax(logits, 1));
+    let probs = probabilities(&clip, images, classifier);
     let top = args.top.clamp(1, labels.len());
     for (path, row) in args.images.iter().zip(probs.chunks(labels.len())) {
         let mut order: Vec<usize> = (0..labels.len()).collect();

@@ -142,6 +142,34 @@ fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
+/// The zero-shot classifier `[classes, D]`: per class, the mean of the L2-normalised embeddings of
+/// its templates (`{}` replaced by the class name, over-long prompts truncated), re-normalised.
+pub fn zero_shot_classifier(
+    clip: &Clip,
+    class_names: &[String],
+    templates: &[String],
+) -> Result<Tensor<2>, TrainError> {
+    let tok = clip_tokenizer::Tokenizer::global();
+    let ctx = clip.config.text_cfg.context_length;
+    let prompts: Vec<Vec<u32>> = class_names
+        .iter()
+        .flat_map(|c| templates.iter().map(move |t| t.replace("{}", c)))
+        .map(|p| {
+            tok.encode_with_specials(&p, ctx, true)
+                .expect("truncation on")
+        })
+        .collect();
+    let mut parts = Vec::new();
+    for chunk in prompts.chunks(256) {
+        parts.push(l2_normalize(clip.encode_text(chunk)?.detach()));
+    }
+    let text = Tensor::cat(parts, 0); // [C·T, D]
+    let (c, t, d) = (class_names.len(), templates.len(), text.dims()[1]);
+    Ok(l2_normalize(
+        text.reshape([c, t, d]).mean_dim(1).reshape([c, d]),
+    ))
+}
+
 /// Zero-shot top-1 of `clip` on `set` (classifier: per-class mean of normalised template embeddings).
 pub fn zero_shot_top1(clip: &Clip, set: &ZeroShotSet) -> Result<f64, TrainError> {
     Ok(zero_shot_accuracy(clip, set)?.0)
@@ -153,21 +181,8 @@ pub fn zero_shot_accuracy(clip: &Clip, set: &ZeroShotSet) -> Result<(f64, f64), 
         return Ok((0.0, 0.0));
     }
     let device = clip.device();
-    let tok = clip_tokenizer::Tokenizer::global();
-    let ctx = clip.config.text_cfg.context_length;
-    let prompts: Vec<Vec<u32>> = set
-        .class_names
-        .iter()
-        .flat_map(|c| set.templates.iter().map(move |t| t.replace("{}", c)))
-        .map(|p| {
-            tok.encode_with_specials(&p, ctx, true)
-                .expect("truncation on")
-        })
-        .collect();
-    let (c, t) = (set.class_names.len(), set.templates.len());
-    let text = l2_normalize(clip.encode_text(&prompts)?.detach());
-    let d = text.dims()[1];
-    let classifier = l2_normalize(text.reshape([c, t, d]).mean_dim(1).reshape([c, d]));
+    let classifier = zero_shot_classifier(clip, &set.class_names, &set.templates)?;
+    let c = set.class_names.len();
     let n = clip.config.image_size();
     let (mut top1, mut top5) = (0, 0);
     for (chunk, labels) in set.images.chunks(64).zip(set.labels.chunks(64)) {
