@@ -10,7 +10,7 @@ use burn::tensor::ops::{AvgPoolOptions, ConvOptions};
 
 use crate::capture::Capture;
 use crate::error::LoadError;
-use crate::source::{Init, Source, param};
+use crate::source::{Init, Source, param, vector};
 use crate::transformer::{Linear, merge_heads, sdpa, split_heads};
 
 /// A bias-free convolution (`{key}.weight` `[out, in, k, k]`).
@@ -65,34 +65,10 @@ pub struct BatchNorm2d {
 impl BatchNorm2d {
     fn load(src: &mut dyn Source, key: &str, c: usize, device: &Device) -> Result<Self, LoadError> {
         let bn = BatchNorm2d {
-            weight: param(
-                src,
-                &format!("{key}.weight"),
-                [c],
-                Init::Constant(1.0),
-                device,
-            )?,
-            bias: param(
-                src,
-                &format!("{key}.bias"),
-                [c],
-                Init::Constant(0.0),
-                device,
-            )?,
-            running_mean: param(
-                src,
-                &format!("{key}.running_mean"),
-                [c],
-                Init::Constant(0.0),
-                device,
-            )?,
-            running_var: param(
-                src,
-                &format!("{key}.running_var"),
-                [c],
-                Init::Constant(1.0),
-                device,
-            )?,
+            weight: vector(src, key, "weight", c, 1.0, device)?,
+            bias: vector(src, key, "bias", c, 0.0, device)?,
+            running_mean: vector(src, key, "running_mean", c, 0.0, device)?,
+            running_var: vector(src, key, "running_var", c, 1.0, device)?,
         };
         // the step counter PyTorch keeps beside the statistics is not used in inference
         let _ = src.take(

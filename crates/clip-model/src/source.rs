@@ -224,6 +224,25 @@ pub fn param<const D: usize>(
     Ok(p)
 }
 
+/// The 1-D parameter `{key}.{name}` of length `n`, initialised to `value` (norm gains, shifts,
+/// running statistics).
+pub fn vector(
+    src: &mut dyn Source,
+    key: &str,
+    name: &str,
+    n: usize,
+    value: f64,
+    device: &Device,
+) -> Result<Param<Tensor<1>>, LoadError> {
+    param(
+        src,
+        &format!("{key}.{name}"),
+        [n],
+        Init::Constant(value),
+        device,
+    )
+}
+
 /// A PyTorch `[out, in]` matrix stored transposed as `[in, out]` (burn's `linear` layout).
 pub fn param_t(
     src: &mut dyn Source,

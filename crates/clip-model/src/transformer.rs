@@ -10,7 +10,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::capture::Capture;
 use crate::error::LoadError;
-use crate::source::{Init, Source, param, param_t};
+use crate::source::{Init, Source, param, param_t, vector};
 
 /// LayerNorm over the last dimension, eps 1e-5 (computed in f32 like OpenAI's subclass).
 #[derive(Module, Debug)]
@@ -27,20 +27,8 @@ impl LayerNorm {
         device: &Device,
     ) -> Result<Self, LoadError> {
         Ok(LayerNorm {
-            weight: param(
-                src,
-                &format!("{key}.weight"),
-                [width],
-                Init::Constant(1.0),
-                device,
-            )?,
-            bias: param(
-                src,
-                &format!("{key}.bias"),
-                [width],
-                Init::Constant(0.0),
-                device,
-            )?,
+            weight: vector(src, key, "weight", width, 1.0, device)?,
+            bias: vector(src, key, "bias", width, 0.0, device)?,
         })
     }
 
