@@ -1,5 +1,6 @@
 //! WebDataset tar shards, the format of LAION/DataComp: each sample is `{key}.jpg|jpeg|png|webp`
-//! plus `{key}.txt` (the caption) or `{key}.json` (`"caption"` or `"text"`). Shards are given as a
+//! plus `{key}.txt` (the caption) or `{key}.json` (`"caption"` or `"text"`); classification shards
+//! carry `{key}.cls` (a class index or name) instead, read like a caption. Shards are given as a
 //! list or a brace pattern (`shards-{0000..0099}.tar`). They are indexed once, sequentially (member
 //! headers only), then samples are read by offset. A truncated or damaged shard keeps the samples
 //! before the damage; the loss is reported, never fatal.
@@ -164,7 +165,7 @@ impl Shards {
                 let cur = current.as_mut().expect("set above");
                 if IMAGE_EXT.contains(&ext.as_str()) {
                     cur.1 = Some(member);
-                } else if ext == "txt" {
+                } else if ext == "txt" || (ext == "cls" && cur.2.is_none()) {
                     cur.2 = Some((member, false));
                 } else if ext == "json" && cur.2.is_none() {
                     cur.2 = Some((member, true));
@@ -217,16 +218,24 @@ impl Shards {
         Ok(buf)
     }
 
-    /// Decoded image and caption of sample `index`.
-    pub fn pair(&self, index: usize) -> Result<(Rgb8, String), String> {
+    /// The shard files.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    fn sample_name(&self, index: usize) -> String {
         let s = &self.samples[index % self.samples.len()];
-        let name = format!(
+        format!(
             "{}#{}",
             self.paths[s.shard].display(),
             index % self.samples.len()
-        );
-        let img = decode_rgb(&self.read(s.shard, &s.image)?, &name, Alpha::Drop)
-            .map_err(|e| e.to_string())?;
+        )
+    }
+
+    /// The caption (or `.cls` label) of sample `index`, without decoding its image.
+    pub fn text(&self, index: usize) -> Result<String, String> {
+        let s = &self.samples[index % self.samples.len()];
+        let name = self.sample_name(index);
         let raw = self.read(s.shard, &s.caption)?;
         let caption = if s.json {
             let v: serde_json::Value =
@@ -239,7 +248,19 @@ impl Shards {
         } else {
             String::from_utf8(raw).map_err(|_| format!("{name}: caption is not UTF-8"))?
         };
-        Ok((img, caption.trim().to_owned()))
+        Ok(caption.trim().to_owned())
+    }
+
+    /// Decoded image and caption of sample `index`.
+    pub fn pair(&self, index: usize) -> Result<(Rgb8, String), String> {
+        let s = &self.samples[index % self.samples.len()];
+        let img = decode_rgb(
+            &self.read(s.shard, &s.image)?,
+            &self.sample_name(index),
+            Alpha::Drop,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok((img, self.text(index)?))
     }
 }
 

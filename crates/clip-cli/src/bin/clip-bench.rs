@@ -5,6 +5,7 @@
 //!   clip-bench text   MODEL_DIR CAPTIONS_FILE BATCH REPEATS
 //!   clip-bench tokenize CORPUS_FILE REPEATS
 //!   clip-bench train  BATCH STEPS          (training step of the fixed small config)
+//!   clip-bench probe  TRAIN.safetensors TEST.safetensors C   (one L-BFGS probe fit; `bench/bench_probe.py`)
 
 #[path = "../alloc.rs"]
 mod alloc;
@@ -108,6 +109,40 @@ fn main() -> Result<()> {
                 times.push(t.elapsed().as_secs_f64());
             }
             report("tokenize", lines.len(), times);
+        }
+        Some("probe") => {
+            let (train, _) = clip_eval::cache::read(Path::new(&args[1]))?;
+            let (test, _) = clip_eval::cache::read(Path::new(&args[2]))?;
+            let c: f64 = args.get(3).context("missing C")?.parse().context("C")?;
+            let classes = train
+                .labels
+                .iter()
+                .chain(&test.labels)
+                .max()
+                .map_or(0, |m| m + 1);
+            let t = Instant::now();
+            let m = clip_eval::fit(
+                &train.data,
+                train.len(),
+                train.dim,
+                &train.labels,
+                classes,
+                clip_eval::FitOptions {
+                    c,
+                    ..Default::default()
+                },
+                None,
+            )?;
+            let secs = t.elapsed().as_secs_f64();
+            let acc = |f: &clip_eval::Features| {
+                clip_eval::logreg::accuracy(&m.predict(&f.data, f.len()), &f.labels)
+            };
+            println!(
+                "{}",
+                serde_json::json!({"bench": "probe", "seconds": secs, "iterations": m.iterations,
+                    "evaluations": m.evaluations, "converged": m.converged, "stop": format!("{:?}", m.stop),
+                    "train_accuracy": acc(&train), "test_accuracy": acc(&test)})
+            );
         }
         Some("train") => {
             // the benchmark's fixed config: 64 px, patch 8, width 256, 6 layers per tower, context 32
