@@ -42,22 +42,55 @@ pub struct ClassifyArgs {
     pub images: Vec<PathBuf>,
 }
 
-/// Template sets shipped as data (OpenAI's prompt-engineering lists, via open_clip).
+/// Template sets shipped as data (`configs/templates/`): OpenAI's prompt-engineering lists (the 80
+/// ImageNet templates, the 7-template subset, and per-dataset sets from OpenAI's notebook as packaged
+/// by CLIP_benchmark; see `configs/templates/SOURCES.md`) and this project's own sets.
+pub const SHIPPED_TEMPLATES: &[(&str, &str)] = &[
+    (
+        "simple",
+        include_str!("../../../configs/templates/simple.txt"),
+    ),
+    (
+        "imagenet",
+        include_str!("../../../configs/templates/imagenet.txt"),
+    ),
+    (
+        "imagenet7",
+        include_str!("../../../configs/templates/imagenet7.txt"),
+    ),
+    (
+        "emoji",
+        include_str!("../../../configs/templates/emoji.txt"),
+    ),
+    (
+        "emoji_ensemble",
+        include_str!("../../../configs/templates/emoji_ensemble.txt"),
+    ),
+    (
+        "synthetic",
+        include_str!("../../../configs/templates/synthetic.txt"),
+    ),
+];
+
+/// A shipped template set by name, or a file with one template per line.
 pub fn templates(spec: &str) -> Result<Vec<String>> {
-    let list: Vec<String> = match spec {
-        "simple" => include_str!("../../../configs/templates/simple.txt")
+    let list: Vec<String> = match SHIPPED_TEMPLATES.iter().find(|(n, _)| *n == spec) {
+        Some((_, text)) => text
             .lines()
             .map(str::to_owned)
+            .filter(|l| !l.is_empty())
             .collect(),
-        "imagenet" => include_str!("../../../configs/templates/imagenet.txt")
-            .lines()
-            .map(str::to_owned)
-            .collect(),
-        "imagenet7" => include_str!("../../../configs/templates/imagenet7.txt")
-            .lines()
-            .map(str::to_owned)
-            .collect(),
-        path => io::read_lines(std::path::Path::new(path))?,
+        None => {
+            let p = std::path::Path::new(spec);
+            if !p.exists() && !spec.contains(['/', '.']) {
+                let names: Vec<&str> = SHIPPED_TEMPLATES.iter().map(|(n, _)| *n).collect();
+                bail!(
+                    "no template set named '{spec}'; shipped sets: {}; or give a file",
+                    names.join(", ")
+                );
+            }
+            io::read_lines(p)?
+        }
     };
     if list.is_empty() {
         bail!("template set '{spec}' is empty");

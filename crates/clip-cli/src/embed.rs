@@ -72,7 +72,7 @@ pub fn images_in(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn progress(n: usize, what: &str) -> ProgressBar {
+pub fn progress(n: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(n as u64); // hidden automatically when stderr is not a terminal
     bar.set_style(
         ProgressStyle::with_template(

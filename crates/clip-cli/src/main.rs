@@ -1,11 +1,14 @@
 //! The `clip` command: thin over the libraries. Parse args → resolve → `commands::x`.
 
 mod alloc;
+mod chart;
 mod classify;
 mod embed;
+mod eval;
 mod io;
 mod models;
 mod plot;
+mod repro;
 mod train;
 
 use std::path::PathBuf;
@@ -48,6 +51,8 @@ enum Command {
     /// Evaluation protocols
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Reproduce the shape of the paper's evaluation findings at CPU scale (report.md + plots)
+    Repro(repro::ReproArgs),
     /// Convert any supported checkpoint to model.safetensors + config.json
     Convert(ConvertArgs),
     /// List model presets and known pretrained tags
@@ -56,8 +61,18 @@ enum Command {
 
 #[derive(Subcommand)]
 enum EvalCommand {
-    /// Zero-shot classification accuracy (top-1, top-5) on a labelled manifest
-    Zeroshot(train::EvalZeroShotArgs),
+    /// Zero-shot classification: top-1, top-5, mean per-class recall, confusion matrix; compares prompt sets
+    Zeroshot(eval::ZeroShotArgs),
+    /// Linear probe on frozen image features: L-BFGS logistic regression, C searched on a validation split
+    Probe(eval::ProbeArgs),
+    /// k-shot linear probes (mean ± std over seeds) beside zero-shot, as the paper's Figure 6
+    Fewshot(eval::FewShotArgs),
+    /// Image→text and text→image recall@K with several captions per image
+    Retrieval(eval::RetrievalArgs),
+    /// Zero-shot vs source-trained probes under distribution shift; effective robustness (Figure 13)
+    Robustness(eval::RobustnessArgs),
+    /// Near-duplicates between training and evaluation images; accuracy on All, Overlap and Clean (§5)
+    Overlap(eval::OverlapArgs),
 }
 
 #[derive(Args)]
@@ -160,7 +175,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::run(a),
         Command::Quickstart(a) => train::quickstart(a),
         Command::ImportEmoji(a) => train::import_emoji(a),
-        Command::Eval(EvalCommand::Zeroshot(a)) => train::eval_zeroshot(a),
+        Command::Eval(e) => match e {
+            EvalCommand::Zeroshot(a) => eval::zeroshot(a),
+            EvalCommand::Probe(a) => eval::probe(a),
+            EvalCommand::Fewshot(a) => eval::fewshot(a),
+            EvalCommand::Retrieval(a) => eval::retrieval(a),
+            EvalCommand::Robustness(a) => eval::robustness(a),
+            EvalCommand::Overlap(a) => eval::overlap_cmd(a),
+        },
+        Command::Repro(a) => repro::run(a),
         Command::Convert(a) => convert(a),
         Command::Models => {
             print!("{}", models::listing());

@@ -107,6 +107,20 @@ fn resolve_pretrained(spec: &str) -> Result<(PathBuf, ClipConfig)> {
 pub fn load(spec: &str, device: &Device) -> Result<Clip> {
     let path = Path::new(spec);
     if path.exists() {
+        // a training run's `checkpoints/latest` pointer or `checkpoints` folder: the newest step
+        let pointer = if path.is_dir() {
+            path.join("latest")
+        } else {
+            path.to_path_buf()
+        };
+        if pointer.file_name().is_some_and(|n| n == "latest")
+            && pointer.is_file()
+            && let Ok(step) = std::fs::read_to_string(&pointer)
+            && let Some(dir) = pointer.parent().map(|d| d.join(step.trim()))
+            && dir.is_dir()
+        {
+            return Ok(clip_model::load_clip(&dir, None, device)?);
+        }
         return Ok(clip_model::load_clip(path, None, device)?);
     }
     if spec.contains(':') && !spec.contains('/') {

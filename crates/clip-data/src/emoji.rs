@@ -8,7 +8,11 @@
 //!   name and keywords);
 //! - `eval_twitter_seen.jsonl` — training concepts in the twitter style (unseen images of seen concepts);
 //! - `eval_google_heldout.jsonl` — held-out concepts, google style;
-//! - `classes.txt` — every concept name (the zero-shot label set), one per line.
+//! - `classes.txt` — every concept name (the zero-shot label set), one per line;
+//! - `categories.txt`, `categories_google.jsonl`, `categories_twitter.jsonl` — a coarser task for
+//!   probes and robustness: the emoji subcategory (`animal mammal`, `food fruit`, …; those with at
+//!   least 20 concepts) of every concept in each style, with `"trained"` telling whether the
+//!   concept's google image is in `train_google.jsonl`.
 //!
 //! Evaluation rows carry `"label"` (an index into `classes.txt`).
 
@@ -74,6 +78,9 @@ fn unified_to_char(unified: &str) -> String {
         .collect()
 }
 
+/// Subcategories with fewer concepts are left out of the category sets.
+pub const MIN_CATEGORY: usize = 20;
+
 /// Import the emoji concepts into `out`.
 pub fn import(
     p: &Packages,
@@ -127,6 +134,7 @@ pub fn import(
             tts,
             keywords,
             e["category"].as_str().unwrap_or("").to_lowercase(),
+            e["subcategory"].as_str().unwrap_or("").to_owned(),
         ));
     }
     concepts.sort_by(|a, b| a.0.cmp(&b.0));
@@ -158,7 +166,18 @@ pub fn import(
     let mut classes = String::new();
     let mut train_pairs = 0;
     let mut converted: BTreeMap<(String, &str), String> = BTreeMap::new();
-    for (i, (name, image, tts, keywords, category)) in concepts.iter().enumerate() {
+    // category classification sets: subcategories with at least MIN_CATEGORY concepts
+    let mut sub_count: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in &concepts {
+        *sub_count.entry(c.5.as_str()).or_default() += 1;
+    }
+    let categories: Vec<&str> = sub_count
+        .iter()
+        .filter(|(k, n)| !k.is_empty() && **n >= MIN_CATEGORY)
+        .map(|(k, _)| *k)
+        .collect();
+    let mut cat_rows = [String::new(), String::new()];
+    for (i, (name, image, tts, keywords, category, sub)) in concepts.iter().enumerate() {
         classes.push_str(name);
         classes.push('\n');
         for (style, dir) in [("google", &p.google), ("twitter", &p.twitter)] {
@@ -179,6 +198,16 @@ pub fn import(
         }
         let google = &converted[&(name.clone(), "google")];
         let twitter = &converted[&(name.clone(), "twitter")];
+        if let Some(ci) = categories.iter().position(|c| c == sub) {
+            for (rows, img) in cat_rows.iter_mut().zip([google, twitter]) {
+                rows.push_str(
+                    &serde_json::json!({"image": img, "label": ci, "concept": name,
+                        "trained": !held.contains(&i)})
+                    .to_string(),
+                );
+                rows.push('\n');
+            }
+        }
         if held.contains(&i) {
             eval_held.push_str(
                 &serde_json::json!({"image": google, "label": i, "name": name}).to_string(),
@@ -210,6 +239,10 @@ pub fn import(
     write(&out.join("eval_twitter_seen.jsonl"), eval_seen)?;
     write(&out.join("eval_google_heldout.jsonl"), eval_held)?;
     write(&out.join("classes.txt"), classes)?;
+    let readable: Vec<String> = categories.iter().map(|c| c.replace('-', " ")).collect();
+    write(&out.join("categories.txt"), readable.join("\n") + "\n")?;
+    write(&out.join("categories_google.jsonl"), cat_rows[0].clone())?;
+    write(&out.join("categories_twitter.jsonl"), cat_rows[1].clone())?;
     Ok(ImportSummary {
         concepts: concepts.len(),
         train_concepts: concepts.len() - n_held,

@@ -466,6 +466,35 @@ impl EvalSet {
         })
     }
 
+    /// Open any manifest's or shards' images without labels or captions (the training side of
+    /// the overlap analysis).
+    pub fn images_of(source: &str) -> Result<EvalSet, DataError> {
+        let images: Vec<ImageRef> = if is_shard_spec(source) {
+            let shards =
+                Arc::new(Shards::open(source).map_err(|e| DataError::Shards(e.to_string()))?);
+            (0..shards.len())
+                .map(|i| ImageRef::Shard(shards.clone(), i))
+                .collect()
+        } else {
+            read_rows(Path::new(source))?
+                .into_iter()
+                .map(|r| ImageRef::Path(r.image))
+                .collect()
+        };
+        if images.is_empty() {
+            return Err(DataError::Empty(source.into()));
+        }
+        let fingerprint = fingerprint_paths(source, &images, &[], &[]);
+        Ok(EvalSet {
+            name: source.into(),
+            images,
+            labels: Vec::new(),
+            captions: Vec::new(),
+            class_names: Vec::new(),
+            fingerprint,
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.images.len()
     }
