@@ -449,7 +449,7 @@ const W: i64 = 880;
 const H: i64 = 560;
 const LEFT: i64 = 90;
 const RIGHT: i64 = 30;
-const TOP: i64 = 50;
+const TOP: i64 = 64;
 const BOTTOM: i64 = 70;
 
 impl Chart {
@@ -525,7 +525,7 @@ impl Chart {
             &self.x_label,
             axis,
         );
-        text(&mut img, 8, TOP - 30, &self.y_label, axis);
+        text(&mut img, 8, TOP - 26, &self.y_label, axis);
         for s in &self.series {
             let px: Vec<(i64, i64)> = s.points.iter().map(|&p| to_px(p)).collect();
             if matches!(s.style, Style::Line | Style::Dashed | Style::LinePoints) {

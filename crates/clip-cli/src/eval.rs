@@ -663,19 +663,50 @@ pub fn few_shot(
     Ok(out)
 }
 
-/// The k (interpolated in log₂ k) at which the few-shot mean reaches `target`, if it does.
-pub fn matching_k(fs: &FewShot, target: f64) -> Option<f64> {
-    if fs.mean.first().is_some_and(|&m| m >= target) {
-        return Some(fs.k[0] as f64);
+/// Where zero-shot accuracy falls on the few-shot curve.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KMatch {
+    /// below the smallest k's probe
+    Below(usize),
+    /// equal to a probe with this many examples per class (interpolated in log₂ k)
+    At(f64),
+    /// above the largest k's probe
+    Above(usize),
+}
+
+impl KMatch {
+    pub fn json(&self) -> serde_json::Value {
+        match self {
+            KMatch::Below(k) => json!(format!("below {k}-shot")),
+            KMatch::At(k) => json!(k),
+            KMatch::Above(k) => json!(format!("above {k}-shot")),
+        }
+    }
+}
+
+impl std::fmt::Display for KMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KMatch::Below(k) => write!(f, "is below the {k}-shot linear probe"),
+            KMatch::At(k) => write!(f, "matches a {k:.1}-shot linear probe"),
+            KMatch::Above(k) => write!(f, "is above every probe up to {k} shots"),
+        }
+    }
+}
+
+/// The k at which the few-shot mean reaches `target`.
+pub fn matching_k(fs: &FewShot, target: f64) -> KMatch {
+    if fs.mean.first().is_some_and(|&m| m > target) {
+        return KMatch::Below(fs.k[0]);
     }
     for i in 1..fs.k.len() {
         let (a, b) = (fs.mean[i - 1], fs.mean[i]);
-        if a < target && b >= target {
+        if a <= target && b >= target && b > a {
             let (la, lb) = ((fs.k[i - 1] as f64).log2(), (fs.k[i] as f64).log2());
-            return Some(2f64.powf(la + (target - a) / (b - a) * (lb - la)));
+            return KMatch::At(2f64.powf(la + (target - a) / (b - a) * (lb - la)));
         }
     }
-    None
+    KMatch::Above(*fs.k.last().unwrap_or(&0))
 }
 
 pub fn few_shot_chart(fs: &FewShot, zero_shot: f64, title: &str) -> Chart {
@@ -735,7 +766,7 @@ pub fn fewshot(a: &FewShotArgs) -> Result<()> {
     let matching = matching_k(&fs, zs);
     let result = json!({"train": a.train, "test": a.test, "classes": c, "zero_shot_top1": zs,
         "k": fs.k, "mean": fs.mean, "std": fs.std, "runs": fs.runs, "c": fs.c, "seeds": a.seeds,
-        "zero_shot_matches_k": matching, "model": ctx.model_key});
+        "zero_shot_matches_k": matching.json(), "model": ctx.model_key});
     if let Some(d) = &a.out {
         write_json(&a.out, "fewshot.json", &result)?;
         few_shot_chart(&fs, zs, "ZERO-SHOT VS FEW-SHOT LINEAR PROBES")
@@ -759,11 +790,7 @@ pub fn fewshot(a: &FewShotArgs) -> Result<()> {
                 pct(fs.std[i])
             );
         }
-        println!("zero-shot: {}", pct(zs));
-        match matching {
-            Some(k) => println!("zero-shot matches a {k:.1}-shot linear probe"),
-            None => println!("zero-shot is above every k tried"),
-        }
+        println!("zero-shot: {} — it {matching}", pct(zs));
     }
     Ok(())
 }
@@ -1177,9 +1204,9 @@ pub fn overlap_eval(
                 let img = eval_set
                     .load(i, ctx.alpha)
                     .map_err(|e| anyhow::anyhow!(e))?;
-                let big = clip_data::resize_short_side(&img, n);
+                // an n×n crop covering a fraction `s` of the short side, at a random position
                 let mut r = Rng::new(seed);
-                Ok(pre.normalize(&clip_data::random_square_crop(&big, n, s, &mut r)))
+                Ok(pre.normalize(&clip_data::random_square_crop(&img, n, 1.0 / s, &mut r)))
             })
             .collect::<Result<_>>()?;
         let emb = ctx.encode_pixels(pixels.concat(), chunk.len(), n, &ctx.clip.device());
