@@ -362,9 +362,12 @@ pub fn fit(
     let mut new_theta = vec![0f64; len];
     let mut new_grad = vec![0f64; len];
     let mut alpha_buf = [0f64; M];
+    let mut dir = vec![0f64; len];
     while !converged && iterations < opts.max_iter {
         // two-loop recursion: d = −H·g
-        let mut dir: Vec<f64> = grad.iter().map(|g| -g).collect();
+        for (dv, g) in dir.iter_mut().zip(&grad) {
+            *dv = -g;
+        }
         let h = s_hist.len();
         for i in (0..h).rev() {
             alpha_buf[i] = rho[i] * dot(&s_hist[i], &dir);
@@ -388,7 +391,9 @@ pub fn fit(
             s_hist.clear();
             y_hist.clear();
             rho.clear();
-            dir = grad.iter().map(|g| -g).collect();
+            for (dv, g) in dir.iter_mut().zip(&grad) {
+                *dv = -g;
+            }
             slope = dot(&grad, &dir);
         }
         // weak Wolfe line search (c1 = 1e-3, c2 = 0.9 as SciPy's dcsrch): bracket, then
@@ -455,18 +460,24 @@ pub fn fit(
             continue;
         };
         iterations += 1;
-        if std::env::var_os("CLIP_LBFGS_TRACE").is_some() {
-            eprintln!("it {iterations} evals {evaluations} step {step:.3e} f {nf:.6e}");
+        // correction pair, written into the oldest pair's buffers once the memory is full
+        let (mut s, mut yv) = if s_hist.len() == M {
+            rho.remove(0);
+            (s_hist.remove(0), y_hist.remove(0))
+        } else {
+            (vec![0f64; len], vec![0f64; len])
+        };
+        for (((sv, a), b), (yy, (ga, gb))) in s
+            .iter_mut()
+            .zip(&new_theta)
+            .zip(&theta)
+            .zip(yv.iter_mut().zip(new_grad.iter().zip(&grad)))
+        {
+            *sv = a - b;
+            *yy = ga - gb;
         }
-        let s: Vec<f64> = new_theta.iter().zip(&theta).map(|(a, b)| a - b).collect();
-        let yv: Vec<f64> = new_grad.iter().zip(&grad).map(|(a, b)| a - b).collect();
         let sy = dot(&s, &yv);
         if sy > f64::EPSILON * dot(&yv, &yv) {
-            if s_hist.len() == M {
-                s_hist.remove(0);
-                y_hist.remove(0);
-                rho.remove(0);
-            }
             s_hist.push(s);
             y_hist.push(yv);
             rho.push(1.0 / sy);
