@@ -732,10 +732,7 @@ pub fn few_shot_chart(fs: &FewShot, zero_shot: f64, title: &str) -> Chart {
         x_label: "LABELED EXAMPLES PER CLASS (K)".into(),
         y_label: "ACCURACY (%)".into(),
         x_range: (1.0, kmax.max(2.0)),
-        y_range: (
-            0.0,
-            ((top * 100.0 / 10.0).ceil() * 10.0).min(100.0).max(10.0),
-        ),
+        y_range: (0.0, ((top * 100.0 / 10.0).ceil() * 10.0).clamp(10.0, 100.0)),
         log2_x: true,
         series: vec![
             Series::new(
@@ -970,6 +967,7 @@ impl Robustness {
 
 /// Zero-shot and source-trained probes on the source and each shift; the baseline line fitted in
 /// logit space through k-shot and full-data probes (each a "model trained on the source").
+#[allow(clippy::too_many_arguments)]
 pub fn robustness_eval(
     ctx: &Ctx,
     train: &Features,
