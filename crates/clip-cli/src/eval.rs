@@ -476,10 +476,9 @@ fn csv_field(s: &str) -> String {
 
 // ---------------------------------------------------------------- linear probe
 
+/// A labelled training set and test set with one class list.
 #[derive(Args)]
-pub struct ProbeArgs {
-    #[command(flatten)]
-    pub m: ModelArgs,
+pub struct TrainTest {
     /// Labelled training images (folders, manifest or shards)
     #[arg(long)]
     pub train: String,
@@ -489,6 +488,23 @@ pub struct ProbeArgs {
     /// Class names, one per line (optional for class folders)
     #[arg(long)]
     pub classes: Option<PathBuf>,
+}
+
+impl TrainTest {
+    fn open(&self) -> Result<(EvalSet, EvalSet)> {
+        let train = classification_set(&self.train, &self.classes)?;
+        let test = classification_set(&self.test, &self.classes)?;
+        check_same_classes(&train, &test)?;
+        Ok((train, test))
+    }
+}
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    #[command(flatten)]
+    pub m: ModelArgs,
+    #[command(flatten)]
+    pub data: TrainTest,
     /// Fraction of each class carved from train for the C search
     #[arg(long, default_value_t = 0.2)]
     pub val_fraction: f64,
@@ -518,9 +534,7 @@ fn check_same_classes(a: &EvalSet, b: &EvalSet) -> Result<()> {
 }
 
 pub fn probe(a: &ProbeArgs) -> Result<()> {
-    let train = classification_set(&a.train, &a.classes)?;
-    let test = classification_set(&a.test, &a.classes)?;
-    check_same_classes(&train, &test)?;
+    let (train, test) = a.data.open()?;
     let ctx = Ctx::open(&a.m)?;
     let (ftr, fte) = (ctx.features(&train)?, ctx.features(&test)?);
     let c = train.class_names.len();
@@ -536,7 +550,7 @@ pub fn probe(a: &ProbeArgs) -> Result<()> {
     let s = p.model.scores(&fte.data, fte.len());
     let r = metrics::ranks(&s, c, &fte.labels);
     let cm = metrics::confusion(&clip_eval::logreg::argmax_rows(&s, c), &fte.labels, c);
-    let result = json!({"train": a.train, "test": a.test, "train_images": ftr.len(), "test_images": fte.len(),
+    let result = json!({"train": a.data.train, "test": a.data.test, "train_images": ftr.len(), "test_images": fte.len(),
         "classes": c, "c": p.c, "search": p.search, "top1": metrics::top_k(&r, 1), "top5": metrics::top_k(&r, 5),
         "mean_per_class_recall": metrics::mean_per_class_recall(&cm), "iterations": p.model.iterations,
         "stop": p.model.stop, "fit_seconds": secs, "model": ctx.model_key});
@@ -588,12 +602,8 @@ fn print_search(points: &[SearchPoint]) {
 pub struct FewShotArgs {
     #[command(flatten)]
     pub m: ModelArgs,
-    #[arg(long)]
-    pub train: String,
-    #[arg(long)]
-    pub test: String,
-    #[arg(long)]
-    pub classes: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: TrainTest,
     /// Shots per class
     #[arg(long, default_value = "1,2,4,8,16")]
     pub k: String,
@@ -748,9 +758,7 @@ pub fn few_shot_chart(fs: &FewShot, zero_shot: f64, title: &str) -> Chart {
 
 pub fn fewshot(a: &FewShotArgs) -> Result<()> {
     let ks = parse_list(&a.k, "--k")?;
-    let train = classification_set(&a.train, &a.classes)?;
-    let test = classification_set(&a.test, &a.classes)?;
-    check_same_classes(&train, &test)?;
+    let (train, test) = a.data.open()?;
     let templates = crate::classify::templates(&a.templates)?;
     for &k in &ks {
         probe::sample_k_shot(&train.labels, &train.class_names, k, 0)?;
@@ -761,7 +769,7 @@ pub fn fewshot(a: &FewShotArgs) -> Result<()> {
     let zs = zero_shot_top1(&fte, &ctx.classifier(&train.class_names, &templates)?, c);
     let fs = few_shot(&ftr, &fte, &train.class_names, &ks, a.seeds)?;
     let matching = matching_k(&fs, zs);
-    let result = json!({"train": a.train, "test": a.test, "classes": c, "zero_shot_top1": zs,
+    let result = json!({"train": a.data.train, "test": a.data.test, "classes": c, "zero_shot_top1": zs,
         "k": fs.k, "mean": fs.mean, "std": fs.std, "runs": fs.runs, "c": fs.c, "seeds": a.seeds,
         "zero_shot_matches_k": matching.json(), "model": ctx.model_key});
     if let Some(d) = &a.out {
@@ -774,7 +782,7 @@ pub fn fewshot(a: &FewShotArgs) -> Result<()> {
     } else {
         println!(
             "few-shot linear probes on {} ({} test images, {c} classes, {} seeds)",
-            a.test,
+            a.data.test,
             fte.len(),
             a.seeds
         );

@@ -218,21 +218,15 @@ fn probe_fewshot_robustness_and_retrieval_run() {
     let (_, test, _) = scenes(dir.path(), "test", 3, 4, 3);
     let cache = dir.path().join("cache");
     let m = ["--model", &model(), "--cache", s(&cache), "--json"];
-    let v = json(
-        &[
-            &["eval", "probe"][..],
-            &m,
-            &[
-                "--train",
-                s(&train),
-                "--test",
-                s(&test),
-                "--classes",
-                s(&classes),
-            ],
-        ]
-        .concat(),
-    );
+    let tt = [
+        "--train",
+        s(&train),
+        "--test",
+        s(&test),
+        "--classes",
+        s(&classes),
+    ];
+    let v = json(&[&["eval", "probe"][..], &m, &tt].concat());
     let search = v["search"].as_array().unwrap();
     assert!(search.len() >= 7 && search.len() <= 15, "{v}");
     assert!(v["c"].as_f64().unwrap() > 0.0 && v["top1"].as_f64().unwrap() <= 1.0);
@@ -242,20 +236,8 @@ fn probe_fewshot_robustness_and_retrieval_run() {
         &[
             &["eval", "fewshot"][..],
             &m,
-            &[
-                "--train",
-                s(&train),
-                "--test",
-                s(&test),
-                "--classes",
-                s(&classes),
-                "--k",
-                "1,2,4",
-                "--seeds",
-                "2",
-                "--out",
-                s(&out),
-            ],
+            &tt,
+            &["--k", "1,2,4", "--seeds", "2", "--out", s(&out)],
         ]
         .concat(),
     );
@@ -263,23 +245,7 @@ fn probe_fewshot_robustness_and_retrieval_run() {
     assert_eq!(v["runs"][0].as_array().unwrap().len(), 2);
     assert!(image::open(out.join("fewshot.png")).is_ok());
     // k larger than the smallest class is refused before any work
-    let err = fails(
-        &[
-            &["eval", "fewshot"][..],
-            &m,
-            &[
-                "--train",
-                s(&train),
-                "--test",
-                s(&test),
-                "--classes",
-                s(&classes),
-                "--k",
-                "1,7",
-            ],
-        ]
-        .concat(),
-    );
+    let err = fails(&[&["eval", "fewshot"][..], &m, &tt, &["--k", "1,7"]].concat());
     assert!(
         err.contains("k = 7 is larger than the smallest class")
             && err.contains("has 6 training example(s)"),
@@ -348,7 +314,7 @@ fn overlap_finds_copied_images() {
     }
     std::fs::write(&train, t).unwrap();
     let out = dir.path().join("o");
-    let v = json(&[
+    let base = [
         "eval",
         "overlap",
         "--model",
@@ -361,28 +327,12 @@ fn overlap_finds_copied_images() {
         s(&eval),
         "--classes",
         s(&classes),
-        "--threshold",
-        "0.999",
-        "--out",
-        s(&out),
-    ]);
+    ];
+    let v = json(&[&base[..], &["--threshold", "0.999", "--out", s(&out)]].concat());
     assert!(v["report"]["overlap"].as_u64().unwrap() >= 3, "{v}");
     let dups = std::fs::read_to_string(out.join("duplicates.csv")).unwrap();
     assert!(dups.lines().count() > 3);
-    let v = json(&[
-        "eval",
-        "overlap",
-        "--model",
-        &model(),
-        "--no-cache",
-        "--json",
-        "--train",
-        s(&train),
-        "--eval",
-        s(&eval),
-        "--classes",
-        s(&classes),
-    ]);
+    let v = json(&base);
     let cal = &v["calibration"];
     assert!(
         cal["threshold"].as_f64().unwrap() > 0.0 && cal["positives"].as_u64().unwrap() == 15,

@@ -260,15 +260,7 @@ impl EvalSet {
             .into_iter()
             .map(|i| ImageRef::Memory(Arc::new(i)))
             .collect();
-        let fingerprint = fingerprint_paths(name, &images, &labels, &[]);
-        EvalSet {
-            name: name.into(),
-            images,
-            labels,
-            captions: Vec::new(),
-            class_names,
-            fingerprint,
-        }
+        Self::labelled(name.into(), images, labels, class_names)
     }
 
     /// Open a classification set (`classes` required for manifests and shards; optional for folders).
@@ -339,16 +331,30 @@ impl EvalSet {
             labels.extend(std::iter::repeat_n(ci, files.len()));
             images.extend(files.into_iter().map(ImageRef::Path));
         }
-        let name = root.display().to_string();
+        Ok(Self::labelled(
+            root.display().to_string(),
+            images,
+            labels,
+            class_names,
+        ))
+    }
+
+    /// A classification set with its fingerprint.
+    fn labelled(
+        name: String,
+        images: Vec<ImageRef>,
+        labels: Vec<usize>,
+        class_names: Vec<String>,
+    ) -> EvalSet {
         let fingerprint = fingerprint_paths(&name, &images, &labels, &[]);
-        Ok(EvalSet {
+        EvalSet {
             name,
             images,
             labels,
             captions: Vec::new(),
             class_names,
             fingerprint,
-        })
+        }
     }
 
     fn labelled_manifest(
@@ -357,11 +363,7 @@ impl EvalSet {
         classes_path: &Path,
     ) -> Result<EvalSet, DataError> {
         let rows = read_rows(path)?;
-        let index: HashMap<&str, usize> = class_names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), i))
-            .collect();
+        let index = name_index(&class_names);
         let mut images = Vec::new();
         let mut labels = Vec::new();
         for r in rows {
@@ -382,16 +384,12 @@ impl EvalSet {
             images.push(ImageRef::Path(r.image));
             labels.push(l);
         }
-        let name = path.display().to_string();
-        let fingerprint = fingerprint_paths(&name, &images, &labels, &[]);
-        Ok(EvalSet {
-            name,
+        Ok(Self::labelled(
+            path.display().to_string(),
             images,
             labels,
-            captions: Vec::new(),
             class_names,
-            fingerprint,
-        })
+        ))
     }
 
     fn shards(
@@ -400,11 +398,7 @@ impl EvalSet {
         classes_path: &Path,
     ) -> Result<EvalSet, DataError> {
         let shards = Arc::new(Shards::open(spec).map_err(|e| DataError::Shards(e.to_string()))?);
-        let index: HashMap<&str, usize> = class_names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), i))
-            .collect();
+        let index = name_index(&class_names);
         let mut images = Vec::new();
         let mut labels = Vec::new();
         let mut f = Fingerprint::default();
@@ -520,6 +514,14 @@ impl EvalSet {
 
 fn is_shard_spec(s: &str) -> bool {
     s.ends_with(".tar") || s.contains('{') || s.contains("::")
+}
+
+fn name_index(names: &[String]) -> HashMap<&str, usize> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect()
 }
 
 fn resolve_label(label: &str, index: &HashMap<&str, usize>, count: usize) -> Option<usize> {

@@ -82,7 +82,7 @@ pub enum FitError {
 
 /// `dst[m×n] = lhs[m×k] · rhs[k×n]` with explicit (column, row) strides, single precision, all threads.
 #[allow(clippy::too_many_arguments)]
-fn matmul(
+pub(crate) fn matmul(
     m: usize,
     n: usize,
     k: usize,

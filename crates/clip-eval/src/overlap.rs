@@ -27,30 +27,16 @@ pub fn nearest(
     for start in (0..nq).step_by(BLOCK) {
         let m = BLOCK.min(nq - start);
         if nb > 0 {
-            // SAFETY: query block is m×d, base is nb×d (read transposed), sims holds m×nb.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    nb,
-                    d,
-                    sims.as_mut_ptr(),
-                    1,
-                    nb as isize,
-                    false,
-                    query[start * d..].as_ptr(),
-                    1,
-                    d as isize,
-                    base.as_ptr(),
-                    d as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(0),
-                );
-            }
+            crate::logreg::matmul(
+                m,
+                nb,
+                d,
+                &mut sims,
+                &query[start * d..(start + m) * d],
+                (1, d as isize),
+                base,
+                (d as isize, 1),
+            );
         }
         let block: Vec<(usize, f32)> = sims[..m * nb.max(1)]
             .par_chunks(nb.max(1))
