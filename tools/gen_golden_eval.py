@@ -7,6 +7,9 @@
                          CLIP_benchmark's recall@1/5/10 in both directions (its own `recall_at_k`)
   metrics.safetensors    random scores for 200 samples × 7 classes; scikit-learn's confusion matrix,
                          balanced accuracy and top-k accuracy
+  zeroshot.safetensors   open_clip's `build_zero_shot_classifier` (its 80 OpenAI ImageNet templates, its
+                         tokenizer) over 12 class names with the tiny transformers CLIP in
+                         testdata/models/hf_vit as the text tower
 
     python tools/gen_golden_eval.py testdata/eval
 """
@@ -72,5 +75,32 @@ save_file({"scores": s, "truth": truth.astype(np.int64),
            "top1": np.array([top_k_accuracy_score(truth, s, k=1, labels=range(7))]),
            "top3": np.array([top_k_accuracy_score(truth, s, k=3, labels=range(7))])},
           os.path.join(out, "metrics.safetensors"))
+# --- zero-shot classifier ---
+import json  # noqa: E402
+
+import open_clip  # noqa: E402
+from open_clip.zero_shot_classifier import build_zero_shot_classifier  # noqa: E402
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES  # noqa: E402
+from transformers import CLIPModel  # noqa: E402
+
+hf = CLIPModel.from_pretrained(os.path.join(os.path.dirname(out), "models", "hf_vit"), dtype=torch.float32).eval()
+
+
+class TextTower:
+    """open_clip's `encode_text(texts, normalize)` on the transformers model."""
+
+    def encode_text(self, texts, normalize=False):
+        f = hf.get_text_features(input_ids=texts)
+        f = f if torch.is_tensor(f) else f.pooler_output
+        return torch.nn.functional.normalize(f, dim=-1) if normalize else f
+
+
+classes = ["dog", "cat", "goldfish", "great white shark", "Tabby Cat", "café au lait", "jack-o'-lantern",
+           "traffic light", "a very long class name that goes on and on and on and on and on and on and on and on",
+           "tree frog", "🐶 emoji", "fire truck"]
+w = build_zero_shot_classifier(TextTower(), open_clip.tokenizer.tokenize, classes, OPENAI_IMAGENET_TEMPLATES,
+                               num_classes_per_batch=5)
+save_file({"classifier": np.ascontiguousarray(w.T.numpy(), dtype=np.float32)}, os.path.join(out, "zeroshot.safetensors"),
+          metadata={"classes": json.dumps(classes), "templates": json.dumps([t("{}") for t in OPENAI_IMAGENET_TEMPLATES])})
 import clip_benchmark  # noqa: E402
 print(f"wrote {out} (scikit-learn {sklearn.__version__}, torch {torch.__version__}, clip_benchmark {getattr(clip_benchmark, '__version__', '1.6.2')})")
