@@ -149,7 +149,9 @@ pub struct SearchPoint {
 
 /// The paper's search: log10 C ∈ {−6, −4, …, 6} first, then repeatedly the points half-way between
 /// the best and its neighbours, halving the step down to 1/8 decade. Ties go to the smaller C
-/// (stronger regularisation). Each fit starts from the fit at the nearest C already tried.
+/// (stronger regularisation). Every fit starts from zero, as scikit-learn's does: starting from a
+/// neighbouring C's solution would stop at once under the loose default tolerance and make the
+/// high-C end of the search meaningless.
 pub fn search_c(
     train: &Features,
     val: &Features,
@@ -165,10 +167,6 @@ pub fn search_c(
         {
             return Ok(());
         }
-        let init = tried
-            .iter()
-            .min_by(|a, b| (a.0 - e).abs().total_cmp(&(b.0 - e).abs()))
-            .map(|t| t.2.clone());
         let c = 10f64.powf(e);
         let m = fit(
             &train.data,
@@ -177,7 +175,7 @@ pub fn search_c(
             &train.labels,
             classes,
             FitOptions { c, ..opts },
-            init.as_ref(),
+            None,
         )?;
         let acc = accuracy(&m.predict(&val.data, val.len()), &val.labels);
         let p = SearchPoint {
