@@ -636,6 +636,9 @@ pub fn few_shot(
     ks: &[usize],
     seeds: u64,
 ) -> Result<FewShot> {
+    if seeds == 0 || ks.is_empty() {
+        bail!("give at least one k and one seed (--k 1,2,4 --seeds 5)");
+    }
     let c = names.len();
     // every k is checked before any fitting
     for &k in ks {

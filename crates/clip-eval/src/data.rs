@@ -433,12 +433,29 @@ impl EvalSet {
         })
     }
 
-    /// Open a retrieval set: a manifest with one or more captions per image.
+    /// Open a retrieval set: a manifest with one or more captions per image, or shards (one caption each).
     pub fn retrieval(source: &str) -> Result<EvalSet, DataError> {
-        let path = Path::new(source);
-        let rows = read_rows(path)?;
         let mut images = Vec::new();
         let mut captions = Vec::new();
+        if is_shard_spec(source) {
+            // one caption per sample (`.txt` or the `.json` caption)
+            let shards =
+                Arc::new(Shards::open(source).map_err(|e| DataError::Shards(e.to_string()))?);
+            for i in 0..shards.len() {
+                images.push(ImageRef::Shard(shards.clone(), i));
+                captions.push(vec![shards.text(i).map_err(DataError::Shards)?]);
+            }
+            let fingerprint = fingerprint_paths(source, &images, &[], &captions);
+            return Ok(EvalSet {
+                name: source.into(),
+                images,
+                labels: Vec::new(),
+                captions,
+                class_names: Vec::new(),
+                fingerprint,
+            });
+        }
+        let rows = read_rows(Path::new(source))?;
         for r in rows {
             if r.captions.is_empty() {
                 return Err(DataError::NoCaptions(source.into()));

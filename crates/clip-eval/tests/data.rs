@@ -60,6 +60,9 @@ fn manifests_folders_and_shards_agree() {
     let s = EvalSet::classification(d.join("s.tar").to_str().unwrap(), Some(&classes)).unwrap();
     assert_eq!(s.labels, [0, 1]);
     assert_eq!(s.load(1, Alpha::Drop).unwrap().data[0], 20);
+    // the same shard as a retrieval set: the `.cls` text is each sample's one caption
+    let r = EvalSet::retrieval(d.join("s.tar").to_str().unwrap()).unwrap();
+    assert_eq!(r.captions, [vec!["0".to_string()], vec!["dog".to_string()]]);
     // fingerprints follow content and labels
     let again =
         EvalSet::classification(d.join("m.jsonl").to_str().unwrap(), Some(&classes)).unwrap();
