@@ -445,23 +445,14 @@ impl EvalSet {
                 images.push(ImageRef::Shard(shards.clone(), i));
                 captions.push(vec![shards.text(i).map_err(DataError::Shards)?]);
             }
-            let fingerprint = fingerprint_paths(source, &images, &[], &captions);
-            return Ok(EvalSet {
-                name: source.into(),
-                images,
-                labels: Vec::new(),
-                captions,
-                class_names: Vec::new(),
-                fingerprint,
-            });
-        }
-        let rows = read_rows(Path::new(source))?;
-        for r in rows {
-            if r.captions.is_empty() {
-                return Err(DataError::NoCaptions(source.into()));
+        } else {
+            for r in read_rows(Path::new(source))? {
+                if r.captions.is_empty() {
+                    return Err(DataError::NoCaptions(source.into()));
+                }
+                images.push(ImageRef::Path(r.image));
+                captions.push(r.captions);
             }
-            images.push(ImageRef::Path(r.image));
-            captions.push(r.captions);
         }
         if images.is_empty() {
             return Err(DataError::Empty(source.into()));
