@@ -65,7 +65,7 @@ enum EvalCommand {
     Zeroshot(eval::ZeroShotArgs),
     /// Linear probe on frozen image features: L-BFGS logistic regression, C searched on a validation split
     Probe(eval::ProbeArgs),
-    /// k-shot linear probes (mean ± std over seeds) beside zero-shot, as the paper's Figure 6
+    /// k-shot linear probes (mean ± std over seeds; C searched on half the shots, C = 1 at k = 1) beside zero-shot, as Figure 6
     Fewshot(eval::FewShotArgs),
     /// Image→text and text→image recall@K with several captions per image
     Retrieval(eval::RetrievalArgs),

@@ -303,6 +303,10 @@ mod tests {
         for c in 0..3 {
             assert_eq!(s.iter().filter(|&&i| labels[i] == c).count(), 2);
         }
+        assert_eq!(
+            sample_k_shot(&labels, &names, 0, 0).unwrap_err(),
+            ProbeError::KZero
+        );
         let e = sample_k_shot(&labels, &names, 3, 0).unwrap_err();
         assert_eq!(
             e.to_string(),
