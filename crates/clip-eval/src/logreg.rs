@@ -449,7 +449,7 @@ pub fn fit(
                     } else {
                         step - nd * (step - prev) / (nd - prev_d)
                     };
-                    step = guess.clamp(1.5 * step, 10.0 * step);
+                    step = guess.clamp(1.5 * step, 100.0 * step);
                     continue;
                 }
             } else {
