@@ -208,6 +208,15 @@ pub fn zero_shot_scores(f: &Features, classifier: &[f32], classes: usize) -> Vec
     clip_eval::logreg::scores(&f.data, f.len(), f.dim, classifier, &vec![0.0; classes])
 }
 
+/// Whether the zero-shot top-1 prediction of each row is its label.
+pub fn zero_shot_correct(f: &Features, classifier: &[f32], classes: usize) -> Vec<bool> {
+    let s = zero_shot_scores(f, classifier, classes);
+    metrics::ranks(&s, classes, &f.labels)
+        .iter()
+        .map(|&r| r == 0)
+        .collect()
+}
+
 /// Top-1 of a classifier on features.
 fn zero_shot_top1(f: &Features, classifier: &[f32], classes: usize) -> f64 {
     let s = zero_shot_scores(f, classifier, classes);
@@ -639,11 +648,8 @@ pub fn few_shot(
     if seeds == 0 || ks.is_empty() {
         bail!("give at least one k and one seed (--k 1,2,4 --seeds 5)");
     }
-    let c = names.len();
     // every k is checked before any fitting
-    for &k in ks {
-        probe::sample_k_shot(&train.labels, names, k, 0)?;
-    }
+    probe::check_k_shots(&train.labels, names, ks)?;
     let bar = crate::embed::progress(ks.len() * seeds as usize, "few-shot probes");
     let mut out = FewShot {
         k: ks.to_vec(),
@@ -656,13 +662,8 @@ pub fn few_shot(
         let mut accs = Vec::new();
         let mut cs = Vec::new();
         for seed in 0..seeds {
-            let idx = probe::sample_k_shot(&train.labels, names, k, seed)?;
-            let sub = train.subset(&idx);
-            let p = probe::fit_probe(&sub, c, 0.5, seed, None, FitOptions::default(), |_| {})?;
-            accs.push(clip_eval::logreg::accuracy(
-                &p.model.predict(&test.data, test.len()),
-                &test.labels,
-            ));
+            let p = probe::k_shot_probe(train, names, k, seed)?;
+            accs.push(test.accuracy(&p.model));
             cs.push(p.c);
             bar.inc(1);
         }
@@ -763,9 +764,7 @@ pub fn fewshot(a: &FewShotArgs) -> Result<()> {
     let ks = parse_list(&a.k, "--k")?;
     let (train, test) = a.data.open()?;
     let templates = crate::classify::templates(&a.templates)?;
-    for &k in &ks {
-        probe::sample_k_shot(&train.labels, &train.class_names, k, 0)?;
-    }
+    probe::check_k_shots(&train.labels, &train.class_names, &ks)?;
     let ctx = Ctx::open(&a.m)?;
     let (ftr, fte) = (ctx.features(&train)?, ctx.features(&test)?);
     let c = train.class_names.len();
@@ -978,55 +977,41 @@ impl Robustness {
 
 /// Zero-shot and source-trained probes on the source and each shift; the baseline line fitted in
 /// logit space through k-shot and full-data probes (each a "model trained on the source").
-#[allow(clippy::too_many_arguments)]
+/// `classifier` is the zero-shot classifier `[classes, D]` of `names`.
 pub fn robustness_eval(
-    ctx: &Ctx,
     train: &Features,
     source: &Features,
     shifts: &[(String, Features)],
     names: &[String],
-    templates: &[String],
+    classifier: &[f32],
     ks: &[usize],
     seeds: u64,
 ) -> Result<Robustness> {
     let c = names.len();
-    let w = ctx.classifier(names, templates)?;
     let zero_shot = (
-        zero_shot_top1(source, &w, c),
+        zero_shot_top1(source, classifier, c),
         shifts
             .iter()
-            .map(|(_, f)| zero_shot_top1(f, &w, c))
+            .map(|(_, f)| zero_shot_top1(f, classifier, c))
             .collect(),
     );
-    let acc = |m: &clip_eval::LogReg, f: &Features| {
-        clip_eval::logreg::accuracy(&m.predict(&f.data, f.len()), &f.labels)
-    };
     let full = probe::fit_probe(train, c, 0.2, 0, None, FitOptions::default(), |_| {})?;
     let probe_res = (
-        acc(&full.model, source),
+        source.accuracy(&full.model),
         shifts
             .iter()
-            .map(|(_, f)| acc(&full.model, f))
+            .map(|(_, f)| f.accuracy(&full.model))
             .collect::<Vec<_>>(),
     );
     let mut baseline = Vec::new();
     let bar = crate::embed::progress(ks.len() * seeds as usize, "baseline probes");
     for &k in ks {
         for seed in 0..seeds {
-            let idx = probe::sample_k_shot(&train.labels, names, k, seed)?;
-            let p = probe::fit_probe(
-                &train.subset(&idx),
-                c,
-                0.5,
-                seed,
-                None,
-                FitOptions::default(),
-                |_| {},
-            )?;
-            let sh: Vec<f64> = shifts.iter().map(|(_, f)| acc(&p.model, f)).collect();
+            let p = probe::k_shot_probe(train, names, k, seed)?;
+            let sh: Vec<f64> = shifts.iter().map(|(_, f)| f.accuracy(&p.model)).collect();
             baseline.push((
                 format!("{k}-shot seed {seed}"),
-                acc(&p.model, source),
+                source.accuracy(&p.model),
                 Robustness::mean(&sh),
             ));
             bar.inc(1);
@@ -1063,9 +1048,7 @@ pub fn robustness(a: &RobustnessArgs) -> Result<()> {
         check_same_classes(&train, &set)?;
         shift_sets.push((name.to_owned(), set));
     }
-    for &k in &ks {
-        probe::sample_k_shot(&train.labels, &train.class_names, k, 0)?;
-    }
+    probe::check_k_shots(&train.labels, &train.class_names, &ks)?;
     let ctx = Ctx::open(&a.m)?;
     let ftr = ctx.features(&train)?;
     let fsrc = ctx.features(&source)?;
@@ -1073,16 +1056,8 @@ pub fn robustness(a: &RobustnessArgs) -> Result<()> {
         .iter()
         .map(|(n, s)| Ok((n.clone(), ctx.features(s)?)))
         .collect::<Result<_>>()?;
-    let r = robustness_eval(
-        &ctx,
-        &ftr,
-        &fsrc,
-        &fsh,
-        &train.class_names,
-        &templates,
-        &ks,
-        a.seeds,
-    )?;
+    let w = ctx.classifier(&train.class_names, &templates)?;
+    let r = robustness_eval(&ftr, &fsrc, &fsh, &train.class_names, &w, &ks, a.seeds)?;
     let result = r.json();
     if let Some(d) = &a.out {
         write_json(&a.out, "robustness.json", &result)?;
@@ -1152,19 +1127,6 @@ pub struct OverlapArgs {
     /// Write overlap.json and duplicates.csv here
     #[arg(long)]
     pub out: Option<PathBuf>,
-}
-
-/// Open any image collection for the training side (labels not needed).
-pub fn image_set(source: &str) -> Result<EvalSet> {
-    let p = Path::new(source);
-    if p.is_dir() {
-        return Ok(EvalSet::classification(source, None)?);
-    }
-    match EvalSet::retrieval(source) {
-        Ok(s) => Ok(s),
-        Err(clip_eval::DataError::NoCaptions(_)) => Ok(EvalSet::images_of(source)?),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Overlap analysis result.
@@ -1260,18 +1222,14 @@ pub fn overlap_eval(
 
 pub fn overlap_cmd(a: &OverlapArgs) -> Result<()> {
     let templates = crate::classify::templates(&a.templates)?;
-    let train = image_set(&a.train)?;
+    let train = EvalSet::images_of(&a.train)?;
     let eval = classification_set(&a.eval, &a.classes)?;
     let ctx = Ctx::open(&a.m)?;
     let ftr = ctx.features(&train)?;
     let fev = ctx.features(&eval)?;
     let c = eval.class_names.len();
     let w = ctx.classifier(&eval.class_names, &templates)?;
-    let s = zero_shot_scores(&fev, &w, c);
-    let correct: Vec<bool> = metrics::ranks(&s, c, &fev.labels)
-        .iter()
-        .map(|&r| r == 0)
-        .collect();
+    let correct = zero_shot_correct(&fev, &w, c);
     let o = overlap_eval(
         &ctx,
         &ftr,

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 use clip_data::synth::{Split, SyntheticScenes, class_names};
+use clip_eval::EvalSet;
 use clip_eval::probe::{self, Features};
-use clip_eval::{EvalSet, metrics};
 use serde_json::json;
 
 use crate::eval::{self, Ctx, ModelArgs};
@@ -299,22 +299,6 @@ fn emoji_model(a: &ReproArgs, dir: &Path) -> Result<Ctx> {
     ))
 }
 
-fn subset_set(s: &EvalSet, idx: &[usize], name: &str) -> EvalSet {
-    let mut f = clip_eval::data::Fingerprint(s.fingerprint);
-    f.str(name);
-    for &i in idx {
-        f.u64(i as u64);
-    }
-    EvalSet {
-        name: format!("{}-{name}", s.name),
-        images: idx.iter().map(|&i| s.images[i].clone()).collect(),
-        labels: idx.iter().map(|&i| s.labels[i]).collect(),
-        captions: Vec::new(),
-        class_names: s.class_names.clone(),
-        fingerprint: f.0,
-    }
-}
-
 fn emoji_part(
     a: &ReproArgs,
     dir: &Path,
@@ -335,9 +319,9 @@ fn emoji_part(
     let c = cnames.len();
     // concept-disjoint halves of every category (rows of the two styles are the same concepts)
     let (tr, te) = probe::stratified_split(&google.labels, c, 0.5, a.seed)?;
-    let g_train = subset_set(&google, &tr, "probe-train");
-    let g_test = subset_set(&google, &te, "test");
-    let t_test = subset_set(&twitter, &te, "test");
+    let g_train = google.subset(&tr, "probe-train");
+    let g_test = google.subset(&te, "test");
+    let t_test = twitter.subset(&te, "test");
     let (fgtr, fgte, ftte) = (
         ctx.features(&g_train)?,
         ctx.features(&g_test)?,
@@ -346,19 +330,16 @@ fn emoji_part(
     let fcon = ctx.features(&concepts)?;
     // (a) prompts
     let sets = prompt_sets("an emoji of {}", "emoji_ensemble")?;
+    let ensemble = &sets[2].1;
     let p_concepts = prompt_table(&ctx, &fcon, &concepts.class_names, &sets)?;
     let p_cats = prompt_table(&ctx, &ftte, &cnames, &sets)?;
     // (b) few-shot on categories, google style
-    let smallest = fgtr.labels.iter().fold(vec![0usize; c], |mut v, &l| {
-        v[l] += 1;
-        v
-    });
-    let kmax = *smallest.iter().min().unwrap_or(&1);
+    let kmax = g_train.class_counts().into_iter().min().unwrap_or(1);
     let ks: Vec<usize> = [1, 2, 4, 8, 16]
         .into_iter()
         .filter(|&k| k <= kmax)
         .collect();
-    let w = ctx.classifier(&cnames, &crate::classify::templates("emoji_ensemble")?)?;
+    let w = ctx.classifier(&cnames, ensemble)?;
     let zs_google = eval::zero_shot_metrics(&fgte, &w, c).0;
     let fs = eval::few_shot(&fgtr, &fgte, &cnames, &ks, a.seeds)?;
     eval::few_shot_chart(
@@ -369,33 +350,26 @@ fn emoji_part(
     .save(&a.out.join("fewshot_emoji.png"))?;
     // (c) robustness: google → twitter
     let rob = eval::robustness_eval(
-        &ctx,
         &fgtr,
         &fgte,
         &[("twitter style".to_string(), ftte.clone())],
         &cnames,
-        &crate::classify::templates("emoji_ensemble")?,
+        &w,
         &ks,
         a.seeds.min(3),
     )?;
     rob.chart("EMOJI: GOOGLE STYLE -> TWITTER STYLE")
         .save(&a.out.join("robustness_emoji.png"))?;
     // (d) overlap between the CLIP training images and two evaluation sets
-    let train_imgs = eval::image_set(&path("train_google.jsonl"))?;
+    let train_imgs = EvalSet::images_of(&path("train_google.jsonl"))?;
     let ftrain = ctx.features(&train_imgs)?;
-    let correct = |f: &Features, w: &[f32], c: usize| -> Vec<bool> {
-        let s = eval::zero_shot_scores(f, w, c);
-        metrics::ranks(&s, c, &f.labels)
-            .iter()
-            .map(|&r| r == 0)
-            .collect()
-    };
+    let correct_cat = eval::zero_shot_correct(&fgte, &w, c);
     let o_cat = eval::overlap_eval(
         &ctx,
         &ftrain,
         &g_test,
         &fgte,
-        &correct(&fgte, &w, c),
+        &correct_cat,
         None,
         256,
         a.seed,
@@ -424,17 +398,14 @@ fn emoji_part(
         .count();
     let detector_recall = tp as f64 / truth.iter().filter(|t| **t).count().max(1) as f64;
     let detector_precision = tp as f64 / flagged.iter().filter(|f| **f).count().max(1) as f64;
-    let true_split = clip_eval::overlap::subset_accuracy(&correct(&fgte, &w, c), &truth);
-    let w_con = ctx.classifier(
-        &concepts.class_names,
-        &crate::classify::templates("emoji_ensemble")?,
-    )?;
+    let true_split = clip_eval::overlap::subset_accuracy(&correct_cat, &truth);
+    let w_con = ctx.classifier(&concepts.class_names, ensemble)?;
     let o_con = eval::overlap_eval(
         &ctx,
         &ftrain,
         &concepts,
         &fcon,
-        &correct(&fcon, &w_con, concepts.class_names.len()),
+        &eval::zero_shot_correct(&fcon, &w_con, concepts.class_names.len()),
         Some(o_cat.calibration.threshold),
         256,
         a.seed,

@@ -45,14 +45,9 @@ impl Manifest {
             path: p.clone(),
             msg: e.to_string(),
         })?;
+        // relative to the manifest's folder (`join` keeps absolute paths as they are)
         let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |s: &str| {
-            if Path::new(s).is_absolute() {
-                PathBuf::from(s)
-            } else {
-                base.join(s)
-            }
-        };
+        let resolve = |s: &str| base.join(s);
         let mut pairs = Vec::new();
         if path.extension().is_some_and(|e| e == "jsonl") {
             for (i, line) in text

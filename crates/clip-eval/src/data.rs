@@ -457,44 +457,57 @@ impl EvalSet {
         if images.is_empty() {
             return Err(DataError::Empty(source.into()));
         }
-        let fingerprint = fingerprint_paths(source, &images, &[], &captions);
-        Ok(EvalSet {
-            name: source.into(),
+        Ok(Self::captioned(source, images, captions))
+    }
+
+    /// Open any image collection without requiring labels or captions (the training side of the
+    /// overlap analysis): class folders, shards, or a manifest whose rows may lack captions.
+    pub fn images_of(source: &str) -> Result<EvalSet, DataError> {
+        if Path::new(source).is_dir() {
+            return Self::classification(source, None);
+        }
+        if is_shard_spec(source) {
+            return Self::retrieval(source);
+        }
+        let (images, captions): (Vec<ImageRef>, Vec<Vec<String>>) = read_rows(Path::new(source))?
+            .into_iter()
+            .map(|r| (ImageRef::Path(r.image), r.captions))
+            .unzip();
+        if images.is_empty() {
+            return Err(DataError::Empty(source.into()));
+        }
+        Ok(Self::captioned(source, images, captions))
+    }
+
+    /// A set of images with captions (possibly none) and its fingerprint.
+    fn captioned(name: &str, images: Vec<ImageRef>, captions: Vec<Vec<String>>) -> EvalSet {
+        let fingerprint = fingerprint_paths(name, &images, &[], &captions);
+        EvalSet {
+            name: name.into(),
             images,
             labels: Vec::new(),
             captions,
             class_names: Vec::new(),
             fingerprint,
-        })
+        }
     }
 
-    /// Open any manifest's or shards' images without labels or captions (the training side of
-    /// the overlap analysis).
-    pub fn images_of(source: &str) -> Result<EvalSet, DataError> {
-        let images: Vec<ImageRef> = if is_shard_spec(source) {
-            let shards =
-                Arc::new(Shards::open(source).map_err(|e| DataError::Shards(e.to_string()))?);
-            (0..shards.len())
-                .map(|i| ImageRef::Shard(shards.clone(), i))
-                .collect()
-        } else {
-            read_rows(Path::new(source))?
-                .into_iter()
-                .map(|r| ImageRef::Path(r.image))
-                .collect()
-        };
-        if images.is_empty() {
-            return Err(DataError::Empty(source.into()));
+    /// The rows `idx` of a classification set, named `{name}-{tag}`; its fingerprint extends this
+    /// set's with the tag and the indices.
+    pub fn subset(&self, idx: &[usize], tag: &str) -> EvalSet {
+        let mut f = Fingerprint(self.fingerprint);
+        f.str(tag);
+        for &i in idx {
+            f.u64(i as u64);
         }
-        let fingerprint = fingerprint_paths(source, &images, &[], &[]);
-        Ok(EvalSet {
-            name: source.into(),
-            images,
-            labels: Vec::new(),
+        EvalSet {
+            name: format!("{}-{tag}", self.name),
+            images: idx.iter().map(|&i| self.images[i].clone()).collect(),
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
             captions: Vec::new(),
-            class_names: Vec::new(),
-            fingerprint,
-        })
+            class_names: self.class_names.clone(),
+            fingerprint: f.0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -548,14 +561,9 @@ struct Row {
 
 fn read_rows(path: &Path) -> Result<Vec<Row>, DataError> {
     let text = std::fs::read_to_string(path).map_err(|e| read_err(path, e))?;
+    // relative to the manifest's folder (`join` keeps absolute paths as they are)
     let base = path.parent().unwrap_or(Path::new("."));
-    let resolve = |s: &str| {
-        if Path::new(s).is_absolute() {
-            PathBuf::from(s)
-        } else {
-            base.join(s)
-        }
-    };
+    let resolve = |s: &str| base.join(s);
     let row_err = |row: usize, msg: String| DataError::Row {
         path: path.display().to_string(),
         row,

@@ -329,8 +329,8 @@ fn check(x: &[f32], n: usize, d: usize, y: &[usize], classes: usize) -> Result<(
     Ok(())
 }
 
-/// Fit a probe on `x` (`[n, d]` row-major) with labels `y < classes`, optionally starting from
-/// `init` (a fit with another C on the same features, for the C search).
+/// Fit a probe on `x` (`[n, d]` row-major) with labels `y < classes`, starting from zero as
+/// scikit-learn does.
 pub fn fit(
     x: &[f32],
     n: usize,
@@ -338,7 +338,6 @@ pub fn fit(
     y: &[usize],
     classes: usize,
     opts: FitOptions,
-    init: Option<&LogReg>,
 ) -> Result<LogReg, FitError> {
     check(x, n, d, y, classes)?;
     if !(opts.c > 0.0 && opts.c.is_finite()) {
@@ -359,11 +358,6 @@ pub fn fit(
         gw: vec![0.0; kd],
     };
     let mut theta = vec![0f64; len];
-    if let Some(init) = init.filter(|i| i.classes == k && i.dim == d) {
-        for (t, w) in theta.iter_mut().zip(init.weights.iter().chain(&init.bias)) {
-            *t = *w as f64;
-        }
-    }
     let mut grad = vec![0f64; len];
     let mut f = p.eval(&theta, &mut grad);
     let mut evaluations = 1;
@@ -596,13 +590,13 @@ mod tests {
             })
             .collect();
         let y: Vec<usize> = (0..n).map(|i| i % 3).collect();
-        let m = fit(&x, n, d, &y, 3, FitOptions::default(), None).unwrap();
+        let m = fit(&x, n, d, &y, 3, FitOptions::default()).unwrap();
         assert!(m.converged);
         assert_eq!(accuracy(&m.predict(&x, n), &y), 1.0);
         let p = m.predict_proba(&x, n);
         assert!((p[..3].iter().sum::<f32>() - 1.0).abs() < 1e-5);
         assert_eq!(
-            fit(&x, n, d, &y, 2, FitOptions::default(), None).unwrap_err(),
+            fit(&x, n, d, &y, 2, FitOptions::default()).unwrap_err(),
             FitError::Label {
                 index: 2,
                 label: 2,
@@ -614,13 +608,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            fit(&x, n, d, &y, 3, bad_c, None).unwrap_err(),
+            fit(&x, n, d, &y, 3, bad_c).unwrap_err(),
             FitError::BadC(0.0)
         );
         let mut nan = x.clone();
         nan[9] = f32::NAN;
         assert_eq!(
-            fit(&nan, n, d, &y, 3, FitOptions::default(), None).unwrap_err(),
+            fit(&nan, n, d, &y, 3, FitOptions::default()).unwrap_err(),
             FitError::NonFinite(4)
         );
     }

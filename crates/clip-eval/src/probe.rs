@@ -40,6 +40,23 @@ impl Features {
         }
     }
 
+    /// A probe fitted on these features (scikit-learn's protocol, from zero).
+    pub fn fit(&self, classes: usize, opts: FitOptions) -> Result<LogReg, FitError> {
+        fit(
+            &self.data,
+            self.len(),
+            self.dim,
+            &self.labels,
+            classes,
+            opts,
+        )
+    }
+
+    /// Top-1 accuracy of `model` on these features.
+    pub fn accuracy(&self, model: &LogReg) -> f64 {
+        accuracy(&model.predict(&self.data, self.len()), &self.labels)
+    }
+
     pub fn concat(&self, other: &Features) -> Features {
         let mut f = self.clone();
         f.data.extend_from_slice(&other.data);
@@ -109,6 +126,31 @@ pub fn stratified_split(
     Ok((train, val))
 }
 
+/// Every k in `ks` is at least 1 and at most the smallest class's example count.
+pub fn check_k_shots(
+    labels: &[usize],
+    class_names: &[String],
+    ks: &[usize],
+) -> Result<(), ProbeError> {
+    let per = by_class(labels, class_names.len());
+    let smallest = per.iter().enumerate().min_by_key(|(_, v)| v.len());
+    for &k in ks {
+        if k == 0 {
+            return Err(ProbeError::KZero);
+        }
+        if let Some((c, idx)) = smallest
+            && idx.len() < k
+        {
+            return Err(ProbeError::KTooLarge {
+                k,
+                name: class_names[c].clone(),
+                count: idx.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// `k` seeded examples of every class (indices into `labels`).
 pub fn sample_k_shot(
     labels: &[usize],
@@ -116,19 +158,8 @@ pub fn sample_k_shot(
     k: usize,
     seed: u64,
 ) -> Result<Vec<usize>, ProbeError> {
-    if k == 0 {
-        return Err(ProbeError::KZero);
-    }
+    check_k_shots(labels, class_names, &[k])?;
     let per = by_class(labels, class_names.len());
-    if let Some((c, idx)) = per.iter().enumerate().min_by_key(|(_, v)| v.len())
-        && idx.len() < k
-    {
-        return Err(ProbeError::KTooLarge {
-            k,
-            name: class_names[c].clone(),
-            count: idx.len(),
-        });
-    }
     let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9) ^ k as u64);
     let mut out = Vec::with_capacity(k * per.len());
     for mut idx in per {
@@ -159,38 +190,27 @@ pub fn search_c(
     opts: FitOptions,
     mut on_fit: impl FnMut(&SearchPoint),
 ) -> Result<(f64, Vec<SearchPoint>), ProbeError> {
-    let mut tried: Vec<(f64, SearchPoint, LogReg)> = Vec::new(); // (log10 C, point, model)
-    let mut try_at = |e: f64,
-                      tried: &mut Vec<(f64, SearchPoint, LogReg)>|
-     -> Result<(), ProbeError> {
+    let mut tried: Vec<(f64, SearchPoint)> = Vec::new(); // (log10 C, point)
+    let mut try_at = |e: f64, tried: &mut Vec<(f64, SearchPoint)>| -> Result<(), ProbeError> {
         if tried.iter().any(|t| (t.0 - e).abs() < 1e-9) || !(-6.0 - 1e-9..=6.0 + 1e-9).contains(&e)
         {
             return Ok(());
         }
         let c = 10f64.powf(e);
-        let m = fit(
-            &train.data,
-            train.len(),
-            train.dim,
-            &train.labels,
-            classes,
-            FitOptions { c, ..opts },
-            None,
-        )?;
-        let acc = accuracy(&m.predict(&val.data, val.len()), &val.labels);
+        let m = train.fit(classes, FitOptions { c, ..opts })?;
         let p = SearchPoint {
             c,
-            val_accuracy: acc,
+            val_accuracy: val.accuracy(&m),
             iterations: m.iterations,
         };
         on_fit(&p);
-        tried.push((e, p, m));
+        tried.push((e, p));
         Ok(())
     };
     for e in [-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0] {
         try_at(e, &mut tried)?;
     }
-    let best = |tried: &[(f64, SearchPoint, LogReg)]| {
+    let best = |tried: &[(f64, SearchPoint)]| {
         tried
             .iter()
             .fold(None::<(f64, f64)>, |b, t| match b {
@@ -252,16 +272,28 @@ pub fn fit_probe(
             }
         }
     };
-    let model = fit(
-        &train.data,
-        train.len(),
-        train.dim,
-        &train.labels,
-        classes,
-        FitOptions { c, ..opts },
-        None,
-    )?;
+    let model = train.fit(classes, FitOptions { c, ..opts })?;
     Ok(Probe { model, c, search })
+}
+
+/// A k-shot probe: `k` seeded examples per class drawn from `train`, then the probe protocol on them
+/// (C searched on half of the shots when k ≥ 2; C = 1 when k = 1, as no validation split exists).
+pub fn k_shot_probe(
+    train: &Features,
+    class_names: &[String],
+    k: usize,
+    seed: u64,
+) -> Result<Probe, ProbeError> {
+    let idx = sample_k_shot(&train.labels, class_names, k, seed)?;
+    fit_probe(
+        &train.subset(&idx),
+        class_names.len(),
+        0.5,
+        seed,
+        None,
+        FitOptions::default(),
+        |_| {},
+    )
 }
 
 /// Mean and (population) standard deviation.

@@ -69,7 +69,6 @@ fn probe_matches_scikit_learn_on_digits() {
                 c,
                 ..Default::default()
             },
-            None,
         )
         .unwrap();
         assert!(m.converged, "{name}: {:?}", m.stop);
@@ -91,7 +90,7 @@ fn probe_matches_scikit_learn_on_digits() {
             tol: 1e-8,
             max_iter: 5000,
         };
-        let m = fit(&xtr, ntr, d, &ytr, k, opts, None).unwrap();
+        let m = fit(&xtr, ntr, d, &ytr, k, opts).unwrap();
         let w_err = rel_err(&m.weights, &f32s(&st, &format!("{name}_tight_coef")));
         let b_err = rel_err(&m.bias, &f32s(&st, &format!("{name}_tight_intercept")));
         let p = m.predict_proba(&xte, nte);

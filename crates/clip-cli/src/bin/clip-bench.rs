@@ -121,27 +121,19 @@ fn main() -> Result<()> {
                 .max()
                 .map_or(0, |m| m + 1);
             let t = Instant::now();
-            let m = clip_eval::fit(
-                &train.data,
-                train.len(),
-                train.dim,
-                &train.labels,
+            let m = train.fit(
                 classes,
                 clip_eval::FitOptions {
                     c,
                     ..Default::default()
                 },
-                None,
             )?;
             let secs = t.elapsed().as_secs_f64();
-            let acc = |f: &clip_eval::Features| {
-                clip_eval::logreg::accuracy(&m.predict(&f.data, f.len()), &f.labels)
-            };
             println!(
                 "{}",
                 serde_json::json!({"bench": "probe", "seconds": secs, "iterations": m.iterations,
                     "evaluations": m.evaluations, "converged": m.converged, "stop": format!("{:?}", m.stop),
-                    "train_accuracy": acc(&train), "test_accuracy": acc(&test)})
+                    "train_accuracy": train.accuracy(&m), "test_accuracy": test.accuracy(&m)})
             );
         }
         Some("train") => {
