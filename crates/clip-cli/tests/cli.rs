@@ -1,15 +1,10 @@
 //! The `clip` command end to end: outputs, exit codes and the messages users see for bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn model() -> String {
-    root().join("testdata/models/hf_vit").display().to_string()
-}
+mod common;
+use common::{clip, fails, model, root};
 
 fn image(name: &str) -> String {
     root()
@@ -19,33 +14,8 @@ fn image(name: &str) -> String {
         .to_string()
 }
 
-fn clip(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clip"))
-        .args(args)
-        .output()
-        .expect("run clip")
-}
-
 fn ok(args: &[&str]) -> String {
-    let out = clip(args);
-    assert!(
-        out.status.success(),
-        "clip {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a command that must fail with exit code 1 and returns its stderr.
-fn fails(args: &[&str]) -> String {
-    let out = clip(args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "clip {args:?} should fail: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stderr).unwrap()
+    common::ok_out(args).0
 }
 
 fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {

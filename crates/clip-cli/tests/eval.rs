@@ -2,17 +2,11 @@
 //! with the `image` crate) and the tiny HF test model: outputs, files, and the messages for bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use clip_data::synth::{Split, SyntheticScenes, class_names};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn model() -> String {
-    root().join("testdata/models/hf_vit").display().to_string()
-}
+mod common;
+use common::{clip, fails, model, ok_out as ok, root};
 
 /// Another tiny ViT with the same 32-px input as `model()` (so the feature-cache key matches).
 fn other_model() -> String {
@@ -22,40 +16,9 @@ fn other_model() -> String {
         .to_string()
 }
 
-fn clip(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clip"))
-        .args(args)
-        .output()
-        .expect("run clip")
-}
-
-fn ok(args: &[&str]) -> (String, String) {
-    let out = clip(args);
-    assert!(
-        out.status.success(),
-        "clip {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
 fn json(args: &[&str]) -> serde_json::Value {
     let (out, _) = ok(args);
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = clip(args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "clip {args:?} should fail: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stderr).unwrap()
 }
 
 /// Class folders of `per_class` scenes for the first `classes` classes that occur, and a JSONL

@@ -1,0 +1,47 @@
+//! Helpers shared by the `clip` command's integration tests.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The tiny transformers CLIP with the real 49,408-token vocabulary.
+pub fn model() -> String {
+    root().join("testdata/models/hf_vit").display().to_string()
+}
+
+pub fn clip(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clip"))
+        .args(args)
+        .output()
+        .expect("run clip")
+}
+
+/// Runs a command that must succeed and returns (stdout, stderr).
+pub fn ok_out(args: &[&str]) -> (String, String) {
+    let out = clip(args);
+    assert!(
+        out.status.success(),
+        "clip {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// Runs a command that must fail with exit code 1 and returns its stderr.
+pub fn fails(args: &[&str]) -> String {
+    let out = clip(args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "clip {args:?} should fail: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
