@@ -1,13 +1,9 @@
 //! The `clip` command: thin over the libraries. Parse args → resolve → `commands::x`.
 
 mod alloc;
-mod chart;
 mod classify;
 mod embed;
 mod eval;
-mod io;
-mod models;
-mod plot;
 mod repro;
 mod train;
 
@@ -24,9 +20,9 @@ use clap::{Args, Parser, Subcommand};
     about = "CLIP in Rust: tokenize, preprocess, embed, classify, convert"
 )]
 struct Cli {
-    /// Worker threads for tensor math and image decoding (default: all cores)
-    #[arg(long, global = true)]
-    threads: Option<usize>,
+    /// Worker threads for tensor math and image decoding (default: all cores; at most 1024)
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    threads: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,7 +51,7 @@ enum Command {
     Repro(repro::ReproArgs),
     /// Convert any supported checkpoint to model.safetensors + config.json
     Convert(ConvertArgs),
-    /// List model presets and known pretrained tags
+    /// List model presets, known pretrained tags and the shipped template sets
     Models,
 }
 
@@ -77,13 +73,14 @@ enum EvalCommand {
 
 #[derive(Args)]
 struct TokenizeArgs {
-    /// Context length (rows are padded with zeros to it)
-    #[arg(long, default_value_t = clip_tokenizer::DEFAULT_CONTEXT_LENGTH)]
-    context_length: usize,
+    /// Context length (rows are padded with zeros to it; 2 to 4096)
+    #[arg(long, default_value_t = clip_tokenizer::DEFAULT_CONTEXT_LENGTH as u64,
+          value_parser = clap::value_parser!(u64).range(2..=clip_model::config::MAX_CONTEXT as u64))]
+    context_length: u64,
     /// Cut over-long texts (the last kept token is EOT) instead of failing
     #[arg(long)]
     truncate: bool,
-    /// Read texts from a file, one per line
+    /// Read texts from a file, one per line (every line is one row, blank lines included)
     #[arg(long, conflicts_with = "texts")]
     file: Option<PathBuf>,
     /// Texts to tokenize
@@ -94,9 +91,9 @@ struct TokenizeArgs {
 #[derive(Args)]
 struct PreprocessArgs {
     image: PathBuf,
-    /// Output side length
-    #[arg(long, default_value_t = 224)]
-    size: usize,
+    /// Output side length (1 to 4096)
+    #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    size: u64,
     /// Output .npy path
     #[arg(long)]
     out: PathBuf,
@@ -117,17 +114,17 @@ struct ConvertArgs {
 
 fn tokenize(args: &TokenizeArgs) -> Result<()> {
     let texts = match &args.file {
-        Some(f) => io::read_lines(f)?,
+        Some(f) => clip_data::text::read_lines(f)?,
         None => args.texts.clone(),
     };
+    let ctx = args.context_length as usize;
     let tok = clip_tokenizer::Tokenizer::global();
     let mut out = String::new();
     for (i, t) in texts.iter().enumerate() {
-        let ids = tok
-            .encode_with_specials(t, args.context_length, args.truncate)
+        let mut row = tok
+            .encode_with_specials(t, ctx, args.truncate)
             .with_context(|| format!("text {} cannot be tokenized", i + 1))?;
-        let mut row = ids;
-        row.resize(args.context_length, 0);
+        row.resize(ctx, 0);
         out.push_str(&serde_json::to_string(&row)?);
         out.push('\n');
     }
@@ -136,21 +133,32 @@ fn tokenize(args: &TokenizeArgs) -> Result<()> {
 }
 
 fn preprocess(args: &PreprocessArgs) -> Result<()> {
-    if args.size == 0 {
-        bail!("--size must be at least 1");
-    }
-    let mut p = clip_data::Preprocess::clip(args.size);
+    clip_data::out::check_extension(&args.out, &["npy"])?;
+    clip_data::out::check_not_input(&args.out, std::slice::from_ref(&args.image))?;
+    let size = args.size as usize;
+    let mut p = clip_data::Preprocess::clip(size);
     if args.flatten_alpha {
         p.alpha = clip_data::Alpha::FlattenOnWhite;
     }
     let data = p.load(&args.image)?;
-    io::write_npy(&args.out, &[3, args.size, args.size], &data)?;
+    clip_data::out::write_npy(&args.out, &[3, size, size], &data)?;
     Ok(())
 }
 
 fn convert(args: &ConvertArgs) -> Result<()> {
-    let device = clip_model::default_device();
-    let clip = models::load(&args.model, &device)?;
+    let source = std::path::Path::new(&args.model);
+    if source.exists() {
+        clip_data::out::check_not_input(&args.out, &[source.to_path_buf()])?;
+    }
+    for f in ["model.safetensors", "config.json"] {
+        if args.out.join(f).exists() {
+            bail!(
+                "'{}' already exists; converting would overwrite it — choose another --out",
+                args.out.join(f).display()
+            );
+        }
+    }
+    let clip = clip_embed::models::load(&args.model, &clip_model::default_device())?;
     clip_model::save_clip(&clip, &args.out)?;
     eprintln!(
         "wrote {} and {}",
@@ -163,7 +171,7 @@ fn convert(args: &ConvertArgs) -> Result<()> {
 fn run(cli: Cli) -> Result<()> {
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
+            .num_threads(n as usize)
             .build_global()
             .context("setting the thread count")?;
     }
@@ -181,12 +189,16 @@ fn run(cli: Cli) -> Result<()> {
             EvalCommand::Fewshot(a) => eval::fewshot(a),
             EvalCommand::Retrieval(a) => eval::retrieval(a),
             EvalCommand::Robustness(a) => eval::robustness(a),
-            EvalCommand::Overlap(a) => eval::overlap_cmd(a),
+            EvalCommand::Overlap(a) => eval::overlap(a),
         },
         Command::Repro(a) => repro::run(a),
         Command::Convert(a) => convert(a),
         Command::Models => {
-            print!("{}", models::listing());
+            print!("{}", clip_embed::models::listing());
+            println!(
+                "template sets: {}",
+                clip_embed::templates::names().join(", ")
+            );
             Ok(())
         }
     }

@@ -535,10 +535,11 @@ fn train_from_config_then_resume() {
         std::fs::read_to_string(out.join("checkpoints/latest")).unwrap(),
         "step-0000004"
     );
-    // the same directory without --resume is refused; with it, training continues to 6 steps
+    // the same directory without --resume is refused; with it, training continues to 6 steps —
+    // a change of `steps` (it reshapes the schedule) only when asked for by name
     let err = fails(&["train", "--config", cfg.to_str().unwrap(), "--out", o]);
     assert!(err.contains("already holds a run; pass --resume"), "{err}");
-    ok(&[
+    let resume = [
         "train",
         "--config",
         cfg.to_str().unwrap(),
@@ -547,7 +548,18 @@ fn train_from_config_then_resume() {
         "--steps",
         "6",
         "--resume",
-    ]);
+    ];
+    let err = fails(&resume);
+    assert!(
+        err.contains("--resume would change `steps` from 4 (the run's value) to 6")
+            && err.contains("--change steps"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("metrics.jsonl")).unwrap(),
+        lines
+    );
+    ok(&[&resume[..], &["--change", "steps"]].concat());
     let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let steps: Vec<u64> = lines
         .lines()
@@ -699,4 +711,171 @@ fn quickstart_json_summary() {
     }
     assert_eq!(v["steps"], 2);
     assert!((v["chance"].as_f64().unwrap() - 1.0 / 48.0).abs() < 1e-12);
+}
+
+#[test]
+fn every_input_line_gives_one_output_row() {
+    // blank and whitespace-only lines are rows too (they tokenize like clip.tokenize(""))
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("lines.txt");
+    std::fs::write(&f, "a dog\n\n   \r\na cat\n").unwrap();
+    let out = ok(&["tokenize", "--file", f.to_str().unwrap()]);
+    let rows: Vec<Vec<u32>> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(
+        &rows[1][..3],
+        &[49406, 49407, 0],
+        "a blank line is [SOT, EOT]"
+    );
+    assert_eq!(rows[1], rows[2]);
+    let npy = dir.path().join("t.npy");
+    ok(&[
+        "embed",
+        "--model",
+        &model(),
+        "--texts-from",
+        f.to_str().unwrap(),
+        "--out",
+        npy.to_str().unwrap(),
+    ]);
+    assert_eq!(read_npy(&npy).0, vec![4, 16]);
+    // a byte-order mark is not part of the first line
+    std::fs::write(&f, "\u{feff}a dog\n").unwrap();
+    let bom = ok(&["tokenize", "--file", f.to_str().unwrap()]);
+    assert_eq!(bom.lines().next(), out.lines().next());
+}
+
+#[test]
+fn quickstart_never_deletes_what_it_did_not_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mine");
+    std::fs::create_dir_all(out.join("checkpoints")).unwrap();
+    std::fs::write(out.join("checkpoints/notes.txt"), "my notes").unwrap();
+    let o = out.to_str().unwrap();
+    let err = fails(&["quickstart", "--steps", "1", "--json", "--out", o]);
+    assert!(
+        err.contains("is not empty and does not hold an earlier quickstart run")
+            && err.contains("nothing was deleted"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("checkpoints/notes.txt")).unwrap(),
+        "my notes"
+    );
+    // its own folder is replaced on the next run
+    let qs = dir.path().join("qs");
+    let q = qs.to_str().unwrap();
+    ok(&["quickstart", "--steps", "1", "--json", "--out", q]);
+    ok(&["quickstart", "--steps", "1", "--json", "--out", q]);
+    let steps = std::fs::read_to_string(qs.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        steps.lines().count(),
+        1,
+        "the earlier run was replaced, not appended to"
+    );
+}
+
+#[test]
+fn bad_numbers_are_refused_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = dir.path().join("emoji");
+    for f in ["1.5", "-0.1", "1"] {
+        let err = fails(&[
+            "import-emoji",
+            "--packages",
+            d,
+            "--out",
+            out.to_str().unwrap(),
+            "--held-out-fraction",
+            f,
+        ]);
+        assert!(
+            err.contains(&format!("--held-out-fraction {f} is outside [0, 1)")),
+            "{err}"
+        );
+    }
+    let err = fails(&[
+        "train",
+        "--held-out-fraction",
+        "0",
+        "--out",
+        d,
+        "--steps",
+        "1",
+    ]);
+    assert!(err.contains("held_out_fraction must be in (0, 1)"), "{err}");
+    let err = fails(&["train", "--lr", "NaN", "--out", d]);
+    assert!(
+        err.contains("lr must be a positive number, got NaN"),
+        "{err}"
+    );
+    // sizes are bounded before anything is allocated (usage errors: exit code 2)
+    let usage = |args: &[&str]| {
+        let o = clip(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        String::from_utf8(o.stderr).unwrap()
+    };
+    let err = usage(&["tokenize", "--context-length", "100000000000", "a dog"]);
+    assert!(err.contains("100000000000 is not in 2..=4096"), "{err}");
+    let err = usage(&[
+        "preprocess",
+        &image("grey.png"),
+        "--size",
+        "100000",
+        "--out",
+        "x.npy",
+    ]);
+    assert!(err.contains("100000 is not in 1..=4096"), "{err}");
+    let err = usage(&[
+        "embed",
+        "--model",
+        &model(),
+        "--text",
+        "a",
+        "--batch-size",
+        "0",
+        "--out",
+        "x.npy",
+    ]);
+    assert!(err.contains("0 is not in 1..=65536"), "{err}");
+    let err = usage(&["--threads", "1000000", "models"]);
+    assert!(err.contains("1000000 is not in 1..=1024"), "{err}");
+}
+
+#[test]
+fn no_command_writes_over_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("good.png");
+    std::fs::copy(image("grey.png"), &img).unwrap();
+    let before = std::fs::read(&img).unwrap();
+    let p = img.to_str().unwrap();
+    let err = fails(&["preprocess", p, "--out", p]);
+    assert!(err.contains("must end in .npy"), "{err}");
+    let npy = dir.path().join("good.npy");
+    std::fs::copy(&img, &npy).unwrap();
+    let err = fails(&[
+        "preprocess",
+        npy.to_str().unwrap(),
+        "--out",
+        npy.to_str().unwrap(),
+    ]);
+    assert!(err.contains("is also an input of this command"), "{err}");
+    assert_eq!(std::fs::read(&img).unwrap(), before);
+    // converting a checkpoint folder into itself is refused before loading
+    let hf = dir.path().join("hf");
+    std::fs::create_dir(&hf).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(root().join("testdata/models/hf_vit").join(f), hf.join(f)).unwrap();
+    }
+    let h = hf.to_str().unwrap();
+    let err = fails(&["convert", "--model", h, "--out", h]);
+    assert!(err.contains("is also an input of this command"), "{err}");
+    assert_eq!(
+        std::fs::read(hf.join("model.safetensors")).unwrap(),
+        std::fs::read(root().join("testdata/models/hf_vit/model.safetensors")).unwrap()
+    );
 }

@@ -172,6 +172,57 @@ fn zeroshot_compares_prompts_and_writes_confusion_and_classifier() {
         s(&dir.path().join("clf.safetensors")),
     ]);
     assert!(err.contains("was built with another model"), "{err}");
+    // a file with the right model and classes but the wrong dtype or shape is refused, naming both
+    let names: Vec<String> = std::fs::read_to_string(&classes)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let bad = dir.path().join("bad_clf.safetensors");
+    for (dtype, shape) in [
+        (safetensors::Dtype::F32, vec![names.len(), 17]),
+        (safetensors::Dtype::F64, vec![names.len(), 8]),
+    ] {
+        let bytes = vec![0u8; shape.iter().product::<usize>() * dtype.size()];
+        let view = safetensors::tensor::TensorView::new(dtype, shape.clone(), &bytes).unwrap();
+        let meta: std::collections::HashMap<String, String> = [
+            (
+                "model".to_string(),
+                v["model"].as_str().unwrap().to_string(),
+            ),
+            (
+                "classes".to_string(),
+                serde_json::to_string(&names).unwrap(),
+            ),
+        ]
+        .into();
+        std::fs::write(
+            &bad,
+            safetensors::serialize([("classifier", view)], Some(meta)).unwrap(),
+        )
+        .unwrap();
+        let err = fails(
+            &[
+                &base[..],
+                &[
+                    "--data",
+                    s(&manifest),
+                    "--classes",
+                    s(&classes),
+                    "--classifier",
+                    s(&bad),
+                ],
+            ]
+            .concat(),
+        );
+        assert!(
+            err.contains(&format!(
+                "is {dtype:?} {shape:?}; expected F32 [{}, 16]",
+                names.len()
+            )),
+            "{err}"
+        );
+    }
 }
 
 #[test]

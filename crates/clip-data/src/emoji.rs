@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::image::{Alpha, load_rgb};
-use crate::synth::Rng;
+use crate::rng::{Rng, shuffle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmojiError {
@@ -30,6 +30,13 @@ pub enum EmojiError {
     Read { path: String, msg: String },
     #[error("cannot write '{path}': {msg}")]
     Write { path: String, msg: String },
+    #[error(
+        "--held-out-fraction {0} is outside [0, 1): it is the share of concepts kept out of training \
+         (e.g. 0.1), and at least one concept must be left to train on"
+    )]
+    Fraction(f64),
+    #[error(transparent)]
+    Out(#[from] crate::out::OutError),
 }
 
 /// Where the unpacked packages are (each a `package/` directory from `npm pack` + `tar -x`).
@@ -88,6 +95,11 @@ pub fn import(
     held_out_fraction: f64,
     seed: u64,
 ) -> Result<ImportSummary, EmojiError> {
+    if !(0.0..1.0).contains(&held_out_fraction) {
+        return Err(EmojiError::Fraction(held_out_fraction));
+    }
+    // never write into a folder holding anything but an earlier import
+    crate::out::check_output_dir(out, "train_google.jsonl", "emoji import")?;
     let emoji = read_json(&p.datasource.join("emoji.json"))?;
     let cldr = read_json(&p.cldr.join("annotations/en/annotations.json"))?;
     let ann = &cldr["annotations"]["annotations"];
@@ -141,10 +153,9 @@ pub fn import(
     // seeded held-out split of concepts
     let mut rng = Rng::new(seed ^ 0xE410_7777);
     let mut order: Vec<usize> = (0..concepts.len()).collect();
-    for i in (1..order.len()).rev() {
-        order.swap(i, rng.below(i + 1));
-    }
-    let n_held = (concepts.len() as f64 * held_out_fraction).round() as usize;
+    shuffle(&mut order, &mut rng);
+    let n_held = ((concepts.len() as f64 * held_out_fraction).round() as usize)
+        .min(concepts.len().saturating_sub(1));
     let held: HashSet<usize> = order[..n_held].iter().copied().collect();
 
     let img_dir = out.join("images");
@@ -249,28 +260,4 @@ pub fn import(
         held_out_concepts: n_held,
         train_pairs,
     })
-}
-
-/// Rows of a labelled manifest (`{"image": …, "label": index}`), paths resolved against its directory.
-pub fn read_labelled(path: &Path) -> Result<Vec<(PathBuf, usize)>, EmojiError> {
-    let err = |msg: String| EmojiError::Read {
-        path: path.display().to_string(),
-        msg,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).map_err(|e| err(e.to_string()))?;
-            let image = v["image"]
-                .as_str()
-                .ok_or_else(|| err("row without \"image\"".into()))?;
-            let label = v["label"]
-                .as_u64()
-                .ok_or_else(|| err("row without \"label\"".into()))?
-                as usize;
-            Ok((base.join(image), label))
-        })
-        .collect()
 }

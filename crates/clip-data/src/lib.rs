@@ -1,13 +1,20 @@
 //! Image decoding and CLIP preprocessing, matching torchvision's
 //! `Compose([Resize(n, BICUBIC), CenterCrop(n), ToTensor(), Normalize(mean, std)])` on PIL images.
 
+pub mod chart;
+pub mod dataset;
 pub mod emoji;
+pub mod files;
 pub mod image;
 pub mod jpeg;
 pub mod manifest;
+pub mod out;
+pub mod pairs;
 pub mod resize;
+pub mod rng;
 pub mod shards;
 pub mod synth;
+pub mod text;
 
 use std::path::Path;
 
@@ -63,7 +70,7 @@ pub fn center_crop(img: &Rgb8, n: usize) -> Rgb8 {
 /// Training augmentation, the paper's only one: resize the short side to `round(n · scale)` and take
 /// a random `n×n` crop (uniform over positions; seeded by the caller's generator). Evaluation uses
 /// [`Preprocess::resize_crop`] (the center crop) instead.
-pub fn random_square_crop(img: &Rgb8, n: usize, scale: f64, rng: &mut synth::Rng) -> Rgb8 {
+pub fn random_square_crop(img: &Rgb8, n: usize, scale: f64, rng: &mut rng::Rng) -> Rgb8 {
     let resized = resize_short_side(img, ((n as f64 * scale).round() as usize).max(n));
     let left = rng.below(resized.width - n + 1);
     let top = rng.below(resized.height - n + 1);
@@ -125,12 +132,12 @@ mod tests {
     #[test]
     fn random_crop_is_seeded_and_inside() {
         let img = Rgb8::new(40, 30, (0..40 * 30 * 3).map(|i| (i % 251) as u8).collect());
-        let a = random_square_crop(&img, 16, 1.25, &mut synth::Rng::new(9));
-        let b = random_square_crop(&img, 16, 1.25, &mut synth::Rng::new(9));
+        let a = random_square_crop(&img, 16, 1.25, &mut rng::Rng::new(9));
+        let b = random_square_crop(&img, 16, 1.25, &mut rng::Rng::new(9));
         assert_eq!(a, b);
         assert_eq!((a.width, a.height), (16, 16));
         let offsets: std::collections::HashSet<Vec<u8>> = (0..20)
-            .map(|s| random_square_crop(&img, 16, 1.25, &mut synth::Rng::new(s)).data)
+            .map(|s| random_square_crop(&img, 16, 1.25, &mut rng::Rng::new(s)).data)
             .collect();
         assert!(offsets.len() > 5, "crops vary with the seed");
     }

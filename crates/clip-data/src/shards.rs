@@ -1,6 +1,7 @@
 //! WebDataset tar shards, the format of LAION/DataComp: each sample is `{key}.jpg|jpeg|png|webp`
 //! plus `{key}.txt` (the caption) or `{key}.json` (`"caption"` or `"text"`); classification shards
-//! carry `{key}.cls` (a class index or name) instead, read like a caption. Shards are given as a
+//! carry `{key}.cls` (a class index or name): it is the sample's label (and its text when it has no
+//! caption); a caption is never taken for the label when a `.cls` is there. Shards are given as a
 //! list or a brace pattern (`shards-{0000..0099}.tar`). They are indexed once, sequentially (member
 //! headers only), then samples are read by offset. A truncated or damaged shard keeps the samples
 //! before the damage; the loss is reported, never fatal.
@@ -66,15 +67,23 @@ struct Member {
     size: u64,
 }
 
-/// A sample being collected while indexing: key, image member, caption member (and whether JSON).
-type Pending = Option<(String, Option<Member>, Option<(Member, bool)>)>;
+/// A sample being collected while indexing.
+#[derive(Default)]
+struct Pending {
+    key: String,
+    image: Option<Member>,
+    /// `.txt` (false) or `.json` (true) caption
+    caption: Option<(Member, bool)>,
+    /// `.cls` label
+    label: Option<Member>,
+}
 
 #[derive(Debug, Clone)]
 struct Sample {
     shard: usize,
     image: Member,
-    caption: Member,
-    json: bool,
+    caption: Option<(Member, bool)>,
+    label: Option<Member>,
 }
 
 /// Indexed shards.
@@ -85,8 +94,6 @@ pub struct Shards {
     /// damage found while indexing (truncated shards, samples without image or caption)
     pub warnings: Vec<String>,
 }
-
-const IMAGE_EXT: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
 
 impl Shards {
     /// Index the shards named by `spec` (a path or brace pattern; several separated by `::`).
@@ -106,19 +113,20 @@ impl Shards {
                 msg: e.to_string(),
             })?;
             let mut archive = tar::Archive::new(file);
-            let mut current: Pending = None;
-            let mut flush = |cur: Pending, warnings: &mut Vec<String>| {
-                if let Some((key, image, caption)) = cur {
-                    match (image, caption) {
-                        (Some(image), Some((caption, json))) => samples.push(Sample {
+            let mut current: Option<Pending> = None;
+            let mut flush = |cur: Option<Pending>, warnings: &mut Vec<String>| {
+                if let Some(p) = cur {
+                    match (p.image, p.caption.is_some() || p.label.is_some()) {
+                        (Some(image), true) => samples.push(Sample {
                             shard: si,
                             image,
-                            caption,
-                            json,
+                            caption: p.caption,
+                            label: p.label,
                         }),
                         _ => warnings.push(format!(
-                            "{}: sample '{key}' lacks an image or a caption",
-                            path.display()
+                            "{}: sample '{}' lacks an image or a caption",
+                            path.display(),
+                            p.key
                         )),
                     }
                 }
@@ -158,25 +166,33 @@ impl Shards {
                     offset: entry.raw_file_position(),
                     size: entry.size(),
                 };
-                if current.as_ref().is_none_or(|c| c.0 != key) {
+                if current.as_ref().is_none_or(|c| c.key != key) {
                     flush(current.take(), &mut warnings);
-                    current = Some((key, None, None));
                 }
-                let cur = current.as_mut().expect("set above");
-                if IMAGE_EXT.contains(&ext.as_str()) {
-                    cur.1 = Some(member);
-                } else if ext == "txt" || (ext == "cls" && cur.2.is_none()) {
-                    cur.2 = Some((member, false));
-                } else if ext == "json" && cur.2.is_none() {
-                    cur.2 = Some((member, true));
+                let cur = current.get_or_insert_with(|| Pending {
+                    key,
+                    ..Pending::default()
+                });
+                if crate::files::IMAGE_EXTENSIONS.contains(&ext.as_str()) {
+                    cur.image = Some(member);
+                } else if ext == "txt" {
+                    cur.caption = Some((member, false));
+                } else if ext == "cls" {
+                    cur.label = Some(member);
+                } else if ext == "json" && cur.caption.is_none() {
+                    cur.caption = Some((member, true));
                 }
             }
             // a sample whose last member was cut off by truncation is not complete
             let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-            if let Some((_, image, caption)) = &current {
-                let cut =
-                    |m: &Option<Member>| m.as_ref().is_some_and(|m| m.offset + m.size > file_len);
-                if cut(image) || cut(&caption.as_ref().map(|c| c.0.clone())) {
+            if let Some(p) = &current {
+                let cut = |m: Option<&Member>| {
+                    m.is_some_and(|m| m.offset.saturating_add(m.size) > file_len)
+                };
+                if cut(p.image.as_ref())
+                    || cut(p.caption.as_ref().map(|c| &c.0))
+                    || cut(p.label.as_ref())
+                {
                     current = None;
                     damaged.get_or_insert_with(|| "truncated".into());
                 }
@@ -232,12 +248,31 @@ impl Shards {
         )
     }
 
-    /// The caption (or `.cls` label) of sample `index`, without decoding its image.
+    /// The caption of sample `index` (its `.cls` text when it has no caption), without decoding
+    /// its image.
     pub fn text(&self, index: usize) -> Result<String, String> {
         let s = &self.samples[index % self.samples.len()];
+        match &s.caption {
+            Some((m, json)) => self.read_text(index, m, *json),
+            None => self.label(index),
+        }
+    }
+
+    /// The class label of sample `index`: its `.cls` text, or its caption when it has no `.cls`.
+    pub fn label(&self, index: usize) -> Result<String, String> {
+        let s = &self.samples[index % self.samples.len()];
+        match (&s.label, &s.caption) {
+            (Some(m), _) => self.read_text(index, m, false),
+            (None, Some((m, json))) => self.read_text(index, m, *json),
+            (None, None) => Err(format!("{}: no caption or label", self.sample_name(index))),
+        }
+    }
+
+    fn read_text(&self, index: usize, m: &Member, json: bool) -> Result<String, String> {
+        let s = &self.samples[index % self.samples.len()];
         let name = self.sample_name(index);
-        let raw = self.read(s.shard, &s.caption)?;
-        let caption = if s.json {
+        let raw = self.read(s.shard, m)?;
+        let caption = if json {
             let v: serde_json::Value =
                 serde_json::from_slice(&raw).map_err(|e| format!("{name}: caption JSON: {e}"))?;
             v.get("caption")
@@ -246,7 +281,7 @@ impl Shards {
                 .unwrap_or("")
                 .to_owned()
         } else {
-            String::from_utf8(raw).map_err(|_| format!("{name}: caption is not UTF-8"))?
+            crate::text::decode_text(raw, &name).map_err(|e| e.to_string())?
         };
         Ok(caption.trim().to_owned())
     }

@@ -3,6 +3,7 @@
 //! never appear in training, for zero-shot tests. Every sample is a pure function of (seed, index).
 
 use crate::resize::Rgb8;
+pub use crate::rng::Rng;
 
 pub const SHAPES: [&str; 6] = ["circle", "square", "triangle", "diamond", "star", "cross"];
 pub const COLOURS: [(&str, [u8; 3]); 8] = [
@@ -24,29 +25,6 @@ const POSITIONS: [&str; 5] = [
     "in the middle",
 ];
 const COUNTS: [&str; 3] = ["one", "two", "three"];
-
-/// splitmix64: a small, good, seedable generator.
-#[derive(Debug, Clone)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// One generated scene's attributes.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,9 +111,10 @@ impl SyntheticScenes {
             Rng::new(self.seed.wrapping_mul(0x100_0000_01B3) ^ index ^ ((split as u64) << 62));
         let n = COLOURS.len() * SHAPES.len();
         let class = loop {
-            let c = match split {
-                Split::Train => rng.below(n),
-                Split::HeldOut => self.held_out[rng.below(self.held_out.len().max(1))],
+            // with nothing held out, the held-out split draws from every class
+            let c = match (split, self.held_out.is_empty()) {
+                (Split::HeldOut, false) => self.held_out[rng.below(self.held_out.len())],
+                _ => rng.below(n),
             };
             if split == Split::HeldOut || !self.held_out.contains(&c) {
                 break c;

@@ -80,70 +80,7 @@ pub enum FitError {
     NonFinite(usize),
 }
 
-/// `dst[m×n] = lhs[m×k] · rhs[k×n]` with explicit (column, row) strides, single precision, all threads.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    lhs: &[f32],
-    lhs_strides: (isize, isize),
-    rhs: &[f32],
-    rhs_strides: (isize, isize),
-) {
-    assert!(dst.len() >= m * n);
-    // SAFETY: the strides describe matrices that lie inside the given slices (checked by callers'
-    // shapes: lhs is m×k, rhs k×n, dst m×n row-major), and dst does not alias the inputs.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            lhs_strides.0,
-            lhs_strides.1,
-            rhs.as_ptr(),
-            rhs_strides.0,
-            rhs_strides.1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        );
-    }
-}
-
-/// `scores[n×K] = X · Wᵀ + b`.
-pub fn scores(x: &[f32], n: usize, d: usize, weights: &[f32], bias: &[f32]) -> Vec<f32> {
-    let k = bias.len();
-    let mut z = vec![0f32; n * k];
-    if n == 0 || k == 0 {
-        return z;
-    }
-    matmul(
-        n,
-        k,
-        d,
-        &mut z,
-        x,
-        (1, d as isize),
-        weights,
-        (d as isize, 1),
-    );
-    z.par_chunks_mut(k).for_each(|row| {
-        for (v, b) in row.iter_mut().zip(bias) {
-            *v += b;
-        }
-    });
-    z
-}
+pub use clip_embed::linalg::{matmul, scores};
 
 /// Index of the largest entry of each row.
 pub fn argmax_rows(scores: &[f32], k: usize) -> Vec<usize> {

@@ -7,22 +7,7 @@
 
 use serde::Serialize;
 
-/// Rank of the true class in each row: the number of classes scoring strictly higher.
-pub fn ranks(scores: &[f32], classes: usize, labels: &[usize]) -> Vec<usize> {
-    scores
-        .chunks(classes)
-        .zip(labels)
-        .map(|(row, &l)| row.iter().filter(|&&s| s > row[l]).count())
-        .collect()
-}
-
-/// Fraction of ranks below `k`.
-pub fn top_k(ranks: &[usize], k: usize) -> f64 {
-    if ranks.is_empty() {
-        return 0.0;
-    }
-    ranks.iter().filter(|&&r| r < k).count() as f64 / ranks.len() as f64
-}
+pub use clip_embed::zeroshot::{ranks, top_k};
 
 /// `[true class][predicted class]` counts.
 pub fn confusion(pred: &[usize], truth: &[usize], classes: usize) -> Vec<Vec<u64>> {

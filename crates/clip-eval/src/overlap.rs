@@ -5,9 +5,15 @@
 //! reported on All, Overlap and Clean subsets with All − Clean and a one-sided binomial test of the
 //! Overlap accuracy against the Clean accuracy.
 
+use std::path::Path;
+
+use clip_data::dataset::EvalSet;
+use clip_data::rng::{Rng, shuffle};
+use clip_embed::{Embedder, Features};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::error::EvalError;
 use crate::metrics::binomial_p_at_least;
 
 /// For each row of `query` (`[nq, d]`), the best row of `base` (`[nb, d]`) by dot product, skipping
@@ -27,7 +33,7 @@ pub fn nearest(
     for start in (0..nq).step_by(BLOCK) {
         let m = BLOCK.min(nq - start);
         if nb > 0 {
-            crate::logreg::matmul(
+            clip_embed::linalg::matmul(
                 m,
                 nb,
                 d,
@@ -147,6 +153,140 @@ pub fn subset_accuracy(correct: &[bool], is_dup: &[bool]) -> OverlapReport {
         p_value: acc_clean
             .filter(|_| n_dup > 0)
             .map(|c| binomial_p_at_least(ok_dup as u64, n_dup as u64, c)),
+    }
+}
+
+/// Overlap analysis of one evaluation set against training images.
+#[derive(Debug, Clone)]
+pub struct Overlap {
+    pub calibration: Calibration,
+    pub report: OverlapReport,
+    /// (eval index, train index, similarity) at or above the threshold, most similar first
+    pub pairs: Vec<(usize, usize, f32)>,
+}
+
+/// Known duplicates for calibration: up to `samples` evaluation images (seeded pick), each as an
+/// `n×n` crop covering a random 60–100% of its short side; returns (picked indices, similarity of
+/// each copy to its original's embedding).
+fn augmented_copies(
+    emb: &Embedder,
+    set: &EvalSet,
+    eval: &Features,
+    samples: usize,
+    seed: u64,
+) -> Result<(Vec<usize>, Vec<f32>), EvalError> {
+    let mut rng = Rng::new(seed ^ 0x0D0B);
+    let mut pick: Vec<usize> = (0..eval.len()).collect();
+    shuffle(&mut pick, &mut rng);
+    pick.truncate(samples.min(eval.len()));
+    let n = emb.preprocess.size;
+    let scales: Vec<f64> = pick.iter().map(|_| 0.6 + 0.4 * rng.unit()).collect();
+    let seeds: Vec<u64> = pick.iter().map(|_| rng.next_u64()).collect();
+    let mut positives = Vec::with_capacity(pick.len());
+    let d = eval.dim;
+    for ((chunk, sc), sd) in pick
+        .chunks(emb.batch)
+        .zip(scales.chunks(emb.batch))
+        .zip(seeds.chunks(emb.batch))
+    {
+        let pixels: Vec<Vec<f32>> = chunk
+            .par_iter()
+            .zip(sc)
+            .zip(sd)
+            .map(|((&i, &s), &seed)| {
+                let img = set
+                    .load(i, emb.preprocess.alpha)
+                    .map_err(EvalError::Invalid)?;
+                let mut r = Rng::new(seed);
+                let crop = clip_data::random_square_crop(&img, n, 1.0 / s, &mut r);
+                Ok(emb.preprocess.normalize(&crop))
+            })
+            .collect::<Result<_, EvalError>>()?;
+        let copies = emb.encode_pixels(pixels.concat(), chunk.len(), false);
+        for (j, &i) in chunk.iter().enumerate() {
+            let a = &copies[j * d..(j + 1) * d];
+            positives.push(a.iter().zip(eval.row(i)).map(|(x, y)| x * y).sum::<f32>());
+        }
+    }
+    Ok((pick, positives))
+}
+
+/// Calibrate the threshold (unless `threshold` is given), find each evaluation image's nearest
+/// training image, and split accuracy (`correct`, per evaluation image) into All/Overlap/Clean.
+#[allow(clippy::too_many_arguments)] // the protocol's inputs, each needed
+pub fn evaluate(
+    emb: &Embedder,
+    train: &Features,
+    eval_set: &EvalSet,
+    eval: &Features,
+    correct: &[bool],
+    threshold: Option<f32>,
+    samples: usize,
+    seed: u64,
+) -> Result<Overlap, EvalError> {
+    if let Some(t) = threshold
+        && !t.is_finite()
+    {
+        return Err(EvalError::Invalid(format!(
+            "--threshold must be a number between -1 and 1 (a cosine similarity), got {t}"
+        )));
+    }
+    let d = eval.dim;
+    let (pick, positives) = augmented_copies(emb, eval_set, eval, samples, seed)?;
+    // known non-duplicates: each sampled image's nearest evaluation image of another class
+    let q = eval.subset(&pick);
+    let labels = &eval.labels;
+    let negatives: Vec<f32> = nearest(&q.data, &eval.data, d, |qi, j| {
+        labels[j] == labels[pick[qi]]
+    })
+    .into_iter()
+    .filter(|p| p.0 != usize::MAX)
+    .map(|p| p.1)
+    .collect();
+    let mut calibration = calibrate(&positives, &negatives);
+    if let Some(t) = threshold {
+        let rate = |v: &[f32]| v.iter().filter(|&&s| s >= t).count() as f64 / v.len().max(1) as f64;
+        calibration.threshold = t;
+        calibration.true_positive_rate = rate(&positives);
+        calibration.false_positive_rate = rate(&negatives);
+    }
+    let t = calibration.threshold;
+    let nn = nearest(&eval.data, &train.data, d, |_, _| false);
+    let is_dup: Vec<bool> = nn.iter().map(|p| p.0 != usize::MAX && p.1 >= t).collect();
+    let mut pairs: Vec<(usize, usize, f32)> = nn
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| is_dup[*i])
+        .map(|(i, p)| (i, p.0, p.1))
+        .collect();
+    pairs.sort_by(|a, b| b.2.total_cmp(&a.2));
+    Ok(Overlap {
+        calibration,
+        report: subset_accuracy(correct, &is_dup),
+        pairs,
+    })
+}
+
+impl Overlap {
+    /// `duplicates.csv`-style rows: evaluation image, training image, similarity.
+    pub fn write_pairs(
+        &self,
+        path: &Path,
+        eval: &EvalSet,
+        train: &EvalSet,
+    ) -> Result<(), EvalError> {
+        let rows = self.pairs.iter().map(|(i, j, sim)| {
+            vec![
+                eval.images[*i].name(),
+                train.images[*j].name(),
+                format!("{sim:.5}"),
+            ]
+        });
+        Ok(clip_data::out::write_csv(
+            path,
+            &["eval_image", "train_image", "similarity"],
+            rows,
+        )?)
     }
 }
 

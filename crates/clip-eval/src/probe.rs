@@ -3,45 +3,22 @@
 //! on it, then a refit on train + validation with the chosen C. Few-shot probes draw k examples per
 //! class (seeded) and run the same protocol on them.
 
-use clip_data::synth::Rng;
+use clip_data::rng::{Rng, shuffle};
+pub use clip_embed::Features;
 use serde::Serialize;
 
 use crate::logreg::{FitError, FitOptions, LogReg, accuracy, fit};
 
-/// Features `[n, dim]` row-major with a label per row.
-#[derive(Debug, Clone, Default)]
-pub struct Features {
-    pub dim: usize,
-    pub data: Vec<f32>,
-    pub labels: Vec<usize>,
+/// Probes on features: fit one, or measure one's accuracy.
+pub trait Probing {
+    /// A probe fitted on these features (scikit-learn's protocol, from zero).
+    fn fit(&self, classes: usize, opts: FitOptions) -> Result<LogReg, FitError>;
+    /// Top-1 accuracy of `model` on these features.
+    fn accuracy(&self, model: &LogReg) -> f64;
 }
 
-impl Features {
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.dim..(i + 1) * self.dim]
-    }
-
-    pub fn subset(&self, idx: &[usize]) -> Features {
-        Features {
-            dim: self.dim,
-            data: idx
-                .iter()
-                .flat_map(|&i| self.row(i).iter().copied())
-                .collect(),
-            labels: idx.iter().map(|&i| self.labels[i]).collect(),
-        }
-    }
-
-    /// A probe fitted on these features (scikit-learn's protocol, from zero).
-    pub fn fit(&self, classes: usize, opts: FitOptions) -> Result<LogReg, FitError> {
+impl Probing for Features {
+    fn fit(&self, classes: usize, opts: FitOptions) -> Result<LogReg, FitError> {
         fit(
             &self.data,
             self.len(),
@@ -52,16 +29,8 @@ impl Features {
         )
     }
 
-    /// Top-1 accuracy of `model` on these features.
-    pub fn accuracy(&self, model: &LogReg) -> f64 {
+    fn accuracy(&self, model: &LogReg) -> f64 {
         accuracy(&model.predict(&self.data, self.len()), &self.labels)
-    }
-
-    pub fn concat(&self, other: &Features) -> Features {
-        let mut f = self.clone();
-        f.data.extend_from_slice(&other.data);
-        f.labels.extend_from_slice(&other.labels);
-        f
     }
 }
 
@@ -81,12 +50,6 @@ pub enum ProbeError {
     KZero,
     #[error("the validation fraction must be in (0, 1), got {0}")]
     BadFraction(f64),
-}
-
-fn shuffle(v: &mut [usize], rng: &mut Rng) {
-    for i in (1..v.len()).rev() {
-        v.swap(i, rng.below(i + 1));
-    }
 }
 
 fn by_class(labels: &[usize], classes: usize) -> Vec<Vec<usize>> {

@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The longest text context a config may ask for (the positional table is `context × width`).
+pub const MAX_CONTEXT: usize = 4096;
+
 /// A whole CLIP: `embed_dim` is the shared embedding size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,6 +126,35 @@ impl ClipConfig {
 
     /// Check the sizes fit together (heads divide widths, patch divides the image…).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let (v, t) = (&self.vision_cfg, &self.text_cfg);
+        let vit_layers = match v.layers {
+            VisionLayers::Vit(l) => l,
+            VisionLayers::ResNet(l) => l.iter().copied().min().unwrap_or(0),
+        };
+        for (name, value) in [
+            ("embed_dim", self.embed_dim),
+            ("vision_cfg.image_size", v.image_size),
+            ("vision_cfg.width", v.width),
+            ("vision_cfg.layers", vit_layers),
+            ("vision_cfg.head_width", v.head_width),
+            ("text_cfg.width", t.width),
+            ("text_cfg.layers", t.layers),
+            ("text_cfg.vocab_size", t.vocab_size),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
+        }
+        for (name, r) in [
+            ("vision_cfg.mlp_ratio", v.mlp_ratio),
+            ("text_cfg.mlp_ratio", t.mlp_ratio),
+        ] {
+            if !(r.is_finite() && r > 0.0) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be a positive number, got {r}"
+                )));
+            }
+        }
         self.vision_kind()?;
         let t = &self.text_cfg;
         if t.heads == 0 || !t.width.is_multiple_of(t.heads) {
@@ -131,10 +163,11 @@ impl ClipConfig {
                 t.width, t.heads
             )));
         }
-        if t.context_length < 2 {
-            return Err(ConfigError::Invalid(
-                "text context_length must be at least 2".into(),
-            ));
+        if t.context_length < 2 || t.context_length > MAX_CONTEXT {
+            return Err(ConfigError::Invalid(format!(
+                "text context_length must be between 2 and {MAX_CONTEXT}, got {}",
+                t.context_length
+            )));
         }
         Ok(())
     }

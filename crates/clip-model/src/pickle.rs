@@ -189,10 +189,12 @@ fn reduce(func: &str, args: Vec<Value>) -> Result<Value, PickleError> {
             else {
                 return Err(malformed("_rebuild_tensor_v2 with unexpected arguments"));
             };
+            let offset = usize::try_from(*offset)
+                .map_err(|_| malformed("tensor storage offset is negative"))?;
             Ok(Value::Tensor(TensorRef {
                 dtype: *dtype,
                 storage_key: key.clone(),
-                offset: *offset as usize,
+                offset,
                 shape: as_usize_list(size)?,
                 strides: as_usize_list(stride)?,
             }))

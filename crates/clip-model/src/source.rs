@@ -158,30 +158,22 @@ impl Source for Checkpoint {
     }
 }
 
-/// Fresh parameters from a seeded generator.
+/// Fresh parameters from the project's seeded generator ([`clip_data::rng::Rng`]).
 pub struct RandomInit {
-    rng: u64,
+    rng: clip_data::rng::Rng,
 }
 
 impl RandomInit {
     pub fn new(seed: u64) -> RandomInit {
         RandomInit {
-            rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            rng: clip_data::rng::Rng::new(seed),
         }
-    }
-
-    fn next_f64(&mut self) -> f64 {
-        // xorshift64*; 53 random bits in [0, 1)
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
     }
 
     fn normal(&mut self) -> f64 {
         // Box–Muller
-        let u1 = self.next_f64().max(f64::MIN_POSITIVE);
-        let u2 = self.next_f64();
+        let u1 = self.rng.unit().max(f64::MIN_POSITIVE);
+        let u2 = self.rng.unit();
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
 }
@@ -192,7 +184,7 @@ impl Source for RandomInit {
         Ok((0..n)
             .map(|_| match init {
                 Init::Normal(std) => (self.normal() * std) as f32,
-                Init::Uniform(b) => ((self.next_f64() * 2.0 - 1.0) * b) as f32,
+                Init::Uniform(b) => ((self.rng.unit() * 2.0 - 1.0) * b) as f32,
                 Init::Constant(c) => c as f32,
             })
             .collect())

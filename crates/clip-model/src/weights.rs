@@ -73,22 +73,37 @@ fn materialise(
     file: &str,
     key: &str,
 ) -> Result<RawTensor, LoadError> {
-    let n: usize = t.shape.iter().product();
     if t.shape.len() != t.strides.len() {
         return Err(LoadError::format(
             file,
             format!("tensor '{key}' has mismatched size and stride"),
         ));
     }
+    // every size and offset comes from the file: overflow is a damaged (or crafted) file
+    let overflow = || {
+        LoadError::format(
+            file,
+            format!(
+                "tensor '{key}' has sizes {:?}, strides {:?} and offset {} beyond any storage",
+                t.shape, t.strides, t.offset
+            ),
+        )
+    };
+    let n = t
+        .shape
+        .iter()
+        .try_fold(1usize, |a, &s| a.checked_mul(s))
+        .ok_or_else(overflow)?;
     let last = if n == 0 {
         0
     } else {
-        t.offset
-            + t.shape
-                .iter()
-                .zip(&t.strides)
-                .map(|(s, st)| (s - 1) * st)
-                .sum::<usize>()
+        t.shape
+            .iter()
+            .zip(&t.strides)
+            .try_fold(t.offset, |acc, (&s, &st)| {
+                acc.checked_add((s - 1).checked_mul(st)?)
+            })
+            .ok_or_else(overflow)?
     };
     if n > 0 && last >= storage.len() {
         return Err(LoadError::format(
@@ -177,7 +192,8 @@ pub fn read_torch_zip(path: &Path) -> Result<(BTreeMap<String, RawTensor>, Forma
                 format!("zip entry '{name}' is missing (truncated file?)"),
             )
         })?;
-        let mut buf = Vec::with_capacity(f.size() as usize);
+        // the declared size is only a hint (a crafted header may claim anything)
+        let mut buf = Vec::with_capacity((f.size() as usize).min(1 << 28));
         f.read_to_end(&mut buf).map_err(|e| {
             LoadError::format(&file, format!("zip entry '{name}' is unreadable ({e})"))
         })?;
@@ -284,31 +300,10 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, RawTensor)]) -> Result
 /// Write `data` to `path` via a temporary file in the same directory and a rename, so a crash
 /// leaves either the old file or the new one.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), LoadError> {
-    let file = display(path);
-    let io = |source| LoadError::Io {
-        file: file.clone(),
+    clip_data::out::write_atomic(path, data).map_err(|source| LoadError::Io {
+        file: display(path),
         source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let result = (|| {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    })
 }
 
 /// Map a Hugging Face `CLIPModel` state dict to OpenAI keys (q/k/v are packed into `in_proj`).

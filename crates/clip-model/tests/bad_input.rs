@@ -109,6 +109,77 @@ fn pickle_with_code_is_refused_and_never_run() {
     assert!(!marker.exists());
 }
 
+/// A `torch.save` zip whose one tensor has the given offset, sizes and strides over a 4-float
+/// storage (sizes and offsets read from the file must never overflow).
+fn crafted_tensor(path: &Path, offset: i64, size: [i64; 2], stride: [i64; 2]) {
+    let long = |v: i64| {
+        let mut b = vec![0x8a, 8];
+        b.extend_from_slice(&v.to_le_bytes());
+        b
+    };
+    let text = |s: &str| {
+        let mut b = vec![b'X'];
+        b.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        b.extend_from_slice(s.as_bytes());
+        b
+    };
+    let mut pkl = b"\x80\x02}".to_vec();
+    pkl.extend(text("visual.proj"));
+    pkl.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+    pkl.extend(text("storage"));
+    pkl.extend_from_slice(b"ctorch\nFloatStorage\n");
+    pkl.extend(text("0"));
+    pkl.extend(text("cpu"));
+    pkl.extend_from_slice(b"K\x04tQ");
+    pkl.extend(long(offset));
+    pkl.push(b'(');
+    pkl.extend(long(size[0]));
+    pkl.extend(long(size[1]));
+    pkl.extend_from_slice(b"t(");
+    pkl.extend(long(stride[0]));
+    pkl.extend(long(stride[1]));
+    pkl.extend_from_slice(b"t\x89}tRs.");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let opts = zip::write::SimpleFileOptions::default();
+    zip.start_file("archive/data.pkl", opts).unwrap();
+    zip.write_all(&pkl).unwrap();
+    zip.start_file("archive/data/0", opts).unwrap();
+    zip.write_all(&[0u8; 16]).unwrap();
+    zip.finish().unwrap();
+}
+
+#[test]
+fn crafted_sizes_and_offsets_are_errors_not_overflows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crafted.pt");
+    // a well-formed 2×2 tensor over the storage loads
+    crafted_tensor(&path, 0, [2, 2], [2, 1]);
+    let t = read_checkpoint(&path).unwrap();
+    assert_eq!(t.tensors["visual.proj"].shape, vec![2, 2]);
+    for (offset, size, stride, want) in [
+        (0, [1 << 62, 8], [1, 1], "beyond any storage"),
+        (0, [5, 5], [1 << 62, 1 << 62], "beyond any storage"),
+        (
+            i64::MAX,
+            [2, 2],
+            [2, 1],
+            "reads past the end of its storage",
+        ),
+        (-1, [2, 2], [2, 1], "offset is negative"),
+        (3, [2, 2], [2, 1], "reads past the end of its storage"),
+    ] {
+        crafted_tensor(&path, offset, size, stride);
+        let Err(err) = read_checkpoint(&path) else {
+            panic!("offset {offset} size {size:?} stride {stride:?} loaded");
+        };
+        let err = err.to_string();
+        assert!(
+            err.contains(want),
+            "offset {offset} size {size:?} stride {stride:?}: {err}"
+        );
+    }
+}
+
 #[test]
 fn truncated_checkpoint_is_an_error() {
     let bytes = std::fs::read(case("vit_openclip_pt").join("model.pt")).unwrap();

@@ -235,6 +235,23 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// `[SOT] + encode(text) + [EOT]` cut to `context_length` (at least 2) with EOT as the last kept
+    /// token, and whether it was cut (as `clip.tokenize(..., truncate=True)` and open_clip's
+    /// training tokenizer).
+    pub fn encode_truncated(&self, text: &str, context_length: usize) -> (Vec<u32>, bool) {
+        let ctx = context_length.max(2);
+        let mut ids = Vec::with_capacity(ctx);
+        ids.push(SOT);
+        ids.extend(self.encode(text));
+        ids.push(EOT);
+        let cut = ids.len() > ctx;
+        if cut {
+            ids.truncate(ctx);
+            ids[ctx - 1] = EOT;
+        }
+        (ids, cut)
+    }
+
     /// Like `clip.tokenize`: one row per text, padded with zeros to `context_length` (texts are
     /// tokenized in parallel; rows keep the input order).
     pub fn tokenize_batch<S: AsRef<str> + Sync>(

@@ -3,7 +3,6 @@
 //! `checkpoints/latest` is replaced atomically — a kill or a full disk at any moment leaves the
 //! previous checkpoint intact and `latest` pointing at a complete one.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::Device;
@@ -12,8 +11,8 @@ use clip_model::weights::{read_safetensors, write_atomic, write_safetensors};
 use clip_model::{Clip, ClipConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::config::TrainConfig;
 use crate::optim::{AdamW, AdamWConfig};
-use crate::trainer::StepLog;
 
 /// Everything besides weights and moments needed to continue exactly.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -28,6 +27,12 @@ pub struct TrainState {
     pub truncated: u64,
     /// the run's seed (all randomness derives from it and the data position)
     pub seed: u64,
+    /// the run's full configuration (absent in checkpoints of older versions)
+    #[serde(default)]
+    pub config: Option<TrainConfig>,
+    /// settings changed on resume with `--change`: (step, setting, old value, new value)
+    #[serde(default)]
+    pub changes: Vec<(usize, String, String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,23 +74,59 @@ fn load_err(e: clip_model::LoadError, path: &Path) -> CheckpointError {
     }
 }
 
-/// Append one line to `out/metrics.jsonl`.
-pub fn append_log(out: &Path, log: &StepLog) -> Result<(), CheckpointError> {
-    let path = out.join("metrics.jsonl");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(io(&path))?;
-    writeln!(f, "{}", serde_json::to_string(log).expect("serialisable")).map_err(io(&path))
-}
-
-/// The checkpoint `checkpoints/latest` points at, if any.
+/// The newest complete checkpoint of the run in `out`: the one `checkpoints/latest` points at, or,
+/// when that pointer is missing or points at a deleted step, the highest `step-N` folder that holds
+/// a complete checkpoint (its `state.json` is written last).
 pub fn latest(out: &Path) -> Option<PathBuf> {
     let dir = out.join("checkpoints");
-    let name = std::fs::read_to_string(dir.join("latest")).ok()?;
-    let p = dir.join(name.trim());
-    p.join("state.json").is_file().then_some(p)
+    let complete =
+        |p: &Path| p.join("state.json").is_file() && p.join("model.safetensors").is_file();
+    if let Ok(name) = std::fs::read_to_string(dir.join("latest")) {
+        let p = dir.join(name.trim());
+        if complete(&p) {
+            return Some(p);
+        }
+    }
+    steps(out).into_iter().rev().find(|p| complete(p))
+}
+
+/// The `step-N` folders of the run in `out`, in step order.
+pub fn steps(out: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(out.join("checkpoints")) else {
+        return Vec::new();
+    };
+    let mut v: Vec<(usize, PathBuf)> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| {
+            let n = p
+                .file_name()?
+                .to_str()?
+                .strip_prefix("step-")?
+                .parse()
+                .ok()?;
+            Some((n, p))
+        })
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Remove temporary folders that a killed checkpoint write left behind (`.step-N.tmpPID`).
+pub fn clean_partial(out: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(out.join("checkpoints")) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for p in rd.filter_map(|e| e.ok().map(|e| e.path())) {
+        let partial = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(".step-") && n.contains(".tmp"));
+        if partial && p.is_dir() && std::fs::remove_dir_all(&p).is_ok() {
+            removed.push(p);
+        }
+    }
+    removed
 }
 
 /// Write a checkpoint for the current step and point `latest` at it.

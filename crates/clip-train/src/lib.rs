@@ -1,13 +1,20 @@
-//! Contrastive pre-training pieces: the symmetric InfoNCE loss, AdamW with open_clip's weight-decay
-//! exclusions, and the warm-up + cosine learning-rate schedule.
+//! Contrastive pre-training: the symmetric InfoNCE loss, AdamW with open_clip's weight-decay
+//! exclusions, the warm-up + cosine schedule, gradient caching, the training loop, checkpoints, the
+//! run configuration, and [`run`] — one call that trains as configured.
 
 pub mod checkpoint;
+pub mod config;
 pub mod gradcache;
+pub mod log;
 pub mod loss;
 pub mod optim;
+pub mod plot;
+pub mod run;
 pub mod schedule;
 pub mod trainer;
 
+pub use config::TrainConfig;
 pub use loss::clip_loss;
 pub use optim::{AdamW, AdamWConfig};
+pub use run::{RunOptions, RunOutput, run};
 pub use schedule::cosine_lr;

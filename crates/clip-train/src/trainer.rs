@@ -6,15 +6,18 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::*;
-use clip_data::synth::Rng;
+use clip_data::rng::Rng;
 use clip_data::{Preprocess, Rgb8, random_square_crop};
 use clip_model::source::to_vec;
 use clip_model::{Clip, l2_normalize};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use clip_embed::zeroshot::{self, Classifier, ClassifierError};
+
 use crate::checkpoint::{self, TrainState};
 use crate::gradcache::loss_and_grads;
+use crate::log::{self, StepLog};
 use crate::optim::AdamW;
 use crate::schedule::cosine_lr;
 
@@ -68,18 +71,6 @@ pub struct LoopOptions {
     pub stop_at: Option<usize>,
 }
 
-/// One line of the metrics log.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StepLog {
-    pub step: usize,
-    pub loss: f32,
-    pub lr: f64,
-    pub logit_scale: f32,
-    pub samples_per_s: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub zero_shot_top1: Option<f64>,
-}
-
 /// Errors that stop training.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -105,6 +96,10 @@ pub enum TrainError {
     Text(#[from] clip_model::text::TextInputError),
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error(transparent)]
+    Classifier(#[from] ClassifierError),
+    #[error("cannot write the metrics log: {0}")]
+    Log(#[from] std::io::Error),
 }
 
 /// What a finished (or resumed-and-finished) run reports.
@@ -142,66 +137,29 @@ fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-/// The zero-shot classifier `[classes, D]`: per class, the mean of the L2-normalised embeddings of
-/// its templates (`{}` replaced by the class name, over-long prompts truncated), re-normalised.
-pub fn zero_shot_classifier(
-    clip: &Clip,
-    class_names: &[String],
-    templates: &[String],
-) -> Result<Tensor<2>, TrainError> {
-    let tok = clip_tokenizer::Tokenizer::global();
-    let ctx = clip.config.text_cfg.context_length;
-    let prompts: Vec<Vec<u32>> = class_names
-        .iter()
-        .flat_map(|c| templates.iter().map(move |t| t.replace("{}", c)))
-        .map(|p| {
-            tok.encode_with_specials(&p, ctx, true)
-                .expect("truncation on")
-        })
-        .collect();
-    let mut parts = Vec::new();
-    for chunk in prompts.chunks(256) {
-        parts.push(l2_normalize(clip.encode_text(chunk)?.detach()));
-    }
-    let text = Tensor::cat(parts, 0); // [C·T, D]
-    let (c, t, d) = (class_names.len(), templates.len(), text.dims()[1]);
-    Ok(l2_normalize(
-        text.reshape([c, t, d]).mean_dim(1).reshape([c, d]),
-    ))
-}
-
 /// Zero-shot top-1 of `clip` on `set` (classifier: per-class mean of normalised template embeddings).
 pub fn zero_shot_top1(clip: &Clip, set: &ZeroShotSet) -> Result<f64, TrainError> {
     Ok(zero_shot_accuracy(clip, set)?.0)
 }
 
-/// Zero-shot (top-1, top-5) accuracy of `clip` on `set`.
+/// Zero-shot (top-1, top-5) accuracy of `clip` on `set`, with the pipeline's classifier and scoring.
 pub fn zero_shot_accuracy(clip: &Clip, set: &ZeroShotSet) -> Result<(f64, f64), TrainError> {
     if set.images.is_empty() {
         return Ok((0.0, 0.0));
     }
-    let device = clip.device();
-    let classifier = zero_shot_classifier(clip, &set.class_names, &set.templates)?;
-    let c = set.class_names.len();
+    let classifier = Classifier::build(clip, &set.class_names, &set.templates)?;
     let n = clip.config.image_size();
-    let (mut top1, mut top5) = (0, 0);
+    let mut ranks = Vec::with_capacity(set.images.len());
     for (chunk, labels) in set.images.chunks(64).zip(set.labels.chunks(64)) {
         let x = Tensor::<4>::from_data(
             TensorData::new(chunk.concat(), [chunk.len(), 3, n, n]),
-            &device,
+            &clip.device(),
         );
-        let scores = to_vec(
-            &l2_normalize(clip.encode_image(x).detach()).matmul(classifier.clone().transpose()),
-        );
-        for (row, &label) in scores.chunks(c).zip(labels) {
-            // rank of the true class = number of classes scoring strictly higher
-            let rank = row.iter().filter(|&&s| s > row[label]).count();
-            top1 += (rank == 0) as usize;
-            top5 += (rank < 5) as usize;
-        }
+        let features = to_vec(&l2_normalize(clip.encode_image(x).detach()));
+        let scores = classifier.scores(&features, chunk.len());
+        ranks.extend(zeroshot::ranks(&scores, classifier.len(), labels));
     }
-    let total = set.images.len() as f64;
-    Ok((top1 as f64 / total, top5 as f64 / total))
+    Ok((zeroshot::top_k(&ranks, 1), zeroshot::top_k(&ranks, 5)))
 }
 
 /// Data position and sample counters, as a batch leaves them.
@@ -301,14 +259,8 @@ fn forward_backward(
     let mut truncated = 0;
     let mut rows = Vec::with_capacity(pairs.len());
     for (_, caption) in pairs {
-        let mut ids = vec![clip_tokenizer::SOT];
-        ids.extend(tok.encode(caption));
-        ids.push(clip_tokenizer::EOT);
-        if ids.len() > ctx {
-            truncated += 1; // cut, with EOT as the last kept token
-            ids.truncate(ctx);
-            ids[ctx - 1] = clip_tokenizer::EOT;
-        }
+        let (ids, cut) = tok.encode_truncated(caption, ctx);
+        truncated += cut as u64;
         rows.push(ids);
     }
     let flat: Vec<f32> = pairs.iter().flat_map(|(p, _)| p.iter().copied()).collect();
@@ -405,7 +357,7 @@ pub fn train(
         {
             log.zero_shot_top1 = Some(zero_shot_top1(clip, set)?);
         }
-        checkpoint::append_log(out, &log)?;
+        log::append(out, &log)?;
         on_step(&log);
         history.push(log);
         // checkpoint

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
+use clip_eval::Probing;
 use clip_model::source::to_vec;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -111,8 +112,8 @@ fn main() -> Result<()> {
             report("tokenize", lines.len(), times);
         }
         Some("probe") => {
-            let (train, _) = clip_eval::cache::read(Path::new(&args[1]))?;
-            let (test, _) = clip_eval::cache::read(Path::new(&args[2]))?;
+            let (train, _) = clip_embed::cache::read(Path::new(&args[1]))?;
+            let (test, _) = clip_embed::cache::read(Path::new(&args[2]))?;
             let c: f64 = args.get(3).context("missing C")?.parse().context("C")?;
             let classes = train
                 .labels

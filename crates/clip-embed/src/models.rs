@@ -1,12 +1,28 @@
-//! `--model`: a checkpoint path, or `NAME:TAG` resolved through the Hugging Face cache (downloading
-//! when there is a network).
+//! `--model`: a checkpoint path, a training run's `checkpoints` folder, or `NAME:TAG` resolved
+//! through the Hugging Face cache (downloading when there is a network).
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
 use burn::prelude::Device;
 use clip_model::{Clip, ClipConfig};
 use serde::Deserialize;
+
+/// Why a model could not be resolved or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Load(#[from] clip_model::LoadError),
+    #[error(transparent)]
+    Config(#[from] clip_model::ConfigError),
+    #[error("{0}")]
+    Resolve(String),
+}
+
+type Result<T> = std::result::Result<T, ModelError>;
+
+macro_rules! bail {
+    ($($t:tt)*) => { return Err(ModelError::Resolve(format!($($t)*))) };
+}
 
 #[derive(Debug, Deserialize)]
 struct Pretrained {
@@ -17,8 +33,8 @@ struct Pretrained {
 }
 
 fn pretrained() -> Vec<Pretrained> {
-    serde_json::from_str(include_str!("../../../configs/pretrained.json"))
-        .expect("valid pretrained table")
+    // the shipped table is checked by a unit test; an unreadable one lists no tags
+    serde_json::from_str(include_str!("../../../configs/pretrained.json")).unwrap_or_default()
 }
 
 /// `clip models`: presets and their pretrained tags.
@@ -26,7 +42,9 @@ pub fn listing() -> String {
     let table = pretrained();
     let mut out = String::new();
     for (name, _) in clip_model::config::PRESETS {
-        let cfg = clip_model::preset(name).expect("preset parses");
+        let Ok(cfg) = clip_model::preset(name) else {
+            continue;
+        };
         let tags: Vec<&str> = table
             .iter()
             .filter(|p| p.model == *name)
@@ -48,7 +66,7 @@ pub fn listing() -> String {
 
 const WEIGHT_FILES: [&str; 2] = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"];
 
-fn hub_file(repo: &str) -> Result<PathBuf, String> {
+fn hub_file(repo: &str) -> std::result::Result<PathBuf, String> {
     let cache = hf_hub::Cache::from_env();
     let cached = cache.model(repo.to_owned());
     if let Some(p) = WEIGHT_FILES.iter().find_map(|f| cached.get(f)) {
@@ -71,7 +89,9 @@ fn hub_file(repo: &str) -> Result<PathBuf, String> {
 
 /// Resolve `NAME:TAG` to a local weights file and its config.
 fn resolve_pretrained(spec: &str) -> Result<(PathBuf, ClipConfig)> {
-    let (name, tag) = spec.split_once(':').expect("caller checked");
+    let Some((name, tag)) = spec.split_once(':') else {
+        bail!("'{spec}' is not NAME:TAG");
+    };
     let mut cfg = clip_model::preset(name)?;
     let table = pretrained();
     let base = name.trim_end_matches("-quickgelu");
@@ -107,8 +127,11 @@ fn resolve_pretrained(spec: &str) -> Result<(PathBuf, ClipConfig)> {
 pub fn load(spec: &str, device: &Device) -> Result<Clip> {
     let path = Path::new(spec);
     if path.exists() {
-        // a training run's `checkpoints/latest` pointer or `checkpoints` folder: the newest step
-        let pointer = if path.is_dir() {
+        // a training run's folder, its `checkpoints` folder or `checkpoints/latest` pointer: the
+        // newest step
+        let pointer = if path.join("checkpoints/latest").is_file() {
+            path.join("checkpoints/latest")
+        } else if path.is_dir() {
             path.join("latest")
         } else {
             path.to_path_buf()
@@ -143,4 +166,16 @@ pub fn load(spec: &str, device: &Device) -> Result<Clip> {
         "unknown model '{spec}': it is not a file or directory, nor NAME:TAG; known models: {} (see `clip models` for tags)",
         clip_model::preset_names()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shipped_tables_parse() {
+        assert!(super::pretrained().len() >= 50);
+        for (name, _) in clip_model::config::PRESETS {
+            clip_model::preset(name).unwrap();
+        }
+        assert!(super::listing().contains("ViT-B-32"));
+    }
 }

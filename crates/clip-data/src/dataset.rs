@@ -4,12 +4,11 @@
 //!
 //! - **Class folders**: `ROOT/<class>/<image>`; classes are the sub-folder names (sorted), or the
 //!   names of a classes file, whose every name must have a folder with images.
-//! - **Manifests**: JSONL rows `{"image": …, "label": 3}` (an index into the classes file) or
-//!   `"label": "cat"` (a name), or `"caption"`/`"captions": […]` for retrieval; CSV with an
-//!   `image`/`filepath` column and a `label` column or caption columns. Relative paths are resolved
-//!   against the manifest's folder.
-//! - **Shards**: `.tar` paths or brace patterns; `{key}.cls` holds a class index or name, `{key}.txt`
-//!   a caption.
+//! - **Manifests** ([`crate::manifest`]): rows with `"label"` (a JSON number is an index into the
+//!   classes file, a string a name) or `"caption"`/`"captions": […]` for retrieval.
+//! - **Shards** ([`crate::shards`]): `.tar` paths or brace patterns; `{key}.cls` holds the label,
+//!   `{key}.txt` a caption. Damage found while indexing is kept in [`EvalSet::warnings`] and reported
+//!   by every command that reads the set, as training reports it.
 //!
 //! Every set has a fingerprint of its items (paths, sizes, modification times, labels) that keys the
 //! feature cache.
@@ -18,23 +17,23 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use clip_data::image::{Alpha, load_rgb};
-use clip_data::resize::Rgb8;
-use clip_data::shards::Shards;
+use crate::files::{FilesError, class_folders, class_images};
+use crate::image::{Alpha, load_rgb};
+use crate::manifest::{Label, ManifestError, Row, read_rows};
+use crate::resize::Rgb8;
+use crate::shards::Shards;
+use crate::text::{TextError, check_names, read_names};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("cannot read '{path}': {msg}")]
     Read { path: String, msg: String },
-    #[error("the class list '{0}' is empty")]
-    NoClasses(String),
-    #[error("class name {name:?} appears twice in '{path}' (lines {first} and {second})")]
-    DuplicateClass {
-        path: String,
-        name: String,
-        first: usize,
-        second: usize,
-    },
+    #[error(transparent)]
+    Text(#[from] TextError),
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
     #[error("class {name:?} has no images in '{path}'")]
     EmptyClass { path: String, name: String },
     #[error(
@@ -102,6 +101,9 @@ pub struct EvalSet {
     pub class_names: Vec<String>,
     /// identifies the items (paths, sizes, times, labels) for the feature cache
     pub fingerprint: u64,
+    /// damage found while opening the set (truncated shards, incomplete samples): samples that are
+    /// not in it. Report these; never drop them silently.
+    pub warnings: Vec<String>,
 }
 
 /// FNV-1a over bytes, then mixed: a stable 64-bit content key (not cryptographic).
@@ -152,60 +154,9 @@ impl Fingerprint {
     }
 }
 
-/// Read a class-names file: one name per line (blank lines skipped), no duplicates.
+/// Read a class-names file: one name per line, no blank lines, no duplicates.
 pub fn read_classes(path: &Path) -> Result<Vec<String>, DataError> {
-    let text = std::fs::read(path).map_err(|e| DataError::Read {
-        path: path.display().to_string(),
-        msg: e.to_string(),
-    })?;
-    let text = String::from_utf8(text).map_err(|_| DataError::Read {
-        path: path.display().to_string(),
-        msg: "not UTF-8 text".into(),
-    })?;
-    let names: Vec<(usize, String)> = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim().to_owned()))
-        .filter(|(_, l)| !l.is_empty())
-        .collect();
-    check_classes(&names, &path.display().to_string())?;
-    Ok(names.into_iter().map(|(_, n)| n).collect())
-}
-
-/// Empty lists and duplicate names are errors; `names` are (line, name).
-pub fn check_classes(names: &[(usize, String)], origin: &str) -> Result<(), DataError> {
-    if names.is_empty() {
-        return Err(DataError::NoClasses(origin.into()));
-    }
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (line, n) in names {
-        if let Some(first) = seen.insert(n.as_str(), *line) {
-            return Err(DataError::DuplicateClass {
-                path: origin.into(),
-                name: n.clone(),
-                first,
-                second: *line,
-            });
-        }
-    }
-    Ok(())
-}
-
-const IMAGE_EXT: [&str; 9] = [
-    "jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "ppm",
-];
-
-fn is_image(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXT.contains(&e.to_ascii_lowercase().as_str()))
-}
-
-fn read_err(path: &Path, e: impl ToString) -> DataError {
-    DataError::Read {
-        path: path.display().to_string(),
-        msg: e.to_string(),
-    }
+    Ok(read_names(path, "class")?)
 }
 
 fn fingerprint_paths(
@@ -269,12 +220,15 @@ impl EvalSet {
         let path = Path::new(source);
         let set = if path.is_dir() {
             Self::folders(path, class_list)?
-        } else if is_shard_spec(source) {
-            let names = class_list.ok_or_else(|| DataError::NeedClasses(source.into()))?;
-            Self::shards(source, names, classes.expect("given"))?
         } else {
-            let names = class_list.ok_or_else(|| DataError::NeedClasses(source.into()))?;
-            Self::labelled_manifest(path, names, classes.expect("given"))?
+            let (Some(names), Some(classes)) = (class_list, classes) else {
+                return Err(DataError::NeedClasses(source.into()));
+            };
+            if is_shard_spec(source) {
+                Self::shards(source, names, classes)?
+            } else {
+                Self::labelled_manifest(path, names, classes)?
+            }
         };
         if set.images.is_empty() {
             return Err(DataError::Empty(source.into()));
@@ -283,13 +237,7 @@ impl EvalSet {
     }
 
     fn folders(root: &Path, class_list: Option<Vec<String>>) -> Result<EvalSet, DataError> {
-        let mut dirs: Vec<String> = std::fs::read_dir(root)
-            .map_err(|e| read_err(root, e))?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        dirs.sort();
+        let dirs: Vec<String> = class_folders(root)?.into_iter().map(|(n, _)| n).collect();
         let class_names = match class_list {
             Some(names) => {
                 if let Some(extra) = dirs.iter().find(|d| !names.contains(d)) {
@@ -305,29 +253,20 @@ impl EvalSet {
             }
             None => {
                 let named: Vec<(usize, String)> = dirs.iter().cloned().enumerate().collect();
-                check_classes(&named, &root.display().to_string())?;
+                check_names(&named, "class", &root.display().to_string())?;
                 dirs
             }
         };
         let mut images = Vec::new();
         let mut labels = Vec::new();
         for (ci, name) in class_names.iter().enumerate() {
-            let dir = root.join(name);
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .map(|rd| {
-                    rd.filter_map(|e| e.ok())
-                        .map(|e| e.path())
-                        .filter(|p| is_image(p))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let files = class_images(&root.join(name))?;
             if files.is_empty() {
                 return Err(DataError::EmptyClass {
                     path: root.display().to_string(),
                     name: name.clone(),
                 });
             }
-            files.sort();
             labels.extend(std::iter::repeat_n(ci, files.len()));
             images.extend(files.into_iter().map(ImageRef::Path));
         }
@@ -354,6 +293,7 @@ impl EvalSet {
             captions: Vec::new(),
             class_names,
             fingerprint,
+            warnings: Vec::new(),
         }
     }
 
@@ -362,21 +302,20 @@ impl EvalSet {
         class_names: Vec<String>,
         classes_path: &Path,
     ) -> Result<EvalSet, DataError> {
-        let rows = read_rows(path)?;
         let index = name_index(&class_names);
         let mut images = Vec::new();
         let mut labels = Vec::new();
-        for r in rows {
+        for r in manifest_rows(path)? {
             let label = r.label.ok_or_else(|| DataError::Row {
                 path: path.display().to_string(),
-                row: r.row,
+                row: r.line,
                 msg: "no \"label\"".into(),
             })?;
-            let l = resolve_label(&label, &index, class_names.len()).ok_or_else(|| {
+            let l = label.resolve(&index, class_names.len()).ok_or_else(|| {
                 DataError::UnknownLabel {
                     path: path.display().to_string(),
-                    row: r.row,
-                    label: label.clone(),
+                    row: r.line,
+                    label: label.to_string(),
                     classes: classes_path.display().to_string(),
                     count: class_names.len(),
                 }
@@ -404,16 +343,16 @@ impl EvalSet {
         let mut f = Fingerprint::default();
         f.str(spec);
         for i in 0..shards.len() {
-            let label = shards.text(i).map_err(DataError::Shards)?;
-            let l = resolve_label(&label, &index, class_names.len()).ok_or_else(|| {
-                DataError::UnknownLabel {
+            let label = shards.label(i).map_err(DataError::Shards)?;
+            let l = Label::Text(label.clone())
+                .resolve(&index, class_names.len())
+                .ok_or_else(|| DataError::UnknownLabel {
                     path: spec.into(),
                     row: i + 1,
                     label: label.clone(),
                     classes: classes_path.display().to_string(),
                     count: class_names.len(),
-                }
-            })?;
+                })?;
             f.str(&label);
             images.push(ImageRef::Shard(shards.clone(), i));
             labels.push(l);
@@ -430,25 +369,37 @@ impl EvalSet {
             captions: Vec::new(),
             class_names,
             fingerprint: f.0,
+            warnings: shards.warnings.clone(),
         })
     }
 
-    /// Open a retrieval set: a manifest with one or more captions per image, or shards (one caption each).
+    /// Open a retrieval set: a manifest with one or more captions per image, or shards (one caption
+    /// each). A row without captions, or with an empty caption, is an error naming the row.
     pub fn retrieval(source: &str) -> Result<EvalSet, DataError> {
         let mut images = Vec::new();
         let mut captions = Vec::new();
+        let mut warnings = Vec::new();
         if is_shard_spec(source) {
             // one caption per sample (`.txt` or the `.json` caption)
             let shards =
                 Arc::new(Shards::open(source).map_err(|e| DataError::Shards(e.to_string()))?);
+            warnings = shards.warnings.clone();
             for i in 0..shards.len() {
                 images.push(ImageRef::Shard(shards.clone(), i));
                 captions.push(vec![shards.text(i).map_err(DataError::Shards)?]);
             }
         } else {
-            for r in read_rows(Path::new(source))? {
-                if r.captions.is_empty() {
-                    return Err(DataError::NoCaptions(source.into()));
+            let rows = manifest_rows(Path::new(source))?;
+            if rows.iter().all(|r| r.captions.is_empty()) && !rows.is_empty() {
+                return Err(DataError::NoCaptions(source.into()));
+            }
+            for r in rows {
+                if r.captions.is_empty() || r.captions.iter().any(|c| c.trim().is_empty()) {
+                    return Err(DataError::Row {
+                        path: source.into(),
+                        row: r.line,
+                        msg: "retrieval needs at least one non-empty caption per image".into(),
+                    });
                 }
                 images.push(ImageRef::Path(r.image));
                 captions.push(r.captions);
@@ -457,7 +408,9 @@ impl EvalSet {
         if images.is_empty() {
             return Err(DataError::Empty(source.into()));
         }
-        Ok(Self::captioned(source, images, captions))
+        let mut set = Self::captioned(source, images, captions);
+        set.warnings = warnings;
+        Ok(set)
     }
 
     /// Open any image collection without requiring labels or captions (the training side of the
@@ -469,10 +422,11 @@ impl EvalSet {
         if is_shard_spec(source) {
             return Self::retrieval(source);
         }
-        let (images, captions): (Vec<ImageRef>, Vec<Vec<String>>) = read_rows(Path::new(source))?
-            .into_iter()
-            .map(|r| (ImageRef::Path(r.image), r.captions))
-            .unzip();
+        let (images, captions): (Vec<ImageRef>, Vec<Vec<String>>) =
+            manifest_rows(Path::new(source))?
+                .into_iter()
+                .map(|r| (ImageRef::Path(r.image), r.captions))
+                .unzip();
         if images.is_empty() {
             return Err(DataError::Empty(source.into()));
         }
@@ -489,6 +443,7 @@ impl EvalSet {
             captions,
             class_names: Vec::new(),
             fingerprint,
+            warnings: Vec::new(),
         }
     }
 
@@ -507,6 +462,7 @@ impl EvalSet {
             captions: Vec::new(),
             class_names: self.class_names.clone(),
             fingerprint: f.0,
+            warnings: self.warnings.clone(),
         }
     }
 
@@ -533,7 +489,8 @@ impl EvalSet {
     }
 }
 
-fn is_shard_spec(s: &str) -> bool {
+/// Whether `s` names WebDataset shards (a `.tar`, a brace pattern, or several joined by `::`).
+pub fn is_shard_spec(s: &str) -> bool {
     s.ends_with(".tar") || s.contains('{') || s.contains("::")
 }
 
@@ -545,106 +502,6 @@ fn name_index(names: &[String]) -> HashMap<&str, usize> {
         .collect()
 }
 
-fn resolve_label(label: &str, index: &HashMap<&str, usize>, count: usize) -> Option<usize> {
-    if let Some(&i) = index.get(label) {
-        return Some(i);
-    }
-    label.parse::<usize>().ok().filter(|&i| i < count)
-}
-
-struct Row {
-    row: usize,
-    image: PathBuf,
-    label: Option<String>,
-    captions: Vec<String>,
-}
-
-fn read_rows(path: &Path) -> Result<Vec<Row>, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|e| read_err(path, e))?;
-    // relative to the manifest's folder (`join` keeps absolute paths as they are)
-    let base = path.parent().unwrap_or(Path::new("."));
-    let resolve = |s: &str| base.join(s);
-    let row_err = |row: usize, msg: String| DataError::Row {
-        path: path.display().to_string(),
-        row,
-        msg,
-    };
-    let mut rows = Vec::new();
-    if path.extension().is_some_and(|e| e == "csv") {
-        let mut rd = csv::Reader::from_reader(text.as_bytes());
-        let headers = rd.headers().map_err(|e| read_err(path, e))?.clone();
-        let col = |names: &[&str]| {
-            headers
-                .iter()
-                .position(|h| names.contains(&h.to_ascii_lowercase().as_str()))
-        };
-        let img_col = col(&["image", "filepath", "path", "file"])
-            .ok_or_else(|| row_err(1, "no image/filepath column in the header".into()))?;
-        let label_col = col(&["label", "class"]);
-        let caption_cols: Vec<usize> = headers
-            .iter()
-            .enumerate()
-            .filter(|(_, h)| {
-                let h = h.to_ascii_lowercase();
-                ["caption", "title", "text"]
-                    .iter()
-                    .any(|c| h == *c || h.starts_with(&format!("{c}_")))
-            })
-            .map(|(i, _)| i)
-            .collect();
-        for (i, rec) in rd.records().enumerate() {
-            let rec = rec.map_err(|e| row_err(i + 2, e.to_string()))?;
-            rows.push(Row {
-                row: i + 2,
-                image: resolve(rec.get(img_col).unwrap_or("")),
-                label: label_col
-                    .and_then(|c| rec.get(c))
-                    .map(|s| s.trim().to_owned()),
-                captions: caption_cols
-                    .iter()
-                    .filter_map(|&c| rec.get(c))
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
-                    .collect(),
-            });
-        }
-    } else {
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let v: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| row_err(i + 1, e.to_string()))?;
-            let image = ["image", "filepath", "path", "file"]
-                .iter()
-                .find_map(|k| v.get(*k).and_then(|x| x.as_str()))
-                .ok_or_else(|| row_err(i + 1, "no \"image\" field".into()))?;
-            let label = match v.get("label") {
-                Some(serde_json::Value::String(s)) => Some(s.clone()),
-                Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-                Some(_) => {
-                    return Err(row_err(
-                        i + 1,
-                        "\"label\" is neither a number nor a name".into(),
-                    ));
-                }
-                None => None,
-            };
-            let mut captions = Vec::new();
-            if let Some(c) = v.get("caption").and_then(|c| c.as_str()) {
-                captions.push(c.to_owned());
-            }
-            if let Some(a) = v.get("captions").and_then(|c| c.as_array()) {
-                captions.extend(a.iter().filter_map(|c| c.as_str().map(str::to_owned)));
-            }
-            rows.push(Row {
-                row: i + 1,
-                image: resolve(image),
-                label,
-                captions,
-            });
-        }
-    }
-    Ok(rows)
+fn manifest_rows(path: &Path) -> Result<Vec<Row>, DataError> {
+    Ok(read_rows(path)?)
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use clip_data::Alpha;
-use clip_eval::{DataError, EvalSet};
+use clip_data::dataset::{DataError, EvalSet};
 
 fn png(path: &Path, shade: u8) -> Vec<u8> {
     let img = image::RgbImage::from_pixel(4, 3, image::Rgb([shade, 0, 0]));

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
 
-use crate::probe::Features;
+use crate::features::Features;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -24,7 +24,7 @@ pub struct CacheKey {
     pub dataset: String,
 }
 
-/// Write atomically (temp file + rename) so a killed process never leaves a half-written cache.
+/// Write atomically so a killed process never leaves a half-written cache.
 pub fn write(path: &Path, f: &Features, key: &CacheKey) -> Result<(), CacheError> {
     let err = |msg: String| CacheError::Write {
         path: path.display().to_string(),
@@ -56,9 +56,7 @@ pub fn write(path: &Path, f: &Features, key: &CacheKey) -> Result<(), CacheError
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
     }
-    let tmp = path.with_extension("safetensors.partial");
-    std::fs::write(&tmp, bytes).map_err(|e| err(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+    clip_data::out::write_atomic(path, &bytes).map_err(|e| err(e.to_string()))
 }
 
 /// Read a feature file and the key it was written with (empty strings when absent).
@@ -80,13 +78,13 @@ pub fn read(path: &Path) -> Result<(Features, CacheKey), CacheError> {
     let labels: Vec<usize> = match labels.dtype() {
         Dtype::I64 => labels
             .data()
-            .chunks(8)
-            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as usize)
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as usize)
             .collect(),
         Dtype::I32 => labels
             .data()
-            .chunks(4)
-            .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as usize)
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize)
             .collect(),
         _ => return Err(err("\"labels\" must be int64 or int32".into())),
     };
@@ -95,8 +93,8 @@ pub fn read(path: &Path) -> Result<(Features, CacheKey), CacheError> {
     }
     let data = feats
         .data()
-        .chunks(4)
-        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     let m = meta.metadata().clone().unwrap_or_default();
     let key = CacheKey {

@@ -4,8 +4,6 @@
 
 use std::path::PathBuf;
 
-use clip_model::source::to_vec;
-
 fn testdata(p: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../testdata")
@@ -37,8 +35,9 @@ fn classifier_matches_open_clip() {
         .collect();
     let device = clip_model::cpu();
     let clip = clip_model::load_clip(&testdata("models/hf_vit"), None, &device).unwrap();
-    let got =
-        to_vec(&clip_train::trainer::zero_shot_classifier(&clip, &classes, &templates).unwrap());
+    let got = clip_embed::Classifier::build(&clip, &classes, &templates)
+        .unwrap()
+        .weights;
     assert_eq!(got.len(), want.len());
     let max = got
         .iter()

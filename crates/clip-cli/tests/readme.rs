@@ -1,0 +1,217 @@
+//! Every `clip` command line in the README's `sh` blocks runs, in order, as written — so a documented
+//! command can never fail. The commands run in a scratch folder that links `testdata/` and
+//! `configs/`, on the tiny test models, with the npm emoji packages replaced by a small set in the
+//! packages' own layout (40 emoji in two subcategories, made here). Training and `repro` get flags
+//! that shorten them (listed in `SHORTER`); nothing else is changed. Lines of `sh` blocks that are
+//! not `clip` commands must be one of the known set-up commands (`KNOWN`), so a new command cannot
+//! slip in untested.
+
+use std::path::Path;
+
+mod common;
+use common::{clip, root};
+
+/// Flags appended to long-running commands (first words → extra flags).
+const SHORTER: &[(&str, &[&str])] = &[
+    ("quickstart", &["--steps", "2"]),
+    (
+        "train",
+        &[
+            "--steps",
+            "2",
+            "--batch-size",
+            "16",
+            "--eval-every",
+            "1",
+            "--eval-samples",
+            "8",
+            "--checkpoint-every",
+            "1",
+        ],
+    ),
+    (
+        "repro",
+        &[
+            "--emoji-steps",
+            "2",
+            "--synthetic-steps",
+            "2",
+            "--seeds",
+            "1",
+            "--synthetic-test",
+            "2",
+        ],
+    ),
+];
+
+/// Set-up lines that are not `clip` commands (the test suite itself, benchmarks, npm).
+const KNOWN: &[&str] = &[
+    "cargo nextest run",
+    "cargo test",
+    "cargo build",
+    "python3 -m venv",
+    "../venv/bin/python",
+    "mkdir pkgs",
+    "n=${p%@*}",
+    "CARGO_TARGET_DIR",
+];
+
+/// Split a command line like a POSIX shell would for our simple lines (quotes, no expansions).
+fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote = None;
+    let mut any = false;
+    for ch in line.chars() {
+        match (quote, ch) {
+            (None, '"' | '\'') => {
+                quote = Some(ch);
+                any = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (None, c) if c.is_whitespace() => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            (_, c) => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    out
+}
+
+/// The lines of the README's ```sh blocks, comments removed.
+fn sh_lines(readme: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut inside = false;
+    for l in readme.lines() {
+        let t = l.trim();
+        if t.starts_with("```") {
+            inside = t == "```sh";
+            continue;
+        }
+        if inside {
+            let code = t.split(" #").next().unwrap_or("").trim();
+            if !code.is_empty() && !code.starts_with('#') {
+                lines.push(code.to_owned());
+            }
+        }
+    }
+    lines
+}
+
+fn png(path: &Path, rgb: [u8; 3], shape: u32) {
+    let img = image::RgbaImage::from_fn(64, 64, |x, y| {
+        let inside = match shape % 3 {
+            0 => (x as i32 - 32).pow(2) + (y as i32 - 32).pow(2) < 400,
+            1 => (16..48).contains(&x) && (16..48).contains(&y),
+            _ => x + y > 40 && x + y < 90,
+        };
+        if inside {
+            image::Rgba([rgb[0], rgb[1], rgb[2], 255])
+        } else {
+            image::Rgba([0, 0, 0, 0])
+        }
+    });
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    img.save(path).unwrap();
+}
+
+/// The four npm packages' files the importer reads, for 40 emoji in two subcategories.
+fn fake_packages(pkgs: &Path) {
+    let mut list = Vec::new();
+    let mut ann = serde_json::Map::new();
+    for i in 0..40u32 {
+        let (sub, kind) = if i < 20 {
+            ("animal-mammal", "animal")
+        } else {
+            ("food-fruit", "fruit")
+        };
+        let code = 0x1F400 + i;
+        let image = format!("{code:x}.png");
+        let name = format!("{kind} number {i}");
+        list.push(serde_json::json!({"name": name.to_uppercase(), "unified": format!("{code:X}"),
+            "image": image, "has_img_google": true, "has_img_twitter": true,
+            "category": if i < 20 { "Animals & Nature" } else { "Food & Drink" }, "subcategory": sub}));
+        let ch = char::from_u32(code).unwrap().to_string();
+        ann.insert(
+            ch,
+            serde_json::json!({"default": [kind, format!("thing {i}")], "tts": [name]}),
+        );
+        let rgb = [
+            (i * 37 % 256) as u8,
+            (i * 91 % 256) as u8,
+            (i * 53 % 256) as u8,
+        ];
+        for (pkg, style) in [
+            ("emoji-datasource-google", "google"),
+            ("emoji-datasource-twitter", "twitter"),
+        ] {
+            let dir = pkgs.join(pkg).join("package/img").join(style).join("64");
+            png(&dir.join(&image), rgb, i + (style == "twitter") as u32);
+        }
+    }
+    let ds = pkgs.join("emoji-datasource/package");
+    std::fs::create_dir_all(&ds).unwrap();
+    std::fs::write(ds.join("emoji.json"), serde_json::to_string(&list).unwrap()).unwrap();
+    let cldr = pkgs.join("cldr-annotations-full/package/annotations/en");
+    std::fs::create_dir_all(&cldr).unwrap();
+    let doc = serde_json::json!({"annotations": {"annotations": ann}});
+    std::fs::write(cldr.join("annotations.json"), doc.to_string()).unwrap();
+}
+
+#[test]
+fn every_readme_command_runs() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    for link in ["testdata", "configs"] {
+        std::os::unix::fs::symlink(root().join(link), cwd.join(link)).unwrap();
+    }
+    fake_packages(&cwd.join("pkgs"));
+    let mut ran = 0;
+    for line in sh_lines(&readme) {
+        let w = words(&line);
+        let args: Vec<String> = match w.iter().position(|a| a == "--") {
+            Some(i) if line.starts_with("cargo run") && line.contains("--bin clip") => {
+                w[i + 1..].to_vec()
+            }
+            _ if w.first().is_some_and(|c| c == "clip") => w[1..].to_vec(),
+            _ => {
+                assert!(
+                    KNOWN.iter().any(|k| line.starts_with(k)),
+                    "README line is neither a clip command nor a known set-up command: {line}"
+                );
+                continue;
+            }
+        };
+        let mut args = args;
+        let first = args.first().cloned().unwrap_or_default();
+        if let Some((_, extra)) = SHORTER.iter().find(|(c, _)| *c == first) {
+            args.extend(extra.iter().map(|s| s.to_string()));
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_clip"))
+            .args(&refs)
+            .current_dir(cwd)
+            .env("XDG_CACHE_HOME", cwd.join("cache"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "README command failed: {line}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ran += 1;
+    }
+    assert!(ran >= 15, "only {ran} README commands found");
+    // `clip` itself is the binary under test
+    assert!(clip(&["--version"]).status.success());
+}

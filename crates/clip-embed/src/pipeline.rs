@@ -1,0 +1,280 @@
+//! The one embedding pipeline: a loaded model with its fingerprint, preprocessing and batch size;
+//! images (files, or the items of an [`EvalSet`]: manifests, class folders, shards) decoded in
+//! parallel and embedded in batches with a progress bar, texts tokenized and embedded, and cached
+//! features keyed by the model fingerprint and the data. `clip embed`, `classify`, every `clip eval`
+//! command, training-time evaluation and the search index all go through it.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use clip_data::dataset::{EvalSet, Fingerprint, ImageRef};
+use clip_data::{Alpha, Preprocess};
+use clip_model::source::to_vec;
+use clip_model::{Clip, l2_normalize};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use crate::cache::{self, CacheKey};
+use crate::features::Features;
+use crate::zeroshot::{Classifier, ClassifierError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("{0}")]
+    Image(String),
+    #[error("text {row} cannot be tokenized: {source}")]
+    Tokenize {
+        row: usize,
+        source: clip_tokenizer::TokenizeError,
+    },
+    #[error(transparent)]
+    Text(#[from] clip_model::text::TextInputError),
+    #[error(transparent)]
+    Cache(#[from] cache::CacheError),
+    #[error(transparent)]
+    Classifier(#[from] ClassifierError),
+    #[error(transparent)]
+    Model(#[from] crate::models::ModelError),
+}
+
+/// A progress bar for `n` items of `what` (hidden when stderr is not a terminal).
+pub fn progress(n: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(n as u64);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} {bar:30} {pos}/{len} {per_sec} [{elapsed_precise}<{eta_precise}]",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Print what was found damaged while opening a data set (every reader reports the same way).
+pub fn report_warnings(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
+/// Fingerprint of a model: its config and every parameter value.
+pub fn model_fingerprint(clip: &Clip) -> String {
+    let mut f = Fingerprint::default();
+    f.str(&serde_json::to_string(&clip.config).unwrap_or_default());
+    for (name, t) in clip.state_dict() {
+        f.str(&name).floats(&t.data);
+    }
+    format!("{:016x}", f.0)
+}
+
+/// The default feature cache folder: `$XDG_CACHE_HOME/clip-rs/features` or
+/// `~/.cache/clip-rs/features`.
+pub fn default_cache() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|c| c.join("clip-rs/features"))
+}
+
+/// A model ready to embed.
+pub struct Embedder {
+    pub clip: Clip,
+    /// [`model_fingerprint`] of `clip`
+    pub fingerprint: String,
+    pub preprocess: Preprocess,
+    /// items per forward pass (≥ 1)
+    pub batch: usize,
+    /// feature cache folder (`None`: no caching)
+    pub cache: Option<PathBuf>,
+}
+
+impl Embedder {
+    /// Wrap a loaded model: OpenAI's preprocessing at its input size, no cache.
+    pub fn new(clip: Clip, batch: usize) -> Embedder {
+        let fingerprint = model_fingerprint(&clip);
+        let preprocess = Preprocess::clip(clip.config.image_size());
+        Embedder {
+            clip,
+            fingerprint,
+            preprocess,
+            batch: batch.max(1),
+            cache: None,
+        }
+    }
+
+    /// Load `spec` (a path or `NAME:TAG`, see [`crate::models::load`]) on the default device.
+    pub fn load(spec: &str, batch: usize) -> Result<Embedder, EmbedError> {
+        let device = clip_model::default_device();
+        Ok(Self::new(crate::models::load(spec, &device)?, batch))
+    }
+
+    /// Composite transparent pixels onto white before preprocessing.
+    pub fn with_alpha(mut self, alpha: Alpha) -> Embedder {
+        self.preprocess.alpha = alpha;
+        self
+    }
+
+    /// Cache features in `dir`.
+    pub fn with_cache(mut self, dir: Option<PathBuf>) -> Embedder {
+        self.cache = dir;
+        self
+    }
+
+    pub fn dim(&self) -> usize {
+        self.clip.config.embed_dim
+    }
+
+    /// Embeddings `[count, D]` of preprocessed images `[count, 3, n, n]`, L2-normalised unless `raw`.
+    pub fn encode_pixels(&self, pixels: Vec<f32>, count: usize, raw: bool) -> Vec<f32> {
+        let n = self.clip.config.image_size();
+        let x = Tensor::<4>::from_data(
+            TensorData::new(pixels, [count, 3, n, n]),
+            &self.clip.device(),
+        );
+        let f = self.clip.encode_image(x).detach();
+        to_vec(&if raw { f } else { l2_normalize(f) })
+    }
+
+    /// Run `prepare` on every item in parallel, batch by batch, and embed the batches in order.
+    fn embed_batched<T: Sync>(
+        &self,
+        items: &[T],
+        what: &str,
+        raw: bool,
+        prepare: impl Fn(&T) -> Result<Vec<f32>, String> + Sync,
+    ) -> Result<Vec<f32>, EmbedError> {
+        let bar = progress(items.len(), what);
+        let mut out = Vec::with_capacity(items.len() * self.dim());
+        for chunk in items.chunks(self.batch) {
+            let pixels: Vec<Vec<f32>> = chunk
+                .par_iter()
+                .map(&prepare)
+                .collect::<Result<_, _>>()
+                .map_err(EmbedError::Image)?;
+            out.extend(self.encode_pixels(pixels.concat(), chunk.len(), raw));
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        Ok(out)
+    }
+
+    /// Embeddings `[N, D]` of image files, in input order.
+    pub fn embed_files(&self, paths: &[PathBuf], raw: bool) -> Result<Vec<f32>, EmbedError> {
+        self.embed_batched(paths, "images", raw, |p| {
+            self.preprocess.load(p).map_err(|e| e.to_string())
+        })
+    }
+
+    /// The preprocessed pixels of one item of a data set.
+    pub fn prepare(&self, image: &ImageRef) -> Result<Vec<f32>, String> {
+        match image {
+            ImageRef::Path(p) => self.preprocess.load(p).map_err(|e| e.to_string()),
+            other => other
+                .load(self.preprocess.alpha)
+                .map(|img| self.preprocess.apply(&img))
+                .map_err(|e| format!("{}: {e}", other.name())),
+        }
+    }
+
+    /// L2-normalised embeddings `[N, D]` of the images of `set`, in order.
+    pub fn embed_set(&self, set: &EvalSet) -> Result<Vec<f32>, EmbedError> {
+        self.embed_batched(&set.images, "images", false, |r| self.prepare(r))
+    }
+
+    /// Embeddings `[N, D]` of texts (over-long texts are an error naming the row unless `truncate`).
+    pub fn embed_texts(
+        &self,
+        texts: &[String],
+        truncate: bool,
+        raw: bool,
+    ) -> Result<Vec<f32>, EmbedError> {
+        let tok = clip_tokenizer::Tokenizer::global();
+        let ctx = self.clip.config.text_cfg.context_length;
+        let bar = progress(texts.len(), "texts");
+        let mut out = Vec::with_capacity(texts.len() * self.dim());
+        for (b, chunk) in texts.chunks(self.batch).enumerate() {
+            let rows = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    tok.encode_with_specials(t, ctx, truncate)
+                        .map_err(|source| EmbedError::Tokenize {
+                            row: b * self.batch + i + 1,
+                            source,
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let f = self.clip.encode_text(&rows)?.detach();
+            out.extend(to_vec(&if raw { f } else { l2_normalize(f) }));
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        Ok(out)
+    }
+
+    /// The zero-shot classifier of `classes` × `templates` for this model.
+    pub fn classifier(
+        &self,
+        classes: &[String],
+        templates: &[String],
+    ) -> Result<Classifier, EmbedError> {
+        Ok(Classifier::build(&self.clip, classes, templates)?)
+    }
+
+    fn cache_path(&self, set: &EvalSet, key: &CacheKey) -> Option<PathBuf> {
+        let dir = self.cache.as_ref()?;
+        let tail: String = Path::new(&set.name)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .take(40)
+            .collect();
+        Some(dir.join(format!("{}-{tail}.safetensors", key.dataset)))
+    }
+
+    /// L2-normalised image features of `set` with its labels: from the cache when it was made by
+    /// this model from these exact files with this preprocessing; otherwise computed (and cached).
+    /// The set's warnings (damaged shards) are reported first.
+    pub fn features(&self, set: &EvalSet) -> Result<Features, EmbedError> {
+        report_warnings(&set.warnings);
+        let key = CacheKey {
+            model: self.fingerprint.clone(),
+            dataset: format!(
+                "{:016x}-{}px-{:?}",
+                set.fingerprint, self.preprocess.size, self.preprocess.alpha
+            ),
+        };
+        let labels = if set.labels.is_empty() {
+            vec![0; set.len()]
+        } else {
+            set.labels.clone()
+        };
+        let path = self.cache_path(set, &key);
+        if let Some(p) = path.as_ref().filter(|p| p.exists()) {
+            match cache::read(p) {
+                Ok((f, k)) if k == key && f.labels == labels => return Ok(f),
+                Ok((_, k)) if k.model != key.model => eprintln!(
+                    "features cache '{}' was computed by another model ({}, this model is {}); recomputing",
+                    p.display(),
+                    k.model,
+                    key.model
+                ),
+                Ok(_) => eprintln!(
+                    "features cache '{}' does not match this dataset; recomputing",
+                    p.display()
+                ),
+                Err(e) => eprintln!("{e}; recomputing"),
+            }
+        }
+        let f = Features {
+            dim: self.dim(),
+            data: self.embed_set(set)?,
+            labels,
+        };
+        if let Some(p) = &path {
+            cache::write(p, &f, &key)?;
+        }
+        Ok(f)
+    }
+}
