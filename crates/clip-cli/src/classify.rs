@@ -27,6 +27,10 @@ pub struct ClassifyArgs {
     /// One JSON object per image instead of a table
     #[arg(long)]
     pub json: bool,
+    /// Preprocess like Hugging Face's CLIPImageProcessor (transparency on white, RGB first, then
+    /// resize and crop) instead of open_clip's and OpenAI's order (resize in the image's own mode)
+    #[arg(long)]
+    pub hf_preprocess: bool,
     /// Composite transparent pixels onto white
     #[arg(long)]
     pub flatten_alpha: bool,
@@ -61,6 +65,9 @@ pub fn run(args: &ClassifyArgs) -> Result<()> {
     let mut emb = Embedder::load(&args.model, 32)?;
     if args.flatten_alpha {
         emb = emb.with_alpha(clip_data::Alpha::FlattenOnWhite);
+    }
+    if args.hf_preprocess {
+        emb = emb.with_hf_preprocess();
     }
     let classifier = emb.classifier(&labels, &templates)?;
     let features = emb.embed_files(&args.images, false)?;

@@ -100,6 +100,10 @@ struct PreprocessArgs {
     /// Composite transparent pixels onto white instead of dropping alpha
     #[arg(long)]
     flatten_alpha: bool,
+    /// Preprocess like Hugging Face's CLIPImageProcessor (transparency on white, RGB first, then
+    /// resize and crop) instead of open_clip's and OpenAI's order (resize in the image's own mode)
+    #[arg(long)]
+    hf_preprocess: bool,
 }
 
 #[derive(Args)]
@@ -136,7 +140,11 @@ fn preprocess(args: &PreprocessArgs) -> Result<()> {
     clip_data::out::check_extension(&args.out, &["npy"])?;
     clip_data::out::check_not_input(&args.out, std::slice::from_ref(&args.image))?;
     let size = args.size as usize;
-    let mut p = clip_data::Preprocess::clip(size);
+    let mut p = if args.hf_preprocess {
+        clip_data::Preprocess::hf(size)
+    } else {
+        clip_data::Preprocess::clip(size)
+    };
     if args.flatten_alpha {
         p.alpha = clip_data::Alpha::FlattenOnWhite;
     }

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::Preprocess;
 use crate::files::{FilesError, class_folders, class_images};
 use crate::image::{Alpha, load_rgb};
 use crate::manifest::{Label, ManifestError, Row, read_rows};
@@ -77,6 +78,19 @@ impl ImageRef {
             ImageRef::Path(p) => load_rgb(p, alpha).map_err(|e| e.to_string()),
             ImageRef::Shard(s, i) => s.pair(*i).map(|(img, _)| img),
             ImageRef::Memory(img) => Ok((**img).clone()),
+        }
+    }
+
+    /// The model input `[3, n, n]` of this image under `pre` (decoded in its own mode for files and
+    /// shards, so the reference order applies).
+    pub fn preprocess(&self, pre: &Preprocess) -> Result<Vec<f32>, String> {
+        match self {
+            ImageRef::Path(p) => pre.load(p).map_err(|e| e.to_string()),
+            ImageRef::Shard(s, i) => {
+                let (bytes, name) = s.image_bytes(*i)?;
+                pre.load_bytes(&bytes, &name).map_err(|e| e.to_string())
+            }
+            ImageRef::Memory(img) => Ok(pre.apply(img)),
         }
     }
 

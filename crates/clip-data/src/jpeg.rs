@@ -1,6 +1,8 @@
 //! JPEG decoding through libjpeg-turbo's code (as mozjpeg, built from source by cargo): the same
 //! library Pillow uses, so decoded pixels are bit-identical (ISLOW IDCT, fancy upsampling).
 //! A truncated file is an error, as in Pillow; other libjpeg warnings are ignored, as in Pillow.
+//! Four-component (CMYK / YCCK) files are decoded to CMYK and inverted, as Pillow reads them
+//! (rawmode `CMYK;I`: it assumes the Adobe convention, which Photoshop and Pillow itself write).
 
 use std::os::raw::c_int;
 
@@ -52,7 +54,7 @@ fn error_mgr() -> jpeg_error_mgr {
     }
 }
 
-/// Decoded pixels: RGB (3 channels) or grey (1), with the size.
+/// Decoded pixels: grey (1 channel), RGB (3) or CMYK (4), with the size.
 pub struct Decoded {
     pub width: usize,
     pub height: usize,
@@ -60,20 +62,26 @@ pub struct Decoded {
     pub data: Vec<u8>,
 }
 
-/// Decode a JPEG to RGB (colour) or grey, as Pillow opens it. CMYK/YCCK files are converted by
-/// libjpeg to RGB only where it can; others are an error.
+/// Decode a JPEG as Pillow opens it: grey, RGB, or CMYK (inverted, Pillow's `CMYK;I`).
 pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
+    use mozjpeg::ColorSpace::{JCS_CMYK, JCS_GRAYSCALE, JCS_YCCK};
     let result = std::panic::catch_unwind(|| -> std::io::Result<Decoded> {
         let d = mozjpeg::Decompress::with_err(error_mgr()).from_mem(bytes)?;
-        let grey = d.color_space() == mozjpeg::ColorSpace::JCS_GRAYSCALE;
-        let mut s = if grey { d.grayscale()? } else { d.rgb()? };
+        let (mut s, channels) = match d.color_space() {
+            JCS_GRAYSCALE => (d.grayscale()?, 1),
+            JCS_CMYK | JCS_YCCK => (d.to_colorspace(JCS_CMYK)?, 4),
+            _ => (d.rgb()?, 3),
+        };
         let (width, height) = (s.width(), s.height());
-        let data = s.read_scanlines::<u8>()?;
+        let mut data = s.read_scanlines::<u8>()?;
         s.finish()?;
+        if channels == 4 {
+            data.iter_mut().for_each(|v| *v = 255 - *v);
+        }
         Ok(Decoded {
             width,
             height,
-            channels: if grey { 1 } else { 3 },
+            channels,
             data,
         })
     });

@@ -8,6 +8,7 @@ pub mod files;
 pub mod image;
 pub mod jpeg;
 pub mod manifest;
+pub mod modes;
 pub mod out;
 pub mod pairs;
 pub mod resize;
@@ -18,7 +19,8 @@ pub mod text;
 
 use std::path::Path;
 
-pub use crate::image::{Alpha, ImageError, decode_rgb, load_rgb};
+pub use crate::image::{Alpha, ImageError, decode_image, decode_rgb, load_image, load_rgb};
+pub use crate::modes::{Mode, ModeImage};
 pub use crate::resize::{Rgb8, resize_bicubic};
 
 /// OpenAI's normalisation mean.
@@ -30,11 +32,15 @@ pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 /// torchvision `Resize(n)` on a PIL image: the short side becomes `n`, the long side
 /// `int(n * long / short)`.
 pub fn resize_short_side(img: &Rgb8, n: usize) -> Rgb8 {
-    let (w, h) = (img.width, img.height);
+    let (nw, nh) = short_side_size(img.width, img.height, n);
+    resize_bicubic(img, nw, nh)
+}
+
+/// The size `Resize(n)` gives a `w×h` image (torchvision's and Hugging Face's rule alike).
+fn short_side_size(w: usize, h: usize, n: usize) -> (usize, usize) {
     let (short, long) = if w <= h { (w, h) } else { (h, w) };
     let new_long = ((n * long) as f64 / short as f64) as usize;
-    let (nw, nh) = if w <= h { (n, new_long) } else { (new_long, n) };
-    resize_bicubic(img, nw, nh)
+    if w <= h { (n, new_long) } else { (new_long, n) }
 }
 
 /// Python's `round` (half to even) of `x / 2` for a non-negative integer `x`.
@@ -77,29 +83,87 @@ pub fn random_square_crop(img: &Rgb8, n: usize, scale: f64, rng: &mut rng::Rng) 
     crop(&resized, left, top, n)
 }
 
+/// Where the conversion to RGB happens relative to the resize; the references disagree.
+///
+/// open_clip's `image_transform(n, is_train=False)` and OpenAI's `clip._transform(n)` both run
+/// `Resize(n, BICUBIC)`, `CenterCrop(n)` on the PIL image *in its own mode* and `convert("RGB")`
+/// last, so Pillow resizes `RGBA`/`LA` with premultiplied alpha (transparent pixels turn black),
+/// `P` and `1` with nearest neighbour, `I;16` at 16 bits, `CMYK` in CMYK (see [`crate::modes`]).
+/// Hugging Face's `CLIPImageProcessor` converts to RGB first (`do_convert_rgb`; since transformers 5
+/// compositing transparency onto white, which is [`Alpha::FlattenOnWhite`]), resizes that with
+/// Pillow's bicubic, and center-crops at offsets `(size - n) // 2` where torchvision rounds
+/// `(size - n) / 2` half to even: one pixel apart when `size - n ≡ 3 (mod 4)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// open_clip / OpenAI: resize and crop in the image's mode, convert to RGB last.
+    #[default]
+    Reference,
+    /// Hugging Face: convert to RGB first, then resize and crop (floor offsets).
+    ConvertFirst,
+}
+
 /// The CLIP image transform.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preprocess {
     pub size: usize,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// Applied to the decoded image before anything else.
     pub alpha: Alpha,
+    pub order: Order,
 }
 
 impl Preprocess {
-    /// OpenAI's transform for an `n×n` model input.
+    /// open_clip's and OpenAI's transform for an `n×n` model input.
     pub fn clip(size: usize) -> Preprocess {
         Preprocess {
             size,
             mean: CLIP_MEAN,
             std: CLIP_STD,
             alpha: Alpha::Drop,
+            order: Order::Reference,
         }
     }
 
-    /// Resize + center crop, as 8-bit RGB (the part before `ToTensor`).
+    /// Hugging Face's `CLIPImageProcessor` (transformers ≥ 5, Pillow backend): transparency
+    /// composited onto white, converted to RGB, then resized and cropped.
+    pub fn hf(size: usize) -> Preprocess {
+        Preprocess {
+            alpha: Alpha::FlattenOnWhite,
+            order: Order::ConvertFirst,
+            ..Preprocess::clip(size)
+        }
+    }
+
+    /// Center-crop offsets of a `w×h` image: torchvision's rounding, or Hugging Face's floor.
+    fn crop_offsets(&self, w: usize, h: usize) -> (usize, usize) {
+        let (dw, dh) = (w - self.size, h - self.size);
+        match self.order {
+            Order::Reference => (half_round_even(dw), half_round_even(dh)),
+            Order::ConvertFirst => (dw / 2, dh / 2),
+        }
+    }
+
+    /// Resize + center crop of an RGB image, as 8-bit RGB (the part before `ToTensor`).
     pub fn resize_crop(&self, img: &Rgb8) -> Rgb8 {
-        center_crop(&resize_short_side(img, self.size), self.size)
+        let resized = resize_short_side(img, self.size);
+        let (left, top) = self.crop_offsets(resized.width, resized.height);
+        crop(&resized, left, top, self.size)
+    }
+
+    /// Everything before `ToTensor` for a decoded image, in [`Preprocess::order`]: the alpha
+    /// policy, then resize + center crop + `convert("RGB")` (or the conversion first).
+    pub fn prepare(&self, img: &ModeImage) -> Rgb8 {
+        let img = self.alpha.apply(img);
+        match self.order {
+            Order::ConvertFirst => self.resize_crop(&img.to_rgb()),
+            Order::Reference => {
+                let (w, h) = short_side_size(img.width(), img.height(), self.size);
+                let (left, top) = self.crop_offsets(w, h);
+                let n = self.size;
+                img.resize(w, h).crop(left, top, n, n).into_rgb()
+            }
+        }
     }
 
     /// `ToTensor` + `Normalize` of an `n×n` image: `[3, n, n]` planar floats.
@@ -114,14 +178,25 @@ impl Preprocess {
         out
     }
 
-    /// The full transform of a decoded image: `[3, n, n]`.
+    /// The full transform of an image already in RGB: `[3, n, n]`. (The alpha policy does not
+    /// apply: there is no alpha left.)
     pub fn apply(&self, img: &Rgb8) -> Vec<f32> {
         self.normalize(&self.resize_crop(img))
     }
 
+    /// The full transform of a decoded image: `[3, n, n]`.
+    pub fn apply_image(&self, img: &ModeImage) -> Vec<f32> {
+        self.normalize(&self.prepare(img))
+    }
+
     /// Decode and transform a file.
     pub fn load(&self, path: &Path) -> Result<Vec<f32>, ImageError> {
-        Ok(self.apply(&load_rgb(path, self.alpha)?))
+        Ok(self.apply_image(&load_image(path)?))
+    }
+
+    /// Decode and transform an image held in memory; `name` is used in error messages.
+    pub fn load_bytes(&self, bytes: &[u8], name: &str) -> Result<Vec<f32>, ImageError> {
+        Ok(self.apply_image(&decode_image(bytes, name)?))
     }
 }
 

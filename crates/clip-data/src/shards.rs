@@ -286,6 +286,12 @@ impl Shards {
         Ok(caption.trim().to_owned())
     }
 
+    /// The encoded image bytes of sample `index` and the sample's name (`shard.tar#i`).
+    pub fn image_bytes(&self, index: usize) -> Result<(Vec<u8>, String), String> {
+        let s = &self.samples[index % self.samples.len()];
+        Ok((self.read(s.shard, &s.image)?, self.sample_name(index)))
+    }
+
     /// Decoded image and caption of sample `index`.
     pub fn pair(&self, index: usize) -> Result<(Rgb8, String), String> {
         let s = &self.samples[index % self.samples.len()];

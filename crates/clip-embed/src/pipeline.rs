@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use clip_data::dataset::{EvalSet, Fingerprint, ImageRef};
+use clip_data::dataset::{EvalSet, Fingerprint};
 use clip_data::{Alpha, Preprocess};
 use clip_model::source::to_vec;
 use clip_model::{Clip, l2_normalize};
@@ -113,6 +113,13 @@ impl Embedder {
         self
     }
 
+    /// Preprocess as Hugging Face's `CLIPImageProcessor` does (transparency on white, RGB first,
+    /// then resize and crop) instead of open_clip's and OpenAI's order.
+    pub fn with_hf_preprocess(mut self) -> Embedder {
+        self.preprocess = Preprocess::hf(self.preprocess.size);
+        self
+    }
+
     /// Cache features in `dir`.
     pub fn with_cache(mut self, dir: Option<PathBuf>) -> Embedder {
         self.cache = dir;
@@ -164,20 +171,11 @@ impl Embedder {
         })
     }
 
-    /// The preprocessed pixels of one item of a data set.
-    pub fn prepare(&self, image: &ImageRef) -> Result<Vec<f32>, String> {
-        match image {
-            ImageRef::Path(p) => self.preprocess.load(p).map_err(|e| e.to_string()),
-            other => other
-                .load(self.preprocess.alpha)
-                .map(|img| self.preprocess.apply(&img))
-                .map_err(|e| format!("{}: {e}", other.name())),
-        }
-    }
-
     /// L2-normalised embeddings `[N, D]` of the images of `set`, in order.
     pub fn embed_set(&self, set: &EvalSet) -> Result<Vec<f32>, EmbedError> {
-        self.embed_batched(&set.images, "images", false, |r| self.prepare(r))
+        self.embed_batched(&set.images, "images", false, |r| {
+            r.preprocess(&self.preprocess)
+        })
     }
 
     /// Embeddings `[N, D]` of texts (over-long texts are an error naming the row unless `truncate`).
@@ -241,8 +239,8 @@ impl Embedder {
         let key = CacheKey {
             model: self.fingerprint.clone(),
             dataset: format!(
-                "{:016x}-{}px-{:?}",
-                set.fingerprint, self.preprocess.size, self.preprocess.alpha
+                "{:016x}-{}px-{:?}-{:?}",
+                set.fingerprint, self.preprocess.size, self.preprocess.alpha, self.preprocess.order
             ),
         };
         let labels = if set.labels.is_empty() {
