@@ -247,8 +247,13 @@ pub fn quickstart(args: &QuickstartArgs) -> Result<()> {
         run.summary.seconds,
         args.out.join("plot.png").display()
     );
-    // a few new images of held-out combinations, classified by typed labels
-    let emb = clip_embed::Embedder::new(run.clip, 64);
+    print_samples(run.clip, data)
+}
+
+/// A few new images of held-out combinations, classified by typed labels.
+fn print_samples(clip: clip_model::Clip, data: &clip_data::synth::SyntheticScenes) -> Result<()> {
+    let names = class_names();
+    let emb = clip_embed::Embedder::new(clip, 64);
     let samples: Vec<_> = (0..4u64)
         .map(|i| data.sample(Split::HeldOut, 9_000_000 + i))
         .collect();

@@ -99,6 +99,8 @@ type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
 impl Chart {
+    /// One plotters chart from axes to legend (plotters' builder types make its pieces awkward to
+    /// pass between functions).
     fn draw(&self, area: &Area) -> DrawResult {
         let tx = |x: f64| if self.log2_x { x.max(1e-12).log2() } else { x };
         let (x0, x1) = widen((tx(self.x_range.0), tx(self.x_range.1)));

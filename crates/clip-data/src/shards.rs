@@ -7,7 +7,7 @@
 //! before the damage; the loss is reported, never fatal.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::image::{Alpha, decode_rgb};
 use crate::resize::Rgb8;
@@ -95,6 +95,119 @@ pub struct Shards {
     pub warnings: Vec<String>,
 }
 
+/// `dir/key.ext` → (`dir/key`, lower-case `ext`); `None` for a name without an extension.
+fn key_and_ext(name: &str) -> Option<(String, String)> {
+    let (dir, base) = name.rsplit_once('/').unwrap_or(("", name));
+    let (k, e) = base.split_once('.')?;
+    Some((format!("{dir}{k}"), e.to_ascii_lowercase()))
+}
+
+impl Pending {
+    /// Record a member by its extension.
+    fn add(&mut self, ext: &str, member: Member) {
+        if crate::files::IMAGE_EXTENSIONS.contains(&ext) {
+            self.image = Some(member);
+        } else if ext == "txt" {
+            self.caption = Some((member, false));
+        } else if ext == "cls" {
+            self.label = Some(member);
+        } else if ext == "json" && self.caption.is_none() {
+            self.caption = Some((member, true));
+        }
+    }
+
+    /// Whether a member reaches past the end of a file of `len` bytes (cut by truncation).
+    fn cut_at(&self, len: u64) -> bool {
+        let cut = |m: Option<&Member>| m.is_some_and(|m| m.offset.saturating_add(m.size) > len);
+        cut(self.image.as_ref())
+            || cut(self.caption.as_ref().map(|c| &c.0))
+            || cut(self.label.as_ref())
+    }
+}
+
+/// Index the samples of shard number `si` at `path` (member headers only): complete samples go to
+/// `samples`; incomplete ones and damage to `warnings`.
+fn index_shard(
+    si: usize,
+    path: &Path,
+    samples: &mut Vec<Sample>,
+    warnings: &mut Vec<String>,
+) -> Result<(), ShardError> {
+    let file = std::fs::File::open(path).map_err(|e| ShardError::Open {
+        path: path.display().to_string(),
+        msg: e.to_string(),
+    })?;
+    let mut archive = tar::Archive::new(file);
+    let mut flush = |cur: Option<Pending>, warnings: &mut Vec<String>| {
+        let Some(p) = cur else { return };
+        match (p.image, p.caption.is_some() || p.label.is_some()) {
+            (Some(image), true) => samples.push(Sample {
+                shard: si,
+                image,
+                caption: p.caption,
+                label: p.label,
+            }),
+            _ => warnings.push(format!(
+                "{}: sample '{}' lacks an image or a caption",
+                path.display(),
+                p.key
+            )),
+        }
+    };
+    let entries = match archive.entries() {
+        Ok(e) => e,
+        Err(e) => {
+            warnings.push(format!("{}: unreadable ({e})", path.display()));
+            return Ok(());
+        }
+    };
+    let mut current: Option<Pending> = None;
+    let mut damaged = None;
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                damaged = Some(e.to_string());
+                break;
+            }
+        };
+        let name = entry
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Some((key, ext)) = key_and_ext(&name) else {
+            continue;
+        };
+        let member = Member {
+            offset: entry.raw_file_position(),
+            size: entry.size(),
+        };
+        if current.as_ref().is_none_or(|c| c.key != key) {
+            flush(current.take(), warnings);
+        }
+        current
+            .get_or_insert_with(|| Pending {
+                key,
+                ..Pending::default()
+            })
+            .add(&ext, member);
+    }
+    // a sample whose last member was cut off by truncation is not complete
+    let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if current.as_ref().is_some_and(|p| p.cut_at(file_len)) {
+        current = None;
+        damaged.get_or_insert_with(|| "truncated".into());
+    }
+    flush(current.take(), warnings);
+    if let Some(why) = damaged {
+        warnings.push(format!(
+            "{}: damaged or truncated ({why}); kept the complete samples before it",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 impl Shards {
     /// Index the shards named by `spec` (a path or brace pattern; several separated by `::`).
     pub fn open(spec: &str) -> Result<Shards, ShardError> {
@@ -108,102 +221,7 @@ impl Shards {
         let mut samples = Vec::new();
         let mut warnings = Vec::new();
         for (si, path) in paths.iter().enumerate() {
-            let file = std::fs::File::open(path).map_err(|e| ShardError::Open {
-                path: path.display().to_string(),
-                msg: e.to_string(),
-            })?;
-            let mut archive = tar::Archive::new(file);
-            let mut current: Option<Pending> = None;
-            let mut flush = |cur: Option<Pending>, warnings: &mut Vec<String>| {
-                if let Some(p) = cur {
-                    match (p.image, p.caption.is_some() || p.label.is_some()) {
-                        (Some(image), true) => samples.push(Sample {
-                            shard: si,
-                            image,
-                            caption: p.caption,
-                            label: p.label,
-                        }),
-                        _ => warnings.push(format!(
-                            "{}: sample '{}' lacks an image or a caption",
-                            path.display(),
-                            p.key
-                        )),
-                    }
-                }
-            };
-            let entries = match archive.entries() {
-                Ok(e) => e,
-                Err(e) => {
-                    warnings.push(format!("{}: unreadable ({e})", path.display()));
-                    continue;
-                }
-            };
-            let mut damaged = None;
-            for entry in entries {
-                let entry = match entry {
-                    Ok(e) => e,
-                    Err(e) => {
-                        damaged = Some(e.to_string());
-                        break;
-                    }
-                };
-                let name = entry
-                    .path()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let (key, ext) = match name
-                    .rsplit_once('/')
-                    .map_or(name.as_str(), |(_, b)| b)
-                    .split_once('.')
-                {
-                    Some((k, e)) => (
-                        format!("{}{}", name.rsplit_once('/').map_or("", |(d, _)| d), k),
-                        e.to_ascii_lowercase(),
-                    ),
-                    None => continue,
-                };
-                let member = Member {
-                    offset: entry.raw_file_position(),
-                    size: entry.size(),
-                };
-                if current.as_ref().is_none_or(|c| c.key != key) {
-                    flush(current.take(), &mut warnings);
-                }
-                let cur = current.get_or_insert_with(|| Pending {
-                    key,
-                    ..Pending::default()
-                });
-                if crate::files::IMAGE_EXTENSIONS.contains(&ext.as_str()) {
-                    cur.image = Some(member);
-                } else if ext == "txt" {
-                    cur.caption = Some((member, false));
-                } else if ext == "cls" {
-                    cur.label = Some(member);
-                } else if ext == "json" && cur.caption.is_none() {
-                    cur.caption = Some((member, true));
-                }
-            }
-            // a sample whose last member was cut off by truncation is not complete
-            let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-            if let Some(p) = &current {
-                let cut = |m: Option<&Member>| {
-                    m.is_some_and(|m| m.offset.saturating_add(m.size) > file_len)
-                };
-                if cut(p.image.as_ref())
-                    || cut(p.caption.as_ref().map(|c| &c.0))
-                    || cut(p.label.as_ref())
-                {
-                    current = None;
-                    damaged.get_or_insert_with(|| "truncated".into());
-                }
-            }
-            flush(current.take(), &mut warnings);
-            if let Some(why) = damaged {
-                warnings.push(format!(
-                    "{}: damaged or truncated ({why}); kept the complete samples before it",
-                    path.display()
-                ));
-            }
+            index_shard(si, path, &mut samples, &mut warnings)?;
         }
         if samples.is_empty() {
             return Err(ShardError::Empty(spec.into()));

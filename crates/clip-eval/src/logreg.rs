@@ -134,6 +134,8 @@ struct Problem<'a> {
 }
 
 impl Problem<'_> {
+    /// The objective and its gradient at `theta` (scikit-learn's multinomial loss + L2 penalty):
+    /// one pass of products, softmax and reductions kept together so the buffers are reused.
     fn eval(&mut self, theta: &[f64], grad: &mut [f64]) -> f64 {
         let (n, d, k) = (self.n, self.d, self.k);
         let kd = k * d;
@@ -268,6 +270,10 @@ fn check(x: &[f32], n: usize, d: usize, y: &[usize], classes: usize) -> Result<(
 
 /// Fit a probe on `x` (`[n, d]` row-major) with labels `y < classes`, starting from zero as
 /// scikit-learn does.
+///
+/// One function on purpose: the L-BFGS iteration (two-loop recursion, Wolfe line search, the
+/// stopping tests) reads top to bottom beside scipy's `L-BFGS-B` driver that scikit-learn calls;
+/// its state is shared by every step.
 pub fn fit(
     x: &[f32],
     n: usize,

@@ -237,6 +237,9 @@ fn global(module: &str, name: &str) -> Result<Value, PickleError> {
 }
 
 /// Parse a pickle into a value tree.
+///
+/// One function on purpose: it is the pickle virtual machine, a single `match` over opcodes on
+/// one stack, read beside Python's `pickletools` opcode table; split up, the table would scatter.
 pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
     let mut r = Reader { data, pos: 0 };
     let mut stack: Vec<Value> = Vec::new();

@@ -228,6 +228,39 @@ fn start(
     Ok((clip, opt, state, Vec::new()))
 }
 
+/// The training data: the synthetic scenes, or pairs from a manifest, class folders or shards.
+struct TrainData {
+    synthetic: Option<SyntheticScenes>,
+    pairs: Option<Pairs>,
+}
+
+impl TrainData {
+    fn open(cfg: &TrainConfig, image_size: usize) -> Result<TrainData, RunError> {
+        if cfg.data == "synthetic" {
+            let s = SyntheticScenes::new(cfg.seed, image_size, cfg.held_out_fraction);
+            return Ok(TrainData {
+                synthetic: Some(s),
+                pairs: None,
+            });
+        }
+        let pairs = Pairs::open(&cfg.data)?;
+        clip_embed::report_warnings(pairs.warnings());
+        Ok(TrainData {
+            synthetic: None,
+            pairs: Some(pairs),
+        })
+    }
+
+    fn source(&self) -> &dyn PairSource {
+        match (&self.synthetic, &self.pairs) {
+            (Some(s), _) => s,
+            (None, Some(p)) => p,
+            // `open` sets exactly one of the two
+            (None, None) => unreachable!("training data without a source"),
+        }
+    }
+}
+
 /// Train as configured; see the module doc.
 pub fn run(cfg: &TrainConfig, options: &RunOptions) -> Result<RunOutput, RunError> {
     cfg.validate()?;
@@ -237,20 +270,8 @@ pub fn run(cfg: &TrainConfig, options: &RunOptions) -> Result<RunOutput, RunErro
     let cleaned = checkpoint::clean_partial(out);
     let mcfg = cfg.model_config()?;
     let n = mcfg.image_size();
-    let synthetic =
-        (cfg.data == "synthetic").then(|| SyntheticScenes::new(cfg.seed, n, cfg.held_out_fraction));
-    let pairs = match &synthetic {
-        Some(_) => None,
-        None => Some(Pairs::open(&cfg.data)?),
-    };
-    if let Some(p) = &pairs {
-        clip_embed::report_warnings(p.warnings());
-    }
-    let source: &dyn PairSource = match (&synthetic, &pairs) {
-        (Some(s), _) => s,
-        (None, Some(p)) => p,
-        (None, None) => return Err(RunError::Run("no training data".into())),
-    };
+    let data = TrainData::open(cfg, n)?;
+    let source = data.source();
     let steps = match (cfg.epochs, source.len()) {
         (Some(e), Some(len)) => ((e * len as f64) / cfg.batch_size as f64).ceil().max(1.0) as usize,
         (Some(_), None) => {
@@ -260,7 +281,7 @@ pub fn run(cfg: &TrainConfig, options: &RunOptions) -> Result<RunOutput, RunErro
         }
         (None, _) => cfg.steps,
     };
-    let eval = match (&synthetic, &cfg.eval_manifest, &cfg.eval_classes) {
+    let eval = match (&data.synthetic, &cfg.eval_manifest, &cfg.eval_classes) {
         (_, Some(m), Some(c)) => Some(labelled_eval(
             m,
             c,
@@ -319,7 +340,7 @@ pub fn run(cfg: &TrainConfig, options: &RunOptions) -> Result<RunOutput, RunErro
     Ok(RunOutput {
         summary,
         clip,
-        synthetic,
+        synthetic: data.synthetic,
         changes,
         cleaned,
     })

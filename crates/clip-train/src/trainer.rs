@@ -275,6 +275,9 @@ fn forward_backward(
 #[allow(clippy::too_many_arguments)]
 /// Train `clip` with `opt` on `data` from `state.step` to `options.steps`, writing checkpoints and
 /// the metrics log under `out`. `on_step` sees every log line (progress bars, printing).
+///
+/// One function on purpose (nanoGPT's `train.py` habit): schedule → batch → forward/backward →
+/// NaN check → step → log → eval → checkpoint, read top to bottom.
 pub fn train(
     clip: &mut Clip,
     opt: &mut AdamW,

@@ -30,6 +30,8 @@ fn report(what: &str, items: usize, times: Vec<f64>) {
     );
 }
 
+/// The harness: one `match` over the benchmark names the Python scripts call (each arm loads, warms
+/// up, times and prints one JSON line); kept in one place so the scripts' calls are easy to audit.
 fn main() -> Result<()> {
     alloc::tune();
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -226,6 +226,22 @@ fn trained_rows(dir: &Path) -> Result<Vec<bool>, EvalError> {
         .collect()
 }
 
+/// Recall and precision of the detector's flags against the true duplicates.
+fn detector_quality(o: &Overlap, truth: &[bool]) -> (f64, f64) {
+    let mut flagged = vec![false; truth.len()];
+    for (i, _, _) in &o.pairs {
+        flagged[*i] = true;
+    }
+    let tp = truth
+        .iter()
+        .zip(&flagged)
+        .filter(|(t, f)| **t && **f)
+        .count();
+    let recall = tp as f64 / truth.iter().filter(|t| **t).count().max(1) as f64;
+    let precision = tp as f64 / flagged.iter().filter(|f| **f).count().max(1) as f64;
+    (recall, precision)
+}
+
 /// The overlap detector on the category test half (checked against the importer's ground truth)
 /// and on the concept set.
 fn overlap_finding(
@@ -252,17 +268,7 @@ fn overlap_finding(
     // ground truth of the category test half: is the concept's google image in the training set?
     let trained = trained_rows(dir)?;
     let truth: Vec<bool> = s.test_rows.iter().map(|&i| trained[i]).collect();
-    let mut flagged = vec![false; truth.len()];
-    for (i, _, _) in &o_cat.pairs {
-        flagged[*i] = true;
-    }
-    let tp = truth
-        .iter()
-        .zip(&flagged)
-        .filter(|(t, f)| **t && **f)
-        .count();
-    let recall = tp as f64 / truth.iter().filter(|t| **t).count().max(1) as f64;
-    let precision = tp as f64 / flagged.iter().filter(|f| **f).count().max(1) as f64;
+    let (recall, precision) = detector_quality(&o_cat, &truth);
     let true_split = overlap::subset_accuracy(&correct_cat, &truth);
     let w_con = emb.classifier(&s.concepts.class_names, ensemble)?;
     let o_con = overlap::evaluate(
@@ -280,30 +286,13 @@ fn overlap_finding(
         ("emoji categories, google test half", &o_cat),
         ("emoji concepts, twitter style", &o_con),
     ]);
-    let cal = &o_cat.calibration;
-    let _ = writeln!(
-        body,
-        "\nDetector: nearest training image by cosine similarity of this CLIP's image embeddings; threshold {:.3} calibrated on {} augmented copies (random 60–100% crops; {} detected) against {} nearest other-category images ({} flagged).",
-        cal.threshold,
-        cal.positives,
-        pct(cal.true_positive_rate),
-        cal.negatives,
-        pct(cal.false_positive_rate)
-    );
+    body.push_str(&detector_text(
+        &o_cat.calibration,
+        &truth,
+        (recall, precision),
+        &true_split,
+    ));
     let n_true = truth.iter().filter(|t| **t).count();
-    let signed = |v: Option<f64>| v.map_or("—".into(), |v| format!("{:+.1} pt", v * 100.0));
-    let _ = writeln!(
-        body,
-        "\nGround truth for the google test half (whether each concept's google image is in `train_google.jsonl`): {} of {} are true duplicates; the detector finds {} of them (recall) and {} of its flags are true (precision). With the true split: All {}, Overlap {}, Clean {}, All − Clean {}.",
-        n_true,
-        truth.len(),
-        pct(recall),
-        pct(precision),
-        pct(true_split.acc_all),
-        true_split.acc_overlap.map_or("—".into(), pct),
-        true_split.acc_clean.map_or("—".into(), pct),
-        signed(true_split.all_minus_clean),
-    );
     let amc = true_split.all_minus_clean.unwrap_or(0.0);
     let finding = Finding {
         title: "(d) Data overlap between training and evaluation (§5)".into(),
@@ -330,6 +319,40 @@ fn overlap_finding(
         "concepts": {"calibration": o_con.calibration, "report": o_con.report},
     });
     Ok((finding, json))
+}
+
+/// How the detector was calibrated and how it fares against the ground truth.
+fn detector_text(
+    cal: &overlap::Calibration,
+    truth: &[bool],
+    (recall, precision): (f64, f64),
+    true_split: &overlap::OverlapReport,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nDetector: nearest training image by cosine similarity of this CLIP's image embeddings; threshold {:.3} calibrated on {} augmented copies (random 60–100% crops; {} detected) against {} nearest other-category images ({} flagged).",
+        cal.threshold,
+        cal.positives,
+        pct(cal.true_positive_rate),
+        cal.negatives,
+        pct(cal.false_positive_rate)
+    );
+    let n_true = truth.iter().filter(|t| **t).count();
+    let signed = |v: Option<f64>| v.map_or("—".into(), |v| format!("{:+.1} pt", v * 100.0));
+    let _ = writeln!(
+        out,
+        "\nGround truth for the google test half (whether each concept's google image is in `train_google.jsonl`): {} of {} are true duplicates; the detector finds {} of them (recall) and {} of its flags are true (precision). With the true split: All {}, Overlap {}, Clean {}, All − Clean {}.",
+        n_true,
+        truth.len(),
+        pct(recall),
+        pct(precision),
+        pct(true_split.acc_all),
+        true_split.acc_overlap.map_or("—".into(), pct),
+        true_split.acc_clean.map_or("—".into(), pct),
+        signed(true_split.all_minus_clean),
+    );
+    out
 }
 
 fn overlap_table(rows: &[(&str, &Overlap)]) -> String {
