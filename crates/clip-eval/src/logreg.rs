@@ -1,5 +1,7 @@
 //! Multinomial logistic regression fitted by L-BFGS: the linear probe of the paper (appendix A.3),
-//! with the objective and stopping rules of scikit-learn's `LogisticRegression(solver="lbfgs")`:
+//! hand-written because no maintained Rust crate offers scikit-learn's objective and stopping rules
+//! (`linfa-logistic` differs in both), and the probe must match scikit-learn's accuracy. It has the
+//! objective and stopping rules of scikit-learn's `LogisticRegression(solver="lbfgs")`:
 //!
 //! minimise  (1/n) Σᵢ [logsumexp(zᵢ) − zᵢ[yᵢ]] + λ/2 ‖W‖²,  zᵢ = W xᵢ + b,  λ = 1/(C·n)
 //!

@@ -1,5 +1,9 @@
 //! A pickle *parser* (never an interpreter) for PyTorch checkpoints and TorchScript archives.
 //!
+//! Hand-written because the Rust pickle crates (`serde-pickle`) either reject the opcodes and
+//! persistent ids PyTorch writes or resolve globals generically; we need an allow-list that refuses
+//! code by construction and hands back tensor references for the zip's storages.
+//!
 //! Only the opcodes PyTorch writes are understood, and only an allow-list of globals is accepted:
 //! containers (`collections.OrderedDict`), tensor rebuild functions and storage types, and
 //! TorchScript module class names (`__torch__.…`, which are inert names here). Any other global —
