@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use clip_embed::{Embedder, templates};
+use clip_embed::templates;
 
 #[derive(Args)]
 pub struct ClassifyArgs {
@@ -27,13 +27,8 @@ pub struct ClassifyArgs {
     /// One JSON object per image instead of a table
     #[arg(long)]
     pub json: bool,
-    /// Preprocess like Hugging Face's CLIPImageProcessor (transparency on white, RGB first, then
-    /// resize and crop) instead of open_clip's and OpenAI's order (resize in the image's own mode)
-    #[arg(long)]
-    pub hf_preprocess: bool,
-    /// Composite transparent pixels onto white
-    #[arg(long)]
-    pub flatten_alpha: bool,
+    #[command(flatten)]
+    pub image_opts: crate::ImageOptions,
     /// Images to classify
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
@@ -62,13 +57,7 @@ fn labels(args: &ClassifyArgs) -> Result<Vec<String>> {
 pub fn run(args: &ClassifyArgs) -> Result<()> {
     let labels = labels(args)?;
     let templates = templates::templates(&args.templates)?;
-    let mut emb = Embedder::load(&args.model, 32)?;
-    if args.flatten_alpha {
-        emb = emb.with_alpha(clip_data::Alpha::FlattenOnWhite);
-    }
-    if args.hf_preprocess {
-        emb = emb.with_hf_preprocess();
-    }
+    let emb = args.image_opts.embedder(&args.model, 32)?;
     let classifier = emb.classifier(&labels, &templates)?;
     let features = emb.embed_files(&args.images, false)?;
     let probs = classifier.probabilities(&features, args.images.len(), emb.clip.logit_scale());

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Args;
 use clip_data::out;
-use clip_embed::Embedder;
 
 #[derive(Args)]
 pub struct EmbedArgs {
@@ -36,13 +35,8 @@ pub struct EmbedArgs {
     /// Cut over-long texts instead of failing
     #[arg(long)]
     pub truncate: bool,
-    /// Preprocess like Hugging Face's CLIPImageProcessor (transparency on white, RGB first, then
-    /// resize and crop) instead of open_clip's and OpenAI's order (resize in the image's own mode)
-    #[arg(long)]
-    pub hf_preprocess: bool,
-    /// Composite transparent pixels onto white
-    #[arg(long)]
-    pub flatten_alpha: bool,
+    #[command(flatten)]
+    pub image_opts: crate::ImageOptions,
 }
 
 pub fn run(args: &EmbedArgs) -> Result<()> {
@@ -66,13 +60,9 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         }
         _ => {}
     }
-    let mut emb = Embedder::load(&args.model, args.batch_size as usize)?;
-    if args.flatten_alpha {
-        emb = emb.with_alpha(clip_data::Alpha::FlattenOnWhite);
-    }
-    if args.hf_preprocess {
-        emb = emb.with_hf_preprocess();
-    }
+    let emb = args
+        .image_opts
+        .embedder(&args.model, args.batch_size as usize)?;
     let (names, data) = if images.is_empty() {
         let data = emb.embed_texts(&texts, args.truncate, args.raw)?;
         (texts, data)

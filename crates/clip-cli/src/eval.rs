@@ -27,13 +27,8 @@ pub struct ModelArgs {
     /// Do not read or write cached features
     #[arg(long)]
     pub no_cache: bool,
-    /// Preprocess like Hugging Face's CLIPImageProcessor (transparency on white, RGB first, then
-    /// resize and crop) instead of open_clip's and OpenAI's order (resize in the image's own mode)
-    #[arg(long)]
-    pub hf_preprocess: bool,
-    /// Composite transparent pixels onto white instead of dropping alpha
-    #[arg(long)]
-    pub flatten_alpha: bool,
+    #[command(flatten)]
+    pub image_opts: crate::ImageOptions,
     /// Print results as JSON instead of a table
     #[arg(long)]
     pub json: bool,
@@ -48,14 +43,10 @@ impl ModelArgs {
                 .clone()
                 .or_else(clip_embed::pipeline::default_cache)
         };
-        let mut emb = Embedder::load(&self.model, self.batch as usize)?.with_cache(cache);
-        if self.flatten_alpha {
-            emb = emb.with_alpha(clip_data::Alpha::FlattenOnWhite);
-        }
-        if self.hf_preprocess {
-            emb = emb.with_hf_preprocess();
-        }
-        Ok(emb)
+        Ok(self
+            .image_opts
+            .embedder(&self.model, self.batch as usize)?
+            .with_cache(cache))
     }
 }
 

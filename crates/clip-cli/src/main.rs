@@ -10,7 +10,7 @@ mod train;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -97,13 +97,42 @@ struct PreprocessArgs {
     /// Output .npy path
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    image_opts: ImageOptions,
+}
+
+/// How images are preprocessed (shared by every command that reads images).
+#[derive(Args, Clone, Debug)]
+pub struct ImageOptions {
     /// Composite transparent pixels onto white instead of dropping alpha
     #[arg(long)]
-    flatten_alpha: bool,
+    pub flatten_alpha: bool,
     /// Preprocess like Hugging Face's CLIPImageProcessor (transparency on white, RGB first, then
     /// resize and crop) instead of open_clip's and OpenAI's order (resize in the image's own mode)
     #[arg(long)]
-    hf_preprocess: bool,
+    pub hf_preprocess: bool,
+}
+
+impl ImageOptions {
+    /// The transform for an `n×n` input.
+    pub fn preprocess(&self, n: usize) -> clip_data::Preprocess {
+        let mut p = if self.hf_preprocess {
+            clip_data::Preprocess::hf(n)
+        } else {
+            clip_data::Preprocess::clip(n)
+        };
+        if self.flatten_alpha {
+            p.alpha = clip_data::Alpha::FlattenOnWhite;
+        }
+        p
+    }
+
+    /// Load `spec` for embedding with these options.
+    pub fn embedder(&self, spec: &str, batch: usize) -> Result<clip_embed::Embedder> {
+        let mut emb = clip_embed::Embedder::load(spec, batch)?;
+        emb.preprocess = self.preprocess(emb.preprocess.size);
+        Ok(emb)
+    }
 }
 
 #[derive(Args)]
@@ -121,14 +150,13 @@ fn tokenize(args: &TokenizeArgs) -> Result<()> {
         Some(f) => clip_data::text::read_lines(f)?,
         None => args.texts.clone(),
     };
-    let ctx = args.context_length as usize;
-    let tok = clip_tokenizer::Tokenizer::global();
+    let rows = clip_tokenizer::Tokenizer::global().tokenize_batch(
+        &texts,
+        args.context_length as usize,
+        args.truncate,
+    )?;
     let mut out = String::new();
-    for (i, t) in texts.iter().enumerate() {
-        let mut row = tok
-            .encode_with_specials(t, ctx, args.truncate)
-            .with_context(|| format!("text {} cannot be tokenized", i + 1))?;
-        row.resize(ctx, 0);
+    for row in rows {
         out.push_str(&serde_json::to_string(&row)?);
         out.push('\n');
     }
@@ -140,39 +168,14 @@ fn preprocess(args: &PreprocessArgs) -> Result<()> {
     clip_data::out::check_extension(&args.out, &["npy"])?;
     clip_data::out::check_not_input(&args.out, std::slice::from_ref(&args.image))?;
     let size = args.size as usize;
-    let mut p = if args.hf_preprocess {
-        clip_data::Preprocess::hf(size)
-    } else {
-        clip_data::Preprocess::clip(size)
-    };
-    if args.flatten_alpha {
-        p.alpha = clip_data::Alpha::FlattenOnWhite;
-    }
-    let data = p.load(&args.image)?;
+    let data = args.image_opts.preprocess(size).load(&args.image)?;
     clip_data::out::write_npy(&args.out, &[3, size, size], &data)?;
     Ok(())
 }
 
 fn convert(args: &ConvertArgs) -> Result<()> {
-    let source = std::path::Path::new(&args.model);
-    if source.exists() {
-        clip_data::out::check_not_input(&args.out, &[source.to_path_buf()])?;
-    }
-    for f in ["model.safetensors", "config.json"] {
-        if args.out.join(f).exists() {
-            bail!(
-                "'{}' already exists; converting would overwrite it — choose another --out",
-                args.out.join(f).display()
-            );
-        }
-    }
-    let clip = clip_embed::models::load(&args.model, &clip_model::default_device())?;
-    clip_model::save_clip(&clip, &args.out)?;
-    eprintln!(
-        "wrote {} and {}",
-        args.out.join("model.safetensors").display(),
-        args.out.join("config.json").display()
-    );
+    let (weights, config) = clip_embed::models::convert(&args.model, &args.out)?;
+    eprintln!("wrote {} and {}", weights.display(), config.display());
     Ok(())
 }
 

@@ -494,3 +494,45 @@ fn feature_cache_from_another_model_is_rebuilt() {
     );
     assert_ne!(a["model"], b["model"]);
 }
+
+#[test]
+fn damaged_shards_are_reported_in_evaluation_as_in_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = std::fs::read(root().join("testdata/images/grey.png")).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    for (i, label) in ["0", "1", "0", "1"].iter().enumerate() {
+        for (ext, bytes) in [("png", png.as_slice()), ("cls", label.as_bytes())] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, format!("s{i}.{ext}"), bytes).unwrap();
+        }
+    }
+    let bytes = b.into_inner().unwrap();
+    let shard = dir.path().join("eval.tar");
+    // cut inside the last sample's image
+    std::fs::write(&shard, &bytes[..bytes.len() - 1024 - png.len() / 2]).unwrap();
+    let classes = dir.path().join("classes.txt");
+    std::fs::write(&classes, "dark\nlight\n").unwrap();
+    let (out, err) = ok(&[
+        "eval",
+        "zeroshot",
+        "--model",
+        &model(),
+        "--no-cache",
+        "--json",
+        "--data",
+        s(&shard),
+        "--classes",
+        s(&classes),
+        "--templates",
+        "simple",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["images"], 3, "{v}");
+    assert!(
+        err.contains("warning: ") && err.contains("damaged or truncated"),
+        "{err}"
+    );
+}

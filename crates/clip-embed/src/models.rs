@@ -179,3 +179,25 @@ mod tests {
         assert!(super::listing().contains("ViT-B-32"));
     }
 }
+
+/// Convert `spec` (anything [`load`] takes) to `out/model.safetensors` + `out/config.json`.
+/// Refuses to write into its own input or over existing files, before loading anything.
+pub fn convert(spec: &str, out: &Path) -> Result<(PathBuf, PathBuf)> {
+    let source = Path::new(spec);
+    if source.exists() {
+        clip_data::out::check_not_input(out, &[source.to_path_buf()])
+            .map_err(|e| ModelError::Resolve(e.to_string()))?;
+    }
+    let (weights, config) = (out.join("model.safetensors"), out.join("config.json"));
+    for f in [&weights, &config] {
+        if f.exists() {
+            bail!(
+                "'{}' already exists; converting would overwrite it — choose another --out",
+                f.display()
+            );
+        }
+    }
+    let clip = load(spec, &clip_model::default_device())?;
+    clip_model::save_clip(&clip, out)?;
+    Ok((weights, config))
+}

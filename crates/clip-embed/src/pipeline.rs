@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
+use clip_data::Preprocess;
 use clip_data::dataset::{EvalSet, Fingerprint};
-use clip_data::{Alpha, Preprocess};
 use clip_model::source::to_vec;
 use clip_model::{Clip, l2_normalize};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -105,19 +105,6 @@ impl Embedder {
     pub fn load(spec: &str, batch: usize) -> Result<Embedder, EmbedError> {
         let device = clip_model::default_device();
         Ok(Self::new(crate::models::load(spec, &device)?, batch))
-    }
-
-    /// Composite transparent pixels onto white before preprocessing.
-    pub fn with_alpha(mut self, alpha: Alpha) -> Embedder {
-        self.preprocess.alpha = alpha;
-        self
-    }
-
-    /// Preprocess as Hugging Face's `CLIPImageProcessor` does (transparency on white, RGB first,
-    /// then resize and crop) instead of open_clip's and OpenAI's order.
-    pub fn with_hf_preprocess(mut self) -> Embedder {
-        self.preprocess = Preprocess::hf(self.preprocess.size);
-        self
     }
 
     /// Cache features in `dir`.

@@ -46,6 +46,15 @@ pub enum TokenizeError {
     UnknownId(u32),
 }
 
+/// A text of a batch that cannot be tokenized (`row` counts from 1).
+#[derive(Debug, thiserror::Error)]
+#[error("text {row} cannot be tokenized")]
+pub struct RowError {
+    pub row: usize,
+    #[source]
+    pub source: TokenizeError,
+}
+
 /// The CLIP tokenizer. Cheap to share between threads; use [`Tokenizer::global`] for the embedded vocab.
 pub struct Tokenizer {
     /// byte -> vocab id of the single-byte symbol
@@ -259,12 +268,15 @@ impl Tokenizer {
         texts: &[S],
         context_length: usize,
         truncate: bool,
-    ) -> Result<Vec<Vec<u32>>, TokenizeError> {
+    ) -> Result<Vec<Vec<u32>>, RowError> {
         use rayon::prelude::*;
         texts
             .par_iter()
-            .map(|t| {
-                let mut ids = self.encode_with_specials(t.as_ref(), context_length, truncate)?;
+            .enumerate()
+            .map(|(i, t)| {
+                let mut ids = self
+                    .encode_with_specials(t.as_ref(), context_length, truncate)
+                    .map_err(|source| RowError { row: i + 1, source })?;
                 ids.resize(context_length, 0);
                 Ok(ids)
             })
