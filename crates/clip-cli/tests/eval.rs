@@ -183,7 +183,7 @@ fn zeroshot_compares_prompts_and_writes_confusion_and_classifier() {
         (safetensors::Dtype::F32, vec![names.len(), 17]),
         (safetensors::Dtype::F64, vec![names.len(), 8]),
     ] {
-        let bytes = vec![0u8; shape.iter().product::<usize>() * dtype.size()];
+        let bytes = vec![0u8; shape.iter().product::<usize>() * dtype.bitsize() / 8];
         let view = safetensors::tensor::TensorView::new(dtype, shape.clone(), &bytes).unwrap();
         let meta: std::collections::HashMap<String, String> = [
             (

@@ -168,18 +168,6 @@ pub fn load(spec: &str, device: &Device) -> Result<Clip> {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn shipped_tables_parse() {
-        assert!(super::pretrained().len() >= 50);
-        for (name, _) in clip_model::config::PRESETS {
-            clip_model::preset(name).unwrap();
-        }
-        assert!(super::listing().contains("ViT-B-32"));
-    }
-}
-
 /// Convert `spec` (anything [`load`] takes) to `out/model.safetensors` + `out/config.json`.
 /// Refuses to write into its own input or over existing files, before loading anything.
 pub fn convert(spec: &str, out: &Path) -> Result<(PathBuf, PathBuf)> {
@@ -200,4 +188,16 @@ pub fn convert(spec: &str, out: &Path) -> Result<(PathBuf, PathBuf)> {
     let clip = load(spec, &clip_model::default_device())?;
     clip_model::save_clip(&clip, out)?;
     Ok((weights, config))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shipped_tables_parse() {
+        assert!(super::pretrained().len() >= 50);
+        for (name, _) in clip_model::config::PRESETS {
+            clip_model::preset(name).unwrap();
+        }
+        assert!(super::listing().contains("ViT-B-32"));
+    }
 }

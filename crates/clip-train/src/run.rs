@@ -173,13 +173,16 @@ fn progress(steps: usize, done: usize, quiet: bool) -> ProgressBar {
     bar
 }
 
+/// Model, optimiser, state, and the settings changed on resume (setting, old, new).
+type Start = (Clip, AdamW, TrainState, Vec<(String, String, String)>);
+
 /// The model, optimiser and state to start from: a fresh model, or the newest checkpoint of the
 /// run in `out` (its saved configuration checked against `cfg`).
 fn start(
     cfg: &TrainConfig,
     options: &RunOptions,
     device: &burn::prelude::Device,
-) -> Result<(Clip, AdamW, TrainState, Vec<(String, String, String)>), RunError> {
+) -> Result<Start, RunError> {
     let out = &cfg.out_dir;
     let mcfg = cfg.model_config()?;
     if options.resume {
