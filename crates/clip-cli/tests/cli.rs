@@ -651,18 +651,24 @@ fn manifest_with_bad_samples_trains_and_reports_them() {
         "{err}"
     );
 
+    // training on `data` into the fresh folder `out` fails with this message
+    let train_fails = |data: &Path, out: &str| {
+        let out = dir.path().join(out);
+        let c = cfg.to_str().unwrap();
+        fails(&[
+            "train",
+            "--config",
+            c,
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
     // a manifest whose files are all missing stops with the reason
     let missing = dir.path().join("missing.csv");
     std::fs::write(&missing, "image,caption\nnope1.jpg,a\nnope2.jpg,b\n").unwrap();
-    let err = fails(&[
-        "train",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--data",
-        missing.to_str().unwrap(),
-        "--out",
-        dir.path().join("run2").to_str().unwrap(),
-    ]);
+    let err = train_fails(&missing, "run2");
     assert!(
         err.starts_with("error: too many bad samples:") && err.contains("cannot read image '"),
         "{err}"
@@ -670,15 +676,7 @@ fn manifest_with_bad_samples_trains_and_reports_them() {
     // and an empty one is an error
     let empty = dir.path().join("empty.jsonl");
     std::fs::write(&empty, "").unwrap();
-    let err = fails(&[
-        "train",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--data",
-        empty.to_str().unwrap(),
-        "--out",
-        dir.path().join("run3").to_str().unwrap(),
-    ]);
+    let err = train_fails(&empty, "run3");
     assert_eq!(
         err,
         format!(
