@@ -1,7 +1,6 @@
 //! `clip eval …`: arguments and printing; the protocols are `clip_eval`'s.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -9,7 +8,7 @@ use clip_embed::{Embedder, templates};
 use clip_eval::error::{parse_counts, write_json};
 use clip_eval::fewshot::{few_shot, matching_k};
 use clip_eval::probe::{self, SearchPoint};
-use clip_eval::{EvalSet, FitOptions, metrics, overlap, retrieval, robustness, zeroshot};
+use clip_eval::{EvalSet, FitOptions, overlap, retrieval, robustness, zeroshot};
 use serde_json::json;
 
 /// Options shared by every `clip eval` command.
@@ -202,46 +201,38 @@ pub fn probe(a: &ProbeArgs) -> Result<()> {
     let (train, test) = a.data.open()?;
     let emb = a.m.open()?;
     let (ftr, fte) = (emb.features(&train)?, emb.features(&test)?);
-    let c = train.class_names.len();
     let opts = FitOptions {
         max_iter: a.max_iter as usize,
         ..Default::default()
     };
-    let t = Instant::now();
     let bar = clip_embed::progress(15, "C search");
-    let p = probe::fit_probe(&ftr, c, a.val_fraction, a.seed, a.c, opts, |_| bar.inc(1))?;
+    let c = train.class_names.len();
+    let r = probe::evaluate(&ftr, &fte, c, a.val_fraction, a.seed, a.c, opts, |_| {
+        bar.inc(1)
+    })?;
     bar.finish_and_clear();
-    let secs = t.elapsed().as_secs_f64();
-    let s = p.model.scores(&fte.data, fte.len());
-    let r = metrics::ranks(&s, c, &fte.labels);
-    let cm = metrics::confusion(&clip_eval::logreg::argmax_rows(&s, c), &fte.labels, c);
-    let (top1, top5, mpr) = (
-        metrics::top_k(&r, 1),
-        metrics::top_k(&r, 5),
-        metrics::mean_per_class_recall(&cm),
-    );
-    let result = json!({"train": a.data.train, "test": a.data.test, "train_images": ftr.len(), "test_images": fte.len(),
-        "classes": c, "c": p.c, "search": p.search, "top1": top1, "top5": top5,
-        "mean_per_class_recall": mpr, "iterations": p.model.iterations,
-        "stop": p.model.stop, "fit_seconds": secs, "model": emb.fingerprint});
+    let mut result = serde_json::to_value(&r)?;
+    result["train"] = json!(a.data.train);
+    result["test"] = json!(a.data.test);
+    result["model"] = json!(emb.fingerprint);
     if let Some(d) = &a.out {
         write_json(d, "probe.json", &result)?;
     }
     print_or_json(a.m.json, &result, || {
-        print_search(&p.search);
+        print_search(&r.search);
         println!(
-            "linear probe: C = {:.4e}, {} L-BFGS iterations ({:?}), {secs:.1} s",
-            p.c, p.model.iterations, p.model.stop
+            "linear probe: C = {:.4e}, {} L-BFGS iterations ({:?}), {:.1} s",
+            r.c, r.iterations, r.stop, r.fit_seconds
         );
         println!(
             "test: top-1 {}, top-5 {}, mean per-class recall {} ({} images, {c} classes)",
-            pct(top1),
-            pct(top5),
-            pct(mpr),
-            fte.len()
+            pct(r.top1),
+            pct(r.top5),
+            pct(r.mean_per_class_recall),
+            r.test_images
         );
     });
-    if !p.model.converged {
+    if !r.converged {
         eprintln!(
             "warning: the probe reached --max-iter {} before converging",
             a.max_iter

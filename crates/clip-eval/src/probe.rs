@@ -259,6 +259,61 @@ pub fn k_shot_probe(
     )
 }
 
+/// A probe fitted with the protocol and measured on a test set.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeReport {
+    pub train_images: usize,
+    pub test_images: usize,
+    pub classes: usize,
+    pub c: f64,
+    pub search: Vec<SearchPoint>,
+    pub top1: f64,
+    pub top5: f64,
+    pub mean_per_class_recall: f64,
+    pub iterations: usize,
+    pub stop: crate::logreg::Stop,
+    pub converged: bool,
+    pub fit_seconds: f64,
+}
+
+/// The linear-probe protocol ([`fit_probe`]) on `train`, measured on `test`.
+#[allow(clippy::too_many_arguments)] // the protocol's settings, each a flag
+pub fn evaluate(
+    train: &Features,
+    test: &Features,
+    classes: usize,
+    val_fraction: f64,
+    seed: u64,
+    fixed_c: Option<f64>,
+    opts: FitOptions,
+    on_fit: impl FnMut(&SearchPoint),
+) -> Result<ProbeReport, ProbeError> {
+    let t = std::time::Instant::now();
+    let p = fit_probe(train, classes, val_fraction, seed, fixed_c, opts, on_fit)?;
+    let fit_seconds = t.elapsed().as_secs_f64();
+    let s = p.model.scores(&test.data, test.len());
+    let r = crate::metrics::ranks(&s, classes, &test.labels);
+    let cm = crate::metrics::confusion(
+        &crate::logreg::argmax_rows(&s, classes),
+        &test.labels,
+        classes,
+    );
+    Ok(ProbeReport {
+        train_images: train.len(),
+        test_images: test.len(),
+        classes,
+        c: p.c,
+        top1: crate::metrics::top_k(&r, 1),
+        top5: crate::metrics::top_k(&r, 5),
+        mean_per_class_recall: crate::metrics::mean_per_class_recall(&cm),
+        iterations: p.model.iterations,
+        stop: p.model.stop,
+        converged: p.model.converged,
+        search: p.search,
+        fit_seconds,
+    })
+}
+
 /// Mean and (population) standard deviation.
 pub fn mean_std(v: &[f64]) -> (f64, f64) {
     if v.is_empty() {

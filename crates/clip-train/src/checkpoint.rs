@@ -268,13 +268,29 @@ impl AdamW {
     ) -> Result<(), String> {
         self.step = t
             .get("step")
-            .map(|s| s.data[0] as u64)
-            .ok_or("optimizer.safetensors has no step")?;
+            .and_then(|s| s.data.first())
+            .filter(|s| s.is_finite() && **s >= 0.0)
+            .map(|&s| s as u64)
+            .ok_or("optimizer.safetensors has no valid step")?;
+        let sizes: std::collections::HashMap<String, usize> = clip
+            .state_dict()
+            .into_iter()
+            .map(|(k, v)| (k, v.data.len()))
+            .collect();
         for b in &clip.bindings {
             if let (Some(m), Some(v)) = (
                 t.get(&format!("m.{}", b.key)),
                 t.get(&format!("v.{}", b.key)),
             ) {
+                let want = sizes.get(&b.key).copied().unwrap_or(0);
+                if m.data.len() != want || v.data.len() != want {
+                    return Err(format!(
+                        "optimizer moments of '{}' hold {} and {} values; the parameter has {want}",
+                        b.key,
+                        m.data.len(),
+                        v.data.len()
+                    ));
+                }
                 self.set_moments(b.id, m.data.clone(), v.data.clone());
             }
         }
