@@ -10,7 +10,7 @@ mod train;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -181,6 +181,13 @@ fn convert(args: &ConvertArgs) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     if let Some(n) = cli.threads {
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as u64;
+        if n > 4 * cores {
+            bail!(
+                "--threads {n} is more than 4 × the {cores} cores of this machine; use at most {}",
+                4 * cores
+            );
+        }
         rayon::ThreadPoolBuilder::new()
             .num_threads(n as usize)
             .build_global()

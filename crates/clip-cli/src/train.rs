@@ -62,6 +62,9 @@ pub struct TrainArgs {
     /// with --resume: allow this setting to differ from the saved run (repeatable; recorded)
     #[arg(long = "change", requires = "resume")]
     pub change: Vec<String>,
+    /// start over in an --out that holds a run (its checkpoints, metrics and plot are removed)
+    #[arg(long, conflicts_with = "resume")]
+    pub restart: bool,
     /// print one JSON object with the summary at the end
     #[arg(long)]
     pub json: bool,
@@ -145,6 +148,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         resume: args.resume,
         change: args.change.clone(),
         quiet: args.json,
+        restart: args.restart,
     };
     let run = clip_train::run(&cfg, &options)?;
     report(&run);

@@ -10,8 +10,8 @@
 //!   `{key}.txt` a caption. Damage found while indexing is kept in [`EvalSet::warnings`] and reported
 //!   by every command that reads the set, as training reports it.
 //!
-//! Every set has a fingerprint of its items (paths, sizes, modification times, labels) that keys the
-//! feature cache.
+//! Every set has a fingerprint of its items (paths, the bytes of every file, labels, captions) that
+//! keys the feature cache.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -113,7 +113,7 @@ pub struct EvalSet {
     /// captions per image (retrieval sets)
     pub captions: Vec<Vec<String>>,
     pub class_names: Vec<String>,
-    /// identifies the items (paths, sizes, times, labels) for the feature cache
+    /// identifies the items (paths, file contents, labels) for the feature cache
     pub fingerprint: u64,
     /// damage found while opening the set (truncated shards, incomplete samples): samples that are
     /// not in it. Report these; never drop them silently.
@@ -173,6 +173,26 @@ pub fn read_classes(path: &Path) -> Result<Vec<String>, DataError> {
     Ok(read_names(path, "class")?)
 }
 
+/// A hash of a file's bytes (xxh3, streamed): a file replaced by another of the same size with its
+/// modification time restored still changes it. An unreadable file hashes to 0 (its error is
+/// reported when it is decoded).
+pub fn content_hash(path: &Path) -> u64 {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(_) => return 0,
+        }
+    }
+    h.digest()
+}
+
 fn fingerprint_paths(
     name: &str,
     images: &[ImageRef],
@@ -184,15 +204,7 @@ fn fingerprint_paths(
     for im in images {
         match im {
             ImageRef::Path(p) => {
-                f.str(&p.display().to_string());
-                if let Ok(m) = std::fs::metadata(p) {
-                    f.u64(m.len());
-                    if let Ok(t) = m.modified()
-                        && let Ok(d) = t.duration_since(std::time::UNIX_EPOCH)
-                    {
-                        f.u64(d.as_nanos() as u64);
-                    }
-                }
+                f.str(&p.display().to_string()).u64(content_hash(p));
             }
             ImageRef::Shard(_, i) => {
                 f.u64(*i as u64);
@@ -372,9 +384,7 @@ impl EvalSet {
             labels.push(l);
         }
         for p in shards.paths() {
-            if let Ok(m) = std::fs::metadata(p) {
-                f.u64(m.len());
-            }
+            f.u64(content_hash(p));
         }
         Ok(EvalSet {
             name: spec.into(),

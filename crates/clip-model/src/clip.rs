@@ -176,6 +176,21 @@ impl Clip {
         l2_normalize(image_features).matmul(l2_normalize(text_features).transpose()) * scale
     }
 
+    /// Whether every parameter is finite (no NaN or infinity).
+    pub fn is_finite(&self) -> bool {
+        struct Check(bool);
+        impl ModuleVisitor for Check {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                if self.0 {
+                    self.0 = to_vec(&p.val()).iter().all(|v| v.is_finite());
+                }
+            }
+        }
+        let mut c = Check(true);
+        self.module.visit(&mut c);
+        c.0
+    }
+
     /// Parameters under their checkpoint keys, in checkpoint layout (open_clip/OpenAI keys).
     pub fn state_dict(&self) -> Vec<(String, RawTensor)> {
         struct Collect(HashMap<ParamId, (Vec<usize>, Vec<f32>)>);

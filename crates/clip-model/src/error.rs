@@ -28,6 +28,14 @@ pub enum LoadError {
         file: String,
         source: std::io::Error,
     },
+    #[error(
+        "tensor '{key}' in {file} holds {count} non-finite values (NaN or infinity); the checkpoint is damaged or was saved after training diverged"
+    )]
+    NonFinite {
+        key: String,
+        file: String,
+        count: usize,
+    },
     #[error(transparent)]
     Config(#[from] ConfigError),
 }

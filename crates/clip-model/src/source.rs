@@ -154,6 +154,15 @@ impl Source for Checkpoint {
                 found: t.shape,
             });
         }
+        // one pass over every weight: NaN or infinite weights give NaN embeddings silently
+        let count = t.data.iter().filter(|v| !v.is_finite()).count();
+        if count > 0 {
+            return Err(LoadError::NonFinite {
+                key: key.to_owned(),
+                file: self.file.clone(),
+                count,
+            });
+        }
         Ok(t.data)
     }
 }

@@ -58,6 +58,8 @@ pub struct RunOptions {
     pub change: Vec<String>,
     /// no progress bar
     pub quiet: bool,
+    /// start over in a folder that holds a run: its checkpoints, log and plot are removed first
+    pub restart: bool,
 }
 
 /// What a finished run hands back.
@@ -207,14 +209,17 @@ fn start(
         log::truncate_after(out, state.step).map_err(io(out))?;
         return Ok((clip, opt, state, changes));
     }
-    if checkpoint::latest(out).is_some()
+    let holds_run = checkpoint::latest(out).is_some()
         || !checkpoint::steps(out).is_empty()
-        || out.join("metrics.jsonl").exists()
-    {
+        || out.join("metrics.jsonl").exists();
+    if holds_run && !options.restart {
         return Err(RunError::Run(format!(
-            "'{}' already holds a run; pass --resume to continue it, or choose another --out (nothing was changed)",
+            "'{}' already holds a run; pass --resume to continue it, --restart to start over (its checkpoints and log are removed), or choose another --out (nothing was changed)",
             out.display()
         )));
+    }
+    if holds_run {
+        remove_run(out)?;
     }
     let clip = Clip::random(&mcfg, cfg.seed, device).map_err(checkpoint::CheckpointError::Load)?;
     let mut oc = AdamWConfig::paper(matches!(
@@ -270,7 +275,6 @@ pub fn run(cfg: &TrainConfig, options: &RunOptions) -> Result<RunOutput, RunErro
     let out = &cfg.out_dir;
     std::fs::create_dir_all(out).map_err(io(out))?;
     let _lock = RunLock::take(out)?;
-    let cleaned = checkpoint::clean_partial(out);
     let mcfg = cfg.model_config()?;
     let n = mcfg.image_size();
     let data = TrainData::open(cfg, n)?;
@@ -297,6 +301,8 @@ pub fn run(cfg: &TrainConfig, options: &RunOptions) -> Result<RunOutput, RunErro
     };
     let device = clip_model::default_device().autodiff();
     let (mut clip, mut opt, mut state, changes) = start(cfg, options, &device)?;
+    // leftovers of killed checkpoint writes (the lock says no other run is writing)
+    let cleaned = checkpoint::clean_partial(out);
     let loop_options = LoopOptions {
         steps,
         batch_size: cfg.batch_size,
@@ -349,6 +355,23 @@ pub fn run(cfg: &TrainConfig, options: &RunOptions) -> Result<RunOutput, RunErro
     })
 }
 
+/// Remove the files a training run writes in `out` (checkpoint steps, `latest`, leftovers of killed
+/// writes, the metrics log, the plot) and nothing else.
+pub fn remove_run(out: &Path) -> Result<(), RunError> {
+    for step in checkpoint::steps(out) {
+        std::fs::remove_dir_all(&step).map_err(io(&step))?;
+    }
+    checkpoint::clean_partial(out);
+    for f in ["checkpoints/latest", "metrics.jsonl", "plot.png"] {
+        let p = out.join(f);
+        if p.exists() {
+            std::fs::remove_file(&p).map_err(io(&p))?;
+        }
+    }
+    let _ = std::fs::remove_dir(out.join("checkpoints")); // only when empty
+    Ok(())
+}
+
 /// The file that marks a folder as a `clip quickstart` run.
 pub const QUICKSTART_MARKER: &str = ".clip-quickstart";
 
@@ -387,17 +410,7 @@ pub fn clear_quickstart(out: &Path) -> Result<(), RunError> {
                 out.display()
             )));
         }
-        for step in checkpoint::steps(out) {
-            std::fs::remove_dir_all(&step).map_err(io(&step))?;
-        }
-        checkpoint::clean_partial(out);
-        for f in ["checkpoints/latest", "metrics.jsonl", "plot.png"] {
-            let p = out.join(f);
-            if p.exists() {
-                std::fs::remove_file(&p).map_err(io(&p))?;
-            }
-        }
-        let _ = std::fs::remove_dir(out.join("checkpoints")); // only when empty
+        remove_run(out)?;
     }
     std::fs::create_dir_all(out).map_err(io(out))?;
     let marker = out.join(QUICKSTART_MARKER);

@@ -79,8 +79,17 @@ pub enum TrainError {
         last_checkpoint.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none (no checkpoint was written yet)".into())
     )]
     NonFinite {
+        /// the step whose loss was not finite, numbered as in `metrics.jsonl`
         step: usize,
         value: f32,
+        last_checkpoint: Option<PathBuf>,
+    },
+    #[error(
+        "the weights became NaN or infinite at step {step} (the loss was still finite); training stopped without writing them. The last good checkpoint is {}",
+        last_checkpoint.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none (no checkpoint was written yet)".into())
+    )]
+    NonFiniteWeights {
+        step: usize,
         last_checkpoint: Option<PathBuf>,
     },
     #[error("too many bad samples: {bad} of {seen} failed (limit {limit:.1}%); last error: {last}")]
@@ -92,6 +101,10 @@ pub enum TrainError {
     },
     #[error("the dataset is empty")]
     Empty,
+    #[error(
+        "batch_size {batch} is larger than the number of usable pairs in the dataset ({usable}): a contrastive batch never holds a pair twice; use a batch size of at most {usable}"
+    )]
+    TooFewPairs { batch: usize, usable: usize },
     #[error(transparent)]
     Text(#[from] clip_model::text::TextInputError),
     #[error(transparent)]
@@ -195,6 +208,27 @@ struct Batch {
     counters: Counters,
 }
 
+fn too_many_bad(c: Counters, options: &LoopOptions) -> TrainError {
+    TrainError::TooManyBad {
+        bad: c.bad,
+        seen: c.seen,
+        limit: options.max_bad_fraction * 100.0,
+        last: c.last_bad,
+    }
+}
+
+/// The dataset cannot fill a batch with distinct pairs: too many bad samples when nothing was
+/// usable, else too few pairs for the batch size.
+fn too_few(c: Counters, usable: usize, options: &LoopOptions) -> TrainError {
+    if usable == 0 && c.bad > 0 {
+        return too_many_bad(c, options);
+    }
+    TrainError::TooFewPairs {
+        batch: options.batch_size,
+        usable,
+    }
+}
+
 /// Draw pairs from the data position in `c` until a batch is full: decoded and augmented in parallel,
 /// bad samples skipped and counted (too many is an error).
 fn fill(
@@ -206,13 +240,35 @@ fn fill(
 ) -> Result<Batch, TrainError> {
     let mut pairs: Vec<(Vec<f32>, String)> = Vec::with_capacity(options.batch_size);
     let start_seen = c.seen;
+    // a pair is never twice in one batch (its positive would also be a negative): when a batch
+    // spans an epoch boundary, a pair already drawn is skipped in the next epoch's order
+    let mut used = std::collections::HashSet::new();
+    let mut skipped = 0u64;
+    let limit = data
+        .len()
+        .map_or(u64::MAX, |n| n + options.batch_size as u64);
+    let mut exhausted = false;
     while pairs.len() < options.batch_size {
+        if exhausted {
+            return Err(too_few(c, pairs.len(), options));
+        }
         let want = options.batch_size - pairs.len();
-        let first = c.next_index;
-        let got: Vec<Result<(Vec<f32>, String), String>> = (first..first + want as u64)
+        let mut picks = Vec::with_capacity(want);
+        while picks.len() < want && !exhausted {
+            let g = c.next_index;
+            let p = pair_index(options.seed, data.len(), g);
+            c.next_index += 1;
+            if used.insert(p) {
+                picks.push((g, p));
+            } else {
+                skipped += 1;
+                exhausted = skipped > limit;
+            }
+        }
+        let got: Vec<Result<(Vec<f32>, String), String>> = picks
             .into_par_iter()
-            .map(|g| {
-                let (img, caption) = data.pair(pair_index(options.seed, data.len(), g))?;
+            .map(|(g, p)| {
+                let (img, caption) = data.pair(p)?;
                 if caption.trim().is_empty() {
                     return Err("empty caption".into());
                 }
@@ -221,7 +277,6 @@ fn fill(
                 Ok((pre.normalize(&crop), caption))
             })
             .collect();
-        c.next_index += want as u64;
         for r in got {
             c.seen += 1;
             match r {
@@ -234,13 +289,7 @@ fn fill(
         }
         let hopeless = c.seen - start_seen > 100 * options.batch_size as u64 && pairs.is_empty();
         if (c.bad as f64 > options.max_bad_fraction * c.seen as f64 && c.seen >= 20) || hopeless {
-            let limit = options.max_bad_fraction * 100.0;
-            return Err(TrainError::TooManyBad {
-                bad: c.bad,
-                seen: c.seen,
-                limit,
-                last: c.last_bad,
-            });
+            return Err(too_many_bad(c, options));
         }
     }
     Ok(Batch { pairs, counters: c })
@@ -335,7 +384,7 @@ pub fn train(
         state.truncated += truncated;
         if !loss.is_finite() {
             return Err(TrainError::NonFinite {
-                step,
+                step: step + 1,
                 value: loss,
                 last_checkpoint: checkpoint::latest(out),
             });
@@ -369,6 +418,13 @@ pub fn train(
         let by_time = options.checkpoint_minutes > 0.0
             && last_save.elapsed().as_secs_f64() >= options.checkpoint_minutes * 60.0;
         if by_steps || by_time || state.step == end {
+            // never write non-finite weights: the last checkpoint stays the last good one
+            if !clip.is_finite() {
+                return Err(TrainError::NonFiniteWeights {
+                    step: state.step,
+                    last_checkpoint: checkpoint::latest(out),
+                });
+            }
             checkpoint::save(out, clip, opt, state)?;
             last_save = Instant::now();
         }

@@ -139,32 +139,51 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
         |_| {},
     )
     .unwrap_err();
-    let TrainError::NonFinite {
-        step,
-        last_checkpoint,
-        ..
-    } = &err
-    else {
-        panic!("{err}")
+    // the weights or the loss became non-finite: either way the named checkpoint is finite and
+    // its step is before the failing one, numbered as in metrics.jsonl
+    let (step, last) = match &err {
+        TrainError::NonFinite {
+            step,
+            last_checkpoint,
+            value,
+        } => {
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "the loss became {value} at step {step}; training stopped. The last good checkpoint is {}",
+                    last_checkpoint.as_ref().unwrap().display()
+                )
+            );
+            (*step, last_checkpoint.clone().unwrap())
+        }
+        TrainError::NonFiniteWeights {
+            step,
+            last_checkpoint,
+        } => (*step, last_checkpoint.clone().unwrap()),
+        _ => panic!("{err}"),
     };
-    let last = last_checkpoint.clone().unwrap();
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "the loss became {} at step {step}; training stopped. The last good checkpoint is {}",
-            match &err {
-                TrainError::NonFinite { value, .. } => value.to_string(),
-                _ => unreachable!(),
-            },
-            last.display()
-        )
-    );
+    let logged: Vec<u64> = std::fs::read_to_string(out.path().join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
     assert!(
-        last.ends_with(format!("step-{step:07}")),
-        "{last:?} is the checkpoint after step {step}"
+        logged.iter().all(|&s| s <= step as u64),
+        "{logged:?} vs step {step}"
     );
-    let (_, _, st) = checkpoint::load(&last, &cfg, &cpu().autodiff()).unwrap();
-    assert_eq!(st.step, *step);
+    let (clip, _, st) = checkpoint::load(&last, &cfg, &cpu().autodiff()).unwrap();
+    assert!(
+        st.step < step && clip.is_finite(),
+        "{last:?} at step {} is finite",
+        st.step
+    );
+    assert!(last.ends_with(format!("step-{:07}", st.step)));
+    // no checkpoint after it was written
+    assert_eq!(checkpoint::latest(out.path()).unwrap(), last);
 }
 
 #[test]
