@@ -806,6 +806,19 @@ fn bad_numbers_are_refused_with_a_message() {
         "1",
     ]);
     assert!(err.contains("held_out_fraction must be in (0, 1)"), "{err}");
+    let err = fails(&[
+        "train",
+        "--batch-size",
+        "1000000",
+        "--model",
+        "ViT-B-32",
+        "--out",
+        d,
+    ]);
+    assert!(
+        err.contains("batch_size 1000000 needs 602.1 GB for the 224×224 input images"),
+        "{err}"
+    );
     let err = fails(&["train", "--lr", "NaN", "--out", d]);
     assert!(
         err.contains("lr must be a positive number, got NaN"),

@@ -7,6 +7,7 @@ pub mod emoji;
 pub mod files;
 pub mod image;
 pub mod jpeg;
+pub mod limits;
 pub mod manifest;
 pub mod modes;
 pub mod out;

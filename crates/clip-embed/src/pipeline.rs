@@ -104,7 +104,10 @@ impl Embedder {
     /// Load `spec` (a path or `NAME:TAG`, see [`crate::models::load`]) on the default device.
     pub fn load(spec: &str, batch: usize) -> Result<Embedder, EmbedError> {
         let device = clip_model::default_device();
-        Ok(Self::new(crate::models::load(spec, &device)?, batch))
+        let emb = Self::new(crate::models::load(spec, &device)?, batch);
+        clip_data::limits::check_image_batch(emb.batch, emb.preprocess.size, "batch size")
+            .map_err(EmbedError::Image)?;
+        Ok(emb)
     }
 
     /// Cache features in `dir`.

@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod preprocess;
+pub use preprocess::{Interpolation, OPENAI_MEAN, OPENAI_STD, PreprocessCfg, ResizeMode};
+
 /// The longest text context a config may ask for (the positional table is `context × width`).
 pub const MAX_CONTEXT: usize = 4096;
 
@@ -16,6 +19,11 @@ pub struct ClipConfig {
     /// `x·σ(1.702x)` (OpenAI's weights) instead of exact GELU.
     #[serde(default)]
     pub quick_gelu: bool,
+    /// How images are prepared for this model (open_clip's `preprocess_cfg`); `None`: OpenAI's
+    /// (bicubic, shortest side + center crop, OpenAI's mean and std). Saved in `config.json`
+    /// only when set, so older files read the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocess_cfg: Option<PreprocessCfg>,
 }
 
 /// Vision tower. `layers` is an int for a ViT and a list of four for a ModifiedResNet.
@@ -172,14 +180,23 @@ impl ClipConfig {
         Ok(())
     }
 
-    /// Parse a config from JSON: either a bare model config or open_clip's
-    /// `open_clip_config.json` (`{"model_cfg": …, "preprocess_cfg": …}`).
+    /// Parse a config from JSON: either a bare model config (ours may carry `preprocess_cfg`) or
+    /// open_clip's `open_clip_config.json` (`{"model_cfg": …, "preprocess_cfg": …}`).
     pub fn from_json(text: &str) -> Result<ClipConfig, ConfigError> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
-        let value = match value.get("model_cfg") {
-            Some(inner) => inner.clone(),
-            None => value,
+        let value = match (value.get("model_cfg"), value.get("preprocess_cfg")) {
+            (Some(serde_json::Value::Object(inner)), pre) => {
+                let mut inner = inner.clone();
+                if let Some(pre) = pre.filter(|p| !p.is_null()) {
+                    inner.insert("preprocess_cfg".into(), pre.clone());
+                }
+                serde_json::Value::Object(inner)
+            }
+            (Some(_), _) => {
+                return Err(ConfigError::Json("`model_cfg` is not an object".into()));
+            }
+            (None, _) => value,
         };
         let cfg: ClipConfig =
             serde_json::from_value(value).map_err(|e| ConfigError::Json(e.to_string()))?;
@@ -194,6 +211,11 @@ impl ClipConfig {
     /// Image side length the tower expects.
     pub fn image_size(&self) -> usize {
         self.vision_cfg.image_size
+    }
+
+    /// The image preprocessing: [`ClipConfig::preprocess_cfg`] or OpenAI's.
+    pub fn preprocess(&self) -> PreprocessCfg {
+        self.preprocess_cfg.clone().unwrap_or_default()
     }
 }
 
@@ -238,6 +260,30 @@ pub const PRESETS: &[(&str, &str)] = &[
     (
         "ViT-L-14-336",
         include_str!("../../../configs/models/ViT-L-14-336.json"),
+    ),
+    (
+        "ViT-B-32-256",
+        include_str!("../../../configs/models/ViT-B-32-256.json"),
+    ),
+    (
+        "ViT-B-16-plus-240",
+        include_str!("../../../configs/models/ViT-B-16-plus-240.json"),
+    ),
+    (
+        "ViT-H-14",
+        include_str!("../../../configs/models/ViT-H-14.json"),
+    ),
+    (
+        "ViT-H-14-378",
+        include_str!("../../../configs/models/ViT-H-14-378.json"),
+    ),
+    (
+        "ViT-g-14",
+        include_str!("../../../configs/models/ViT-g-14.json"),
+    ),
+    (
+        "ViT-bigG-14",
+        include_str!("../../../configs/models/ViT-bigG-14.json"),
     ),
 ];
 
@@ -302,7 +348,7 @@ mod tests {
         let err = preset("ViT-Z-99").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown model 'ViT-Z-99'; known models: RN50, RN101, RN50x4, RN50x16, RN50x64, ViT-B-32, ViT-B-16, ViT-L-14, ViT-L-14-336"
+            "unknown model 'ViT-Z-99'; known models: RN50, RN101, RN50x4, RN50x16, RN50x64, ViT-B-32, ViT-B-16, ViT-L-14, ViT-L-14-336, ViT-B-32-256, ViT-B-16-plus-240, ViT-H-14, ViT-H-14-378, ViT-g-14, ViT-bigG-14"
         );
     }
 

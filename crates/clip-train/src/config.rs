@@ -225,7 +225,17 @@ impl TrainConfig {
                 "eval template {t:?} has no {{}} where the class name goes"
             )));
         }
-        self.model_config()?;
+        let model = self.model_config()?;
+        let micro = if self.micro_batch == 0 {
+            self.batch_size
+        } else {
+            self.micro_batch
+        };
+        clip_data::limits::check_image_batch(self.batch_size, model.image_size(), "batch_size")
+            .and_then(|()| {
+                clip_data::limits::check_image_batch(micro, model.image_size(), "micro_batch")
+            })
+            .map_err(invalid)?;
         Ok(())
     }
 
