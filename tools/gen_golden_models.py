@@ -16,6 +16,12 @@ Cases:
                     layout: {"epoch", "state_dict": {"module.…"}}); reference computed in float32 from the fp16 weights
   hf_vit            transformers `CLIPModel` directory (config.json + model.safetensors, fp16 on disk, real
                     49,408-token vocabulary so the `clip` command can use it with the real tokenizer)
+  vit_openclip_jit  open_clip `CLIP` (ViT, GELU) traced TorchScript archive (`torch.jit.trace` + `torch.jit.save`):
+                    a TorchScript file whose activation is GELU, read from its code
+  vit_openclip_hub  an open_clip Hugging Face repository as open_clip writes it: `open_clip_config.json`
+                    (`model_cfg` with head_width 16 and the fractional mlp_ratios of ViT-g-14 / ViT-bigG-14,
+                    4.3637 and 4.9231, truncated as open_clip does; `preprocess_cfg` mean = std = 0.5) +
+                    `open_clip_model.safetensors` (GELU)
 """
 import json
 import math
@@ -183,6 +189,42 @@ def hf_case(out):
     golden(d, image, text, fi, ft, logits)
 
 
+def openclip_jit_case(out):
+    d = os.path.join(out, "vit_openclip_jit")
+    os.makedirs(d, exist_ok=True)
+    cfg = {"embed_dim": 32,
+           "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+           "text_cfg": {"context_length": 20, "vocab_size": VOCAB, "width": 64, "heads": 2, "layers": 1}}
+    model = randomize(open_clip_model(cfg), 51)
+    image = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(52))
+    text = text_ids(VOCAB, 20, 53)
+    traced = torch.jit.trace(model, (image, text), check_trace=False)
+    torch.jit.save(traced, os.path.join(d, "model.pt"))
+    golden(d, image, text, *run_reference(model, image, text))
+
+
+def openclip_hub_case(out):
+    d = os.path.join(out, "vit_openclip_hub")
+    os.makedirs(d, exist_ok=True)
+    cfg = {"embed_dim": 24,
+           "vision_cfg": {"image_size": 28, "layers": 2, "width": 48, "patch_size": 7, "head_width": 16,
+                          "mlp_ratio": 4.3637},
+           "text_cfg": {"context_length": 16, "vocab_size": VOCAB, "width": 32, "heads": 2, "layers": 2,
+                        "mlp_ratio": 4.9231}}
+    model = randomize(open_clip_model(cfg), 61)
+    assert model.visual.transformer.resblocks[0].mlp.c_fc.out_features == int(48 * 4.3637) == 209
+    assert model.transformer.resblocks[0].mlp.c_fc.out_features == int(32 * 4.9231) == 157
+    image = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(62))
+    text = text_ids(VOCAB, 16, 63)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              os.path.join(d, "open_clip_model.safetensors"))
+    with open(os.path.join(d, "open_clip_config.json"), "w") as f:
+        json.dump({"model_cfg": cfg, "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
+                                                        "interpolation": "bicubic", "resize_mode": "shortest"}},
+                  f, indent=2)
+    golden(d, image, text, *run_reference(model, image, text))
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     openai_case(out, "vit_openai_jit", vision_layers=2, vision_width=64, patch=16, image_size=48, seed=1)
@@ -191,6 +233,8 @@ def main(out):
     openclip_st_case(out)
     openclip_fp16_case(out)
     hf_case(out)
+    openclip_jit_case(out)
+    openclip_hub_case(out)
 
 
 if __name__ == "__main__":

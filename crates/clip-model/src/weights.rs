@@ -5,18 +5,23 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::prelude::Device;
 use half::{bf16, f16};
 
-use crate::clip::Clip;
-use crate::config::{ClipConfig, TextConfig, VisionConfig, VisionLayers};
+use crate::config::ClipConfig;
 use crate::error::LoadError;
 use crate::pickle::{self, PickleError, StorageType, TensorRef};
-use crate::source::{Checkpoint, RawTensor};
+use crate::source::RawTensor;
+
+mod locate;
 
 pub use crate::hf::{hf_config, hf_to_openai};
+pub use locate::{
+    LoadOptions, WEIGHT_FILES, infer_config, load_clip, load_clip_with, read_checkpoint,
+    read_checkpoint_with, resolve_config, save_clip, weights_in_dir,
+};
 
 /// The format a checkpoint was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,10 +35,18 @@ pub enum Format {
     HuggingFace,
 }
 
-/// Tensors under OpenAI/open_clip keys, plus a config when one came with the weights.
+/// Tensors under OpenAI/open_clip keys, plus the architecture when the checkpoint states it.
 pub struct Loaded {
     pub tensors: BTreeMap<String, RawTensor>,
+    /// The architecture as the checkpoint states it: a config beside the weights
+    /// (`open_clip_config.json`, ours), a Hugging Face `config.json`, or — for a TorchScript
+    /// archive — the shapes with the activation its code runs. `None` for a bare state dict: its
+    /// tensors look the same under QuickGELU and GELU.
     pub config: Option<ClipConfig>,
+    /// The file `config` was read from (`None`: none, or derived from a TorchScript archive).
+    pub config_file: Option<String>,
+    /// TorchScript only: the activation the archive's code runs, when it can be told.
+    pub code_quick_gelu: Option<bool>,
     pub format: Format,
     pub file: String,
 }
@@ -146,6 +159,32 @@ fn pickle_error(file: &str, e: PickleError) -> LoadError {
 
 /// Read a PyTorch zip checkpoint (state dict, training checkpoint or TorchScript archive).
 pub fn read_torch_zip(path: &Path) -> Result<(BTreeMap<String, RawTensor>, Format), LoadError> {
+    read_torch_zip_code(path).map(|(t, f, _)| (t, f))
+}
+
+/// The activation a TorchScript archive's code runs: `Some(true)` when it uses a `QuickGELU`
+/// module (OpenAI's `clip.model.QuickGELU`, open_clip's), `Some(false)` when it calls exact
+/// `torch.gelu` and no QuickGELU, `None` when the code says neither (or both). OpenAI's own
+/// archives (code under `__torch__/clip/`) are QuickGELU when the code is silent.
+fn torchscript_activation(code: &[(String, String)]) -> Option<bool> {
+    let quick = code.iter().any(|(_, c)| c.contains("QuickGELU"));
+    let exact = code.iter().any(|(_, c)| c.contains("torch.gelu("));
+    match (quick, exact) {
+        (true, false) => Some(true),
+        (false, true) => Some(false),
+        (true, true) => None,
+        (false, false) => code
+            .iter()
+            .any(|(n, _)| n.contains("code/__torch__/clip/"))
+            .then_some(true),
+    }
+}
+
+/// As [`read_torch_zip`], plus the activation a TorchScript archive's code runs (see
+/// [`torchscript_activation`]; `None` for state dicts).
+pub(crate) fn read_torch_zip_code(
+    path: &Path,
+) -> Result<(BTreeMap<String, RawTensor>, Format, Option<bool>), LoadError> {
     let file = display(path);
     let bytes = read(path)?;
     if !bytes.starts_with(b"PK") {
@@ -201,6 +240,19 @@ pub fn read_torch_zip(path: &Path) -> Result<(BTreeMap<String, RawTensor>, Forma
         })?;
         Ok(buf)
     };
+    let activation = if format == Format::TorchScript {
+        let mut code = Vec::new();
+        for name in names
+            .iter()
+            .filter(|n| n.starts_with(&format!("{prefix}code/")) && n.ends_with(".py"))
+        {
+            let text = String::from_utf8_lossy(&read_entry(name)?).into_owned();
+            code.push((name.clone(), text));
+        }
+        torchscript_activation(&code)
+    } else {
+        None
+    };
     let root = pickle::parse(&read_entry(&data_pkl)?).map_err(|e| pickle_error(&file, e))?;
     let root = unwrap_training_checkpoint(root);
     let mut refs = Vec::new();
@@ -218,7 +270,7 @@ pub fn read_torch_zip(path: &Path) -> Result<(BTreeMap<String, RawTensor>, Forma
             materialise(&t, &storages[&t.storage_key], &file, &key)?,
         );
     }
-    Ok((out, format))
+    Ok((out, format, activation))
 }
 
 /// open_clip training checkpoints hold the weights under `state_dict` (or `model`).
