@@ -101,9 +101,32 @@ struct PreprocessArgs {
     image_opts: ImageOptions,
 }
 
+/// What a checkpoint file is, when it does not say (shared by every command that takes --model).
+#[derive(Args, Clone, Debug)]
+pub struct ArchOptions {
+    /// The architecture of a checkpoint file without a config: a preset (ViT-B-32,
+    /// ViT-B-32-quickgelu), NAME:TAG, or a config .json
+    #[arg(long, value_name = "NAME|NAME:TAG|FILE.json")]
+    pub arch: Option<String>,
+    /// Whether the checkpoint's activation is QuickGELU (OpenAI's) or exact GELU
+    #[arg(long, value_name = "true|false")]
+    pub quick_gelu: Option<bool>,
+}
+
+impl ArchOptions {
+    pub fn model_options(&self) -> clip_embed::models::ModelOptions {
+        clip_embed::models::ModelOptions {
+            arch: self.arch.clone(),
+            quick_gelu: self.quick_gelu,
+        }
+    }
+}
+
 /// How images are preprocessed (shared by every command that reads images).
 #[derive(Args, Clone, Debug)]
 pub struct ImageOptions {
+    #[command(flatten)]
+    pub arch: ArchOptions,
     /// Composite transparent pixels onto white instead of dropping alpha
     #[arg(long)]
     pub flatten_alpha: bool,
@@ -114,13 +137,14 @@ pub struct ImageOptions {
 }
 
 impl ImageOptions {
-    /// The transform for an `n×n` input.
-    pub fn preprocess(&self, n: usize) -> clip_data::Preprocess {
+    /// The transform for an `n×n` input with the model's `mean` and `std` (the tag's own).
+    pub fn preprocess(&self, model: &clip_data::Preprocess) -> clip_data::Preprocess {
         let mut p = if self.hf_preprocess {
-            clip_data::Preprocess::hf(n)
+            clip_data::Preprocess::hf(model.size)
         } else {
-            clip_data::Preprocess::clip(n)
+            model.clone()
         };
+        (p.mean, p.std) = (model.mean, model.std);
         if self.flatten_alpha {
             p.alpha = clip_data::Alpha::FlattenOnWhite;
         }
@@ -129,8 +153,8 @@ impl ImageOptions {
 
     /// Load `spec` for embedding with these options.
     pub fn embedder(&self, spec: &str, batch: usize) -> Result<clip_embed::Embedder> {
-        let mut emb = clip_embed::Embedder::load(spec, batch)?;
-        emb.preprocess = self.preprocess(emb.preprocess.size);
+        let mut emb = clip_embed::Embedder::load_with(spec, &self.arch.model_options(), batch)?;
+        emb.preprocess = self.preprocess(&emb.preprocess);
         Ok(emb)
     }
 }
@@ -143,6 +167,8 @@ struct ConvertArgs {
     /// Output directory
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    arch: ArchOptions,
 }
 
 fn tokenize(args: &TokenizeArgs) -> Result<()> {
@@ -168,13 +194,17 @@ fn preprocess(args: &PreprocessArgs) -> Result<()> {
     clip_data::out::check_extension(&args.out, &["npy"])?;
     clip_data::out::check_not_input(&args.out, std::slice::from_ref(&args.image))?;
     let size = args.size as usize;
-    let data = args.image_opts.preprocess(size).load(&args.image)?;
+    let data = args
+        .image_opts
+        .preprocess(&clip_data::Preprocess::clip(size))
+        .load(&args.image)?;
     clip_data::out::write_npy(&args.out, &[3, size, size], &data)?;
     Ok(())
 }
 
 fn convert(args: &ConvertArgs) -> Result<()> {
-    let (weights, config) = clip_embed::models::convert(&args.model, &args.out)?;
+    let (weights, config) =
+        clip_embed::models::convert_with(&args.model, &args.arch.model_options(), &args.out)?;
     eprintln!("wrote {} and {}", weights.display(), config.display());
     Ok(())
 }

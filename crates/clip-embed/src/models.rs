@@ -1,11 +1,24 @@
-//! `--model`: a checkpoint path, a training run's `checkpoints` folder, or `NAME:TAG` resolved
-//! through the Hugging Face cache (downloading when there is a network).
+//! `--model`: a checkpoint file or folder, a training run's folder, `NAME:TAG` (open_clip's
+//! pretrained tags, fetched through the Hugging Face cache) or `hf-hub:ORG/NAME` (a repository with
+//! an `open_clip_config.json`, or a transformers `CLIPModel` one). What a checkpoint does not state
+//! (the activation and heads of a bare state dict) comes from [`ModelOptions`] or from the file's
+//! SHA-256 in the pretrained table, else the load is refused with the options that would fix it.
+//! `NAME:TAG` of a tag trained with QuickGELU runs QuickGELU (open_clip's `NAME-quickgelu:TAG`);
+//! `NAME-quickgelu:TAG` of a GELU tag is refused, as open_clip refuses it.
 
 use std::path::{Path, PathBuf};
 
 use burn::prelude::Device;
-use clip_model::{Clip, ClipConfig};
-use serde::Deserialize;
+use clip_model::weights::{LoadOptions, load_clip_with, read_checkpoint, resolve_config};
+use clip_model::{Clip, ClipConfig, config::Interpolation, config::ResizeMode, source::Checkpoint};
+
+mod hub;
+mod sha256;
+mod table;
+
+pub use hub::{Hub, Miss};
+pub use sha256::file_hex as sha256_file;
+pub use table::{Pretrained, by_sha256, clean_tag, pretrained, tags_of};
 
 /// Why a model could not be resolved or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -24,32 +37,34 @@ macro_rules! bail {
     ($($t:tt)*) => { return Err(ModelError::Resolve(format!($($t)*))) };
 }
 
-#[derive(Debug, Deserialize)]
-struct Pretrained {
-    model: String,
-    tag: String,
-    hf_hub: String,
-    quick_gelu: bool,
+/// open_clip's weight files of a Hub repository, in the order it fetches them.
+pub const OPEN_CLIP_WEIGHTS: [&str; 2] =
+    ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"];
+
+/// What the user states about `--model` (the command line's `--arch` and `--quick-gelu`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelOptions {
+    /// `--arch`: the architecture of a checkpoint file or folder, instead of what it states: a
+    /// preset (`ViT-B-32`, `ViT-B-32-quickgelu`), a pretrained tag (`ViT-L-14:laion2b_s32b_b82k`:
+    /// the tag's activation and preprocessing too) or a config file (`open_clip_config.json`, a
+    /// model config JSON).
+    pub arch: Option<String>,
+    /// `--quick-gelu true|false`: the activation of a checkpoint that does not state it.
+    pub quick_gelu: Option<bool>,
 }
 
-fn pretrained() -> Vec<Pretrained> {
-    // the shipped table is checked by a unit test; an unreadable one lists no tags
-    serde_json::from_str(include_str!("../../../configs/pretrained.json")).unwrap_or_default()
+fn act(quick: bool) -> &'static str {
+    if quick { "QuickGELU" } else { "GELU" }
 }
 
 /// `clip models`: presets and their pretrained tags.
 pub fn listing() -> String {
-    let table = pretrained();
     let mut out = String::new();
     for (name, _) in clip_model::config::PRESETS {
         let Ok(cfg) = clip_model::preset(name) else {
             continue;
         };
-        let tags: Vec<&str> = table
-            .iter()
-            .filter(|p| p.model == *name)
-            .map(|p| p.tag.as_str())
-            .collect();
+        let tags = tags_of(name);
         out.push_str(&format!(
             "{name:<14} image {:>3}px  embed {:>4}  tags: {}\n",
             cfg.image_size(),
@@ -64,98 +79,295 @@ pub fn listing() -> String {
     out
 }
 
-const WEIGHT_FILES: [&str; 2] = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"];
-
-fn hub_file(repo: &str) -> std::result::Result<PathBuf, String> {
-    let cache = hf_hub::Cache::from_env();
-    let cached = cache.model(repo.to_owned());
-    if let Some(p) = WEIGHT_FILES.iter().find_map(|f| cached.get(f)) {
-        return Ok(p);
+/// The image transform a model's `preprocess_cfg` asks for, at its input size (OpenAI's when it
+/// has none). Only mean and std vary here; [`check_preprocess`] refuses the rest.
+pub fn preprocess(config: &ClipConfig) -> clip_data::Preprocess {
+    let p = config.preprocess();
+    let f = |v: [f64; 3]| v.map(|x| x as f32);
+    clip_data::Preprocess {
+        mean: f(p.mean),
+        std: f(p.std),
+        ..clip_data::Preprocess::clip(config.image_size())
     }
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(true)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let remote = api.model(repo.to_owned());
-    let mut last = String::new();
-    for f in WEIGHT_FILES {
-        match remote.get(f) {
-            Ok(p) => return Ok(p),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(last)
 }
 
-/// Resolve `NAME:TAG` to a local weights file and its config.
-fn resolve_pretrained(spec: &str) -> Result<(PathBuf, ClipConfig)> {
+/// An error when the image pipeline cannot preprocess images as the model was trained to see
+/// them (it resizes the short side bicubically and center-crops).
+pub fn check_preprocess(config: &ClipConfig, what: &str) -> Result<()> {
+    let p = config.preprocess();
+    let n = config.image_size();
+    let why = match (p.resize_mode, p.interpolation) {
+        (ResizeMode::Squash, _) => format!(
+            "resize_mode squash (resized to {n}×{n} without cropping), which the image pipeline does not do yet"
+        ),
+        (ResizeMode::Longest, _) => format!(
+            "resize_mode longest (long side to {n}, then padded), which the image pipeline does not do"
+        ),
+        // open_clip's evaluation transform resizes bicubically unless told `bilinear`
+        (_, Interpolation::Bicubic | Interpolation::Random) => return Ok(()),
+        (_, other) => format!(
+            "{} interpolation, which the image pipeline does not do (it resizes bicubically)",
+            other.name()
+        ),
+    };
+    bail!(
+        "{what} expects its images preprocessed with {why}; embedding center crops instead would give wrong \
+         numbers, so it is refused (`clip convert` still converts it)"
+    )
+}
+
+/// A hub model resolved to a local weights file and the architecture to build.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub weights: PathBuf,
+    pub config: ClipConfig,
+}
+
+fn miss_message(spec: &str, repo: &str, files: &[String], miss: Miss, hub: &Hub) -> String {
+    let why = match miss {
+        Miss::Offline => "HF_HUB_OFFLINE is set, so nothing was downloaded".to_owned(),
+        Miss::Download(e) => format!("could not be downloaded: {e}"),
+    };
+    let arch = if spec.starts_with("hf-hub:") {
+        String::new()
+    } else {
+        format!(" --arch {spec}")
+    };
+    format!(
+        "model '{spec}' is not in the Hugging Face cache and {why}.\n\
+         Put {} of the Hub repository '{repo}' in the cache ({}: with a network, run this once; offline, copy \
+         models--{}/ from a machine that has it, or point HF_HUB_CACHE or HF_HOME at a cache that has it), \
+         or pass a downloaded copy as --model FILE{arch}",
+        files.join(" or "),
+        hub.cache.display(),
+        repo.replace('/', "--"),
+    )
+}
+
+/// Resolve `NAME:TAG` or `hf-hub:ORG/NAME`: the weights (from the cache, or downloaded) and the
+/// architecture. `check` sees the architecture before any weights are fetched.
+pub fn resolve(
+    spec: &str,
+    opts: &ModelOptions,
+    hub: &Hub,
+    check: &dyn Fn(&ClipConfig) -> Result<()>,
+) -> Result<Resolved> {
+    if opts.arch.is_some() {
+        bail!(
+            "--arch applies to checkpoint files and folders; '{spec}' already names its architecture"
+        );
+    }
+    if let Some(repo) = spec.strip_prefix("hf-hub:") {
+        return resolve_repo(spec, repo, opts, hub, check);
+    }
     let Some((name, tag)) = spec.split_once(':') else {
         bail!("'{spec}' is not NAME:TAG");
     };
-    let mut cfg = clip_model::preset(name)?;
-    let table = pretrained();
-    let base = name.trim_end_matches("-quickgelu");
-    let Some(entry) = table
-        .iter()
-        .find(|p| p.model.eq_ignore_ascii_case(base) && p.tag == tag)
-    else {
-        let tags: Vec<&str> = table
-            .iter()
-            .filter(|p| p.model.eq_ignore_ascii_case(base))
-            .map(|p| p.tag.as_str())
-            .collect();
+    clip_model::preset(name)?;
+    let row = table::find(name, tag)?;
+    if let Some(q) = opts.quick_gelu.filter(|&q| q != row.quick_gelu) {
         bail!(
-            "unknown pretrained tag '{tag}' for {name}; known tags: {}",
-            tags.join(", ")
+            "{} was trained with {}; --quick-gelu {q} would run it with {}: drop --quick-gelu",
+            row.spec(),
+            act(row.quick_gelu),
+            act(q)
         );
-    };
-    cfg.quick_gelu |= entry.quick_gelu;
-    match hub_file(&entry.hf_hub) {
-        Ok(path) => Ok((path, cfg)),
-        Err(why) => bail!(
-            "model '{spec}' is not in the Hugging Face cache and could not be downloaded ({why}).\n\
-             Offline, download {} from the Hugging Face Hub repository '{}' and pass its path to --model, \
-             or place it in the cache ({}, or set HF_HOME)",
-            WEIGHT_FILES.join(" or "),
-            entry.hf_hub,
-            hf_hub::Cache::from_env().path().display()
-        ),
     }
+    let config = row.config()?;
+    check(&config)?;
+    let files = row.weight_files();
+    let names: Vec<&str> = files.iter().map(String::as_str).collect();
+    let weights = hub
+        .get(&row.hf_hub, &names)
+        .map_err(|m| ModelError::Resolve(miss_message(spec, &row.hf_hub, &files, m, hub)))?;
+    Ok(Resolved { weights, config })
 }
 
-/// Load a model from a path or `NAME:TAG`.
-pub fn load(spec: &str, device: &Device) -> Result<Clip> {
-    let path = Path::new(spec);
-    if path.exists() {
-        // a training run's folder, its `checkpoints` folder or `checkpoints/latest` pointer: the
-        // newest step
-        let pointer = if path.join("checkpoints/latest").is_file() {
-            path.join("checkpoints/latest")
-        } else if path.is_dir() {
-            path.join("latest")
-        } else {
-            path.to_path_buf()
-        };
-        if pointer.file_name().is_some_and(|n| n == "latest")
-            && pointer.is_file()
-            && let Ok(step) = std::fs::read_to_string(&pointer)
-            && let Some(dir) = pointer.parent().map(|d| d.join(step.trim()))
-            && dir.is_dir()
-        {
-            return Ok(clip_model::load_clip(&dir, None, device)?);
-        }
-        return Ok(clip_model::load_clip(path, None, device)?);
+/// `hf-hub:ORG/NAME`: open_clip's layout (`open_clip_config.json` + weights), else transformers'
+/// (`config.json` + `model.safetensors`).
+fn resolve_repo(
+    spec: &str,
+    repo: &str,
+    opts: &ModelOptions,
+    hub: &Hub,
+    check: &dyn Fn(&ClipConfig) -> Result<()>,
+) -> Result<Resolved> {
+    let parts: Vec<&str> = repo.split('/').collect();
+    if parts.len() != 2
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        bail!("'{spec}' is not hf-hub:ORG/NAME (a Hugging Face Hub repository)");
     }
-    if spec.contains(':') && !spec.contains('/') {
-        let (file, cfg) = resolve_pretrained(spec)?;
-        return Ok(clip_model::load_clip(&file, Some(&cfg), device)?);
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| ModelError::Resolve(format!("{}: {e}", p.display())))
+    };
+    let (config, files): (ClipConfig, Vec<String>) = match hub.get(repo, &["open_clip_config.json"])
+    {
+        Ok(p) => {
+            let cfg = ClipConfig::from_json(&read(&p)?)
+                .map_err(|e| ModelError::Resolve(format!("{}: {e}", p.display())))?;
+            (
+                cfg,
+                OPEN_CLIP_WEIGHTS.iter().map(|s| s.to_string()).collect(),
+            )
+        }
+        Err(miss) => match hub.get(repo, &["config.json"]) {
+            Ok(p) if read(&p)?.contains("\"vision_config\"") => {
+                let cfg = clip_model::hf::hf_config(&read(&p)?, &p.display().to_string())?;
+                (
+                    cfg,
+                    vec!["model.safetensors".into(), "pytorch_model.bin".into()],
+                )
+            }
+            _ => {
+                return Err(ModelError::Resolve(miss_message(
+                    spec,
+                    repo,
+                    &["open_clip_config.json".into()],
+                    miss,
+                    hub,
+                )));
+            }
+        },
+    };
+    if let Some(q) = opts.quick_gelu.filter(|&q| q != config.quick_gelu) {
+        bail!(
+            "{spec} states {} in its config; --quick-gelu {q} contradicts it: drop --quick-gelu",
+            act(config.quick_gelu)
+        );
+    }
+    check(&config)?;
+    let names: Vec<&str> = files.iter().map(String::as_str).collect();
+    let weights = hub
+        .get(repo, &names)
+        .map_err(|m| ModelError::Resolve(miss_message(spec, repo, &files, m, hub)))?;
+    Ok(Resolved { weights, config })
+}
+
+/// The architecture `--arch` names (see [`ModelOptions::arch`]), with `--quick-gelu`.
+fn arch_config(arch: &str, quick_gelu: Option<bool>) -> Result<ClipConfig> {
+    let path = Path::new(arch);
+    if path.is_file() {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ModelError::Resolve(format!("--arch {arch}: {e}")))?;
+        let mut cfg = ClipConfig::from_json(&text)
+            .map_err(|e| ModelError::Resolve(format!("--arch {arch}: {e}")))?;
+        if let Some(q) = quick_gelu {
+            cfg.quick_gelu = q;
+        }
+        return Ok(cfg);
+    }
+    if let Some((name, tag)) = arch.split_once(':') {
+        clip_model::preset(name)?;
+        let row = table::find(name, tag)?;
+        if let Some(q) = quick_gelu.filter(|&q| q != row.quick_gelu) {
+            bail!(
+                "--arch {arch}: {} was trained with {}; --quick-gelu {q} contradicts it",
+                row.spec(),
+                act(row.quick_gelu)
+            );
+        }
+        return row.config();
+    }
+    let mut cfg = clip_model::preset(arch)?;
+    let (_, quick_name) = table::split_quickgelu(arch);
+    match quick_gelu {
+        Some(false) if quick_name => {
+            bail!("--arch {arch} is QuickGELU; --quick-gelu false contradicts it")
+        }
+        Some(q) => cfg.quick_gelu = q,
+        None => {}
+    }
+    Ok(cfg)
+}
+
+/// A checkpoint file or folder (`latest` pointers of training runs followed).
+fn load_path(path: &Path, opts: &ModelOptions, device: &Device) -> Result<Clip> {
+    // a training run's folder, its `checkpoints` folder or `checkpoints/latest` pointer: the
+    // newest step
+    let pointer = if path.join("checkpoints/latest").is_file() {
+        path.join("checkpoints/latest")
+    } else if path.is_dir() {
+        path.join("latest")
+    } else {
+        path.to_path_buf()
+    };
+    let path = if pointer.file_name().is_some_and(|n| n == "latest")
+        && pointer.is_file()
+        && let Ok(step) = std::fs::read_to_string(&pointer)
+        && let Some(dir) = pointer.parent().map(|d| d.join(step.trim()))
+        && dir.is_dir()
+    {
+        dir
+    } else {
+        path.to_path_buf()
+    };
+    if let Some(arch) = &opts.arch {
+        let config = arch_config(arch, opts.quick_gelu)?;
+        let stated = LoadOptions {
+            config: Some(config),
+            quick_gelu: None,
+        };
+        return Ok(load_clip_with(&path, &stated, device)?);
+    }
+    let loaded = read_checkpoint(&path)?;
+    let mut stated = LoadOptions {
+        config: None,
+        quick_gelu: opts.quick_gelu,
+    };
+    if loaded.config.is_none()
+        && let Ok(hex) = sha256::file_hex(Path::new(&loaded.file))
+        && let Some(row) = table::by_sha256(&hex)
+    {
+        // one of open_clip's release files: its tag says everything
+        if let Some(q) = opts.quick_gelu.filter(|&q| q != row.quick_gelu) {
+            bail!(
+                "{} is the release file of {}, trained with {}; --quick-gelu {q} contradicts it",
+                loaded.file,
+                row.spec(),
+                act(row.quick_gelu)
+            );
+        }
+        stated = LoadOptions {
+            config: Some(row.config()?),
+            quick_gelu: None,
+        };
+    }
+    let cfg = resolve_config(&loaded, &stated)?;
+    Ok(Clip::from_checkpoint(
+        &cfg,
+        Checkpoint::new(loaded.tensors, loaded.file),
+        device,
+    )?)
+}
+
+/// Load without the pipeline check (what `convert` needs).
+fn load_any(
+    spec: &str,
+    opts: &ModelOptions,
+    hub: &Hub,
+    device: &Device,
+    check: &dyn Fn(&ClipConfig) -> Result<()>,
+) -> Result<Clip> {
+    let local = spec.strip_prefix("local-dir:").unwrap_or(spec);
+    let path = Path::new(local);
+    if path.exists() {
+        return load_path(path, opts, device);
+    }
+    if spec.starts_with("hf-hub:") || (spec.contains(':') && !spec.contains('/')) {
+        let r = resolve(spec, opts, hub, check)?;
+        let stated = LoadOptions {
+            config: Some(r.config),
+            quick_gelu: None,
+        };
+        return Ok(load_clip_with(&r.weights, &stated, device)?);
     }
     if clip_model::preset(spec).is_ok() {
-        let table = pretrained();
-        let tags: Vec<String> = table
+        let tags: Vec<String> = tags_of(spec)
             .iter()
-            .filter(|p| p.model.eq_ignore_ascii_case(spec))
-            .map(|p| format!("{spec}:{}", p.tag))
+            .map(|t| format!("{spec}:{t}"))
             .collect();
         bail!(
             "'{spec}' names an architecture, not weights; pick pretrained weights such as {}",
@@ -163,14 +375,40 @@ pub fn load(spec: &str, device: &Device) -> Result<Clip> {
         );
     }
     bail!(
-        "unknown model '{spec}': it is not a file or directory, nor NAME:TAG; known models: {} (see `clip models` for tags)",
+        "unknown model '{spec}': it is not a file or directory, nor NAME:TAG or hf-hub:ORG/NAME; known models: {} (see `clip models` for tags)",
         clip_model::preset_names()
     )
 }
 
+/// Load a model from a path, `NAME:TAG` or `hf-hub:ORG/NAME` for embedding, with the Hugging Face
+/// cache of the environment.
+pub fn load(spec: &str, device: &Device) -> Result<Clip> {
+    load_with(spec, &ModelOptions::default(), device)
+}
+
+/// [`load`] with what the user states about the checkpoint.
+pub fn load_with(spec: &str, opts: &ModelOptions, device: &Device) -> Result<Clip> {
+    load_from(spec, opts, &Hub::from_env(), device)
+}
+
+/// [`load_with`] from a given Hugging Face cache / Hub. Refuses models whose preprocessing the
+/// image pipeline cannot do ([`check_preprocess`]) before fetching their weights.
+pub fn load_from(spec: &str, opts: &ModelOptions, hub: &Hub, device: &Device) -> Result<Clip> {
+    let check = |c: &ClipConfig| check_preprocess(c, spec);
+    let clip = load_any(spec, opts, hub, device, &check)?;
+    check(&clip.config)?;
+    Ok(clip)
+}
+
 /// Convert `spec` (anything [`load`] takes) to `out/model.safetensors` + `out/config.json`.
-/// Refuses to write into its own input or over existing files, before loading anything.
 pub fn convert(spec: &str, out: &Path) -> Result<(PathBuf, PathBuf)> {
+    convert_with(spec, &ModelOptions::default(), out)
+}
+
+/// [`convert`] with what the user states about the checkpoint. Refuses to write into its own
+/// input or over existing files, before loading anything. The saved `config.json` carries the
+/// model's preprocessing.
+pub fn convert_with(spec: &str, opts: &ModelOptions, out: &Path) -> Result<(PathBuf, PathBuf)> {
     let source = Path::new(spec);
     if source.exists() {
         clip_data::out::check_not_input(out, &[source.to_path_buf()])
@@ -185,7 +423,13 @@ pub fn convert(spec: &str, out: &Path) -> Result<(PathBuf, PathBuf)> {
             );
         }
     }
-    let clip = load(spec, &clip_model::default_device())?;
+    let clip = load_any(
+        spec,
+        opts,
+        &Hub::from_env(),
+        &clip_model::default_device(),
+        &|_| Ok(()),
+    )?;
     clip_model::save_clip(&clip, out)?;
     Ok((weights, config))
 }
@@ -194,10 +438,34 @@ pub fn convert(spec: &str, out: &Path) -> Result<(PathBuf, PathBuf)> {
 mod tests {
     #[test]
     fn shipped_tables_parse() {
-        assert!(super::pretrained().len() >= 50);
+        assert!(super::pretrained().len() >= 70);
         for (name, _) in clip_model::config::PRESETS {
             clip_model::preset(name).unwrap();
         }
         assert!(super::listing().contains("ViT-B-32"));
+        assert!(super::listing().contains("ViT-bigG-14"));
+    }
+
+    #[test]
+    fn pipeline_refuses_preprocessing_it_cannot_do() {
+        let with = |pre: &str| {
+            let mut cfg = clip_model::preset("ViT-B-32").unwrap();
+            cfg.preprocess_cfg = Some(serde_json::from_str(pre).unwrap());
+            super::check_preprocess(&cfg, "m")
+        };
+        assert!(with(r#"{"mean": 0.5, "std": 0.5}"#).is_ok());
+        // open_clip evaluates `random` bicubically
+        assert!(with(r#"{"interpolation": "random"}"#).is_ok());
+        for (pre, want) in [
+            (r#"{"interpolation": "bilinear"}"#, "bilinear interpolation"),
+            (r#"{"resize_mode": "squash"}"#, "resize_mode squash"),
+            (r#"{"resize_mode": "longest"}"#, "resize_mode longest"),
+        ] {
+            let e = with(pre).unwrap_err().to_string();
+            assert!(
+                e.starts_with("m expects its images preprocessed with") && e.contains(want),
+                "{e}"
+            );
+        }
     }
 }

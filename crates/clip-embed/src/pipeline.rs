@@ -88,10 +88,11 @@ pub struct Embedder {
 }
 
 impl Embedder {
-    /// Wrap a loaded model: OpenAI's preprocessing at its input size, no cache.
+    /// Wrap a loaded model: the preprocessing its config names (open_clip's `preprocess_cfg`;
+    /// OpenAI's when it has none, see [`crate::models::preprocess`]) at its input size, no cache.
     pub fn new(clip: Clip, batch: usize) -> Embedder {
         let fingerprint = model_fingerprint(&clip);
-        let preprocess = Preprocess::clip(clip.config.image_size());
+        let preprocess = crate::models::preprocess(&clip.config);
         Embedder {
             clip,
             fingerprint,
@@ -103,8 +104,17 @@ impl Embedder {
 
     /// Load `spec` (a path or `NAME:TAG`, see [`crate::models::load`]) on the default device.
     pub fn load(spec: &str, batch: usize) -> Result<Embedder, EmbedError> {
+        Self::load_with(spec, &crate::models::ModelOptions::default(), batch)
+    }
+
+    /// [`Embedder::load`] with the architecture or activation stated by the user.
+    pub fn load_with(
+        spec: &str,
+        opts: &crate::models::ModelOptions,
+        batch: usize,
+    ) -> Result<Embedder, EmbedError> {
         let device = clip_model::default_device();
-        let emb = Self::new(crate::models::load(spec, &device)?, batch);
+        let emb = Self::new(crate::models::load_with(spec, opts, &device)?, batch);
         clip_data::limits::check_image_batch(emb.batch, emb.preprocess.size, "batch size")
             .map_err(EmbedError::Image)?;
         Ok(emb)

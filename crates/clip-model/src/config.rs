@@ -77,6 +77,26 @@ fn default_vocab() -> usize {
     49408
 }
 
+/// The `mlp_ratio` whose `(width · ratio) as usize` (how the towers size their MLP, as open_clip's
+/// `int(width * mlp_ratio)`) is exactly `hidden`: `hidden / width`, nudged up when rounding would
+/// lose a unit.
+pub fn mlp_ratio_of(hidden: usize, width: usize) -> f64 {
+    let mut r = hidden as f64 / width.max(1) as f64;
+    for _ in 0..4 {
+        if (width as f64 * r) as usize >= hidden {
+            break;
+        }
+        r = f64::from_bits(r.to_bits() + 1);
+    }
+    r
+}
+
+/// The MLP hidden width a tower of `width` builds for `mlp_ratio` (open_clip's
+/// `int(width * mlp_ratio)`).
+pub fn mlp_width(width: usize, mlp_ratio: f64) -> usize {
+    (width as f64 * mlp_ratio) as usize
+}
+
 /// Which image tower a config describes, with its derived sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VisionKind {
@@ -341,6 +361,20 @@ mod tests {
             }
         );
         assert!(preset("ViT-B-32-quickgelu").unwrap().quick_gelu);
+    }
+
+    #[test]
+    fn mlp_ratio_of_truncates_back_to_the_width() {
+        for w in 1..2048usize {
+            for h in [
+                w * 4,
+                (w as f64 * 4.3637) as usize,
+                (w as f64 * 4.9231) as usize,
+                w * 8 / 3,
+            ] {
+                assert_eq!(mlp_width(w, mlp_ratio_of(h, w)), h, "width {w}, hidden {h}");
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{ClipConfig, TextConfig, VisionConfig, VisionLayers};
+use crate::config::{ClipConfig, TextConfig, VisionConfig, VisionLayers, mlp_ratio_of};
 use crate::error::LoadError;
 use crate::source::RawTensor;
 
@@ -136,12 +136,12 @@ pub fn hf_config(text: &str, file: &str) -> Result<ClipConfig, LoadError> {
     let v: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| LoadError::format(file, format!("invalid JSON ({e})")))?;
     let bad = |msg: String| LoadError::format(file, msg);
-    if let Some(mt) = v.get("model_type") {
-        if mt.as_str() != Some("clip") {
-            return Err(bad(format!(
-                "model_type {mt} is not a transformers CLIPModel (\"clip\"); only CLIP checkpoints load"
-            )));
-        }
+    if let Some(mt) = v.get("model_type")
+        && mt.as_str() != Some("clip")
+    {
+        return Err(bad(format!(
+            "model_type {mt} is not a transformers CLIPModel (\"clip\"); only CLIP checkpoints load"
+        )));
     }
     let (tc, vc) = (section(&v, "text_config"), section(&v, "vision_config"));
     // a present value of the wrong kind is an error, not the default
@@ -153,7 +153,9 @@ pub fn hf_config(text: &str, file: &str) -> Result<ClipConfig, LoadError> {
         match s.get(key) {
             None | Some(serde_json::Value::Null) => Ok(default as usize),
             Some(x) => x.as_u64().map(|n| n as usize).ok_or_else(|| {
-                bad(format!("{name}.{key} is {x}, expected a non-negative integer"))
+                bad(format!(
+                    "{name}.{key} is {x}, expected a non-negative integer"
+                ))
             }),
         }
     };
@@ -228,7 +230,9 @@ pub fn hf_config(text: &str, file: &str) -> Result<ClipConfig, LoadError> {
         embed_dim: match v.get("projection_dim") {
             None | Some(serde_json::Value::Null) => 512,
             Some(x) => x.as_u64().ok_or_else(|| {
-                bad(format!("projection_dim is {x}, expected a non-negative integer"))
+                bad(format!(
+                    "projection_dim is {x}, expected a non-negative integer"
+                ))
             })? as usize,
         },
         vision_cfg: VisionConfig {
@@ -237,7 +241,7 @@ pub fn hf_config(text: &str, file: &str) -> Result<ClipConfig, LoadError> {
             width: vw,
             patch_size: Some(int(&vc, "vision_config", "patch_size", 32)?),
             head_width: vw / vh.max(1),
-            mlp_ratio: int(&vc, "vision_config", "intermediate_size", 3072)? as f64 / vw as f64,
+            mlp_ratio: mlp_ratio_of(int(&vc, "vision_config", "intermediate_size", 3072)?, vw),
         },
         text_cfg: TextConfig {
             context_length: int(&tc, "text_config", "max_position_embeddings", 77)?,
@@ -245,7 +249,7 @@ pub fn hf_config(text: &str, file: &str) -> Result<ClipConfig, LoadError> {
             width: tw,
             heads: int(&tc, "text_config", "num_attention_heads", 8)?,
             layers: int(&tc, "text_config", "num_hidden_layers", 12)?,
-            mlp_ratio: int(&tc, "text_config", "intermediate_size", 2048)? as f64 / tw as f64,
+            mlp_ratio: mlp_ratio_of(int(&tc, "text_config", "intermediate_size", 2048)?, tw),
         },
         quick_gelu: ta == "quick_gelu",
         preprocess_cfg: None,

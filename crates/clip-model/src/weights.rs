@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use burn::prelude::Device;
 use half::{bf16, f16};
 
 use crate::config::ClipConfig;
@@ -19,8 +18,8 @@ mod locate;
 
 pub use crate::hf::{hf_config, hf_to_openai};
 pub use locate::{
-    LoadOptions, WEIGHT_FILES, infer_config, load_clip, load_clip_with, read_checkpoint,
-    read_checkpoint_with, resolve_config, save_clip, weights_in_dir,
+    LoadOptions, WEIGHT_FILES, infer_config, load_clip, load_clip_with, matching_preset,
+    read_checkpoint, read_checkpoint_with, resolve_config, save_clip, weights_in_dir,
 };
 
 /// The format a checkpoint was read from.
@@ -162,29 +161,37 @@ pub fn read_torch_zip(path: &Path) -> Result<(BTreeMap<String, RawTensor>, Forma
     read_torch_zip_code(path).map(|(t, f, _)| (t, f))
 }
 
-/// The activation a TorchScript archive's code runs: `Some(true)` when it uses a `QuickGELU`
-/// module (OpenAI's `clip.model.QuickGELU`, open_clip's), `Some(false)` when it calls exact
-/// `torch.gelu` and no QuickGELU, `None` when the code says neither (or both). OpenAI's own
-/// archives (code under `__torch__/clip/`) are QuickGELU when the code is silent.
-fn torchscript_activation(code: &[(String, String)]) -> Option<bool> {
+/// What a TorchScript archive's code tells about the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ScriptCode {
+    /// The activation: `Some(true)` when the code uses a `QuickGELU` module (OpenAI's
+    /// `clip.model.QuickGELU`, open_clip's), `Some(false)` when it calls exact `torch.gelu` and no
+    /// QuickGELU, `None` when it says neither (or both).
+    pub quick_gelu: Option<bool>,
+    /// Traced from OpenAI's `clip.model` (code under `__torch__/clip/`): `build_model`'s shape
+    /// rules (64-wide heads) are the ones its code used.
+    pub openai: bool,
+}
+
+fn script_code(code: &[(String, String)]) -> ScriptCode {
     let quick = code.iter().any(|(_, c)| c.contains("QuickGELU"));
     let exact = code.iter().any(|(_, c)| c.contains("torch.gelu("));
-    match (quick, exact) {
-        (true, false) => Some(true),
-        (false, true) => Some(false),
-        (true, true) => None,
-        (false, false) => code
-            .iter()
-            .any(|(n, _)| n.contains("code/__torch__/clip/"))
-            .then_some(true),
+    let openai = code.iter().any(|(n, _)| n.contains("code/__torch__/clip/"));
+    ScriptCode {
+        quick_gelu: match (quick, exact) {
+            (true, false) => Some(true),
+            (false, true) => Some(false),
+            _ => None,
+        },
+        openai,
     }
 }
 
-/// As [`read_torch_zip`], plus the activation a TorchScript archive's code runs (see
-/// [`torchscript_activation`]; `None` for state dicts).
-pub(crate) fn read_torch_zip_code(
-    path: &Path,
-) -> Result<(BTreeMap<String, RawTensor>, Format, Option<bool>), LoadError> {
+/// Tensors, format and (TorchScript) what the code tells.
+pub(crate) type ZipContents = (BTreeMap<String, RawTensor>, Format, Option<ScriptCode>);
+
+/// As [`read_torch_zip`], plus what a TorchScript archive's code tells (`None` for state dicts).
+pub(crate) fn read_torch_zip_code(path: &Path) -> Result<ZipContents, LoadError> {
     let file = display(path);
     let bytes = read(path)?;
     if !bytes.starts_with(b"PK") {
@@ -240,7 +247,7 @@ pub(crate) fn read_torch_zip_code(
         })?;
         Ok(buf)
     };
-    let activation = if format == Format::TorchScript {
+    let script = if format == Format::TorchScript {
         let mut code = Vec::new();
         for name in names
             .iter()
@@ -249,7 +256,7 @@ pub(crate) fn read_torch_zip_code(
             let text = String::from_utf8_lossy(&read_entry(name)?).into_owned();
             code.push((name.clone(), text));
         }
-        torchscript_activation(&code)
+        Some(script_code(&code))
     } else {
         None
     };
@@ -270,7 +277,7 @@ pub(crate) fn read_torch_zip_code(
             materialise(&t, &storages[&t.storage_key], &file, &key)?,
         );
     }
-    Ok((out, format, activation))
+    Ok((out, format, script))
 }
 
 /// open_clip training checkpoints hold the weights under `state_dict` (or `model`).
@@ -359,4 +366,3 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), LoadError> {
         source,
     })
 }
-

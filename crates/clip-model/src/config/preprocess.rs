@@ -174,8 +174,16 @@ impl TryFrom<RawPreprocess> for PreprocessCfg {
             }
         };
         Ok(PreprocessCfg {
-            mean: raw.mean.map(|m| m.three("mean")).transpose()?.unwrap_or(d.mean),
-            std: raw.std.map(|s| s.three("std")).transpose()?.unwrap_or(d.std),
+            mean: raw
+                .mean
+                .map(|m| m.three("mean"))
+                .transpose()?
+                .unwrap_or(d.mean),
+            std: raw
+                .std
+                .map(|s| s.three("std"))
+                .transpose()?
+                .unwrap_or(d.std),
             interpolation,
             resize_mode,
             fill_color: raw.fill_color.unwrap_or(0),
@@ -221,7 +229,8 @@ mod tests {
         assert_eq!(p.resize_mode, ResizeMode::Squash);
         let p: PreprocessCfg = serde_json::from_str(r#"{"mean": null}"#).unwrap();
         assert!(p.is_openai());
-        let back: PreprocessCfg = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        let back: PreprocessCfg =
+            serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back, p);
         for (bad, want) in [
             (r#"{"mode": "L"}"#, "mode 'L'"),
