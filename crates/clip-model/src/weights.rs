@@ -272,6 +272,7 @@ pub(crate) fn read_torch_zip_code(path: &Path) -> Result<ZipContents, LoadError>
             storages.insert(t.storage_key.clone(), to_f32(&raw, t.dtype));
         }
         let key = key.strip_prefix("module.").unwrap_or(&key).to_owned();
+        check_float(&key, t.dtype, &file)?;
         out.insert(
             key.clone(),
             materialise(&t, &storages[&t.storage_key], &file, &key)?,
@@ -295,8 +296,49 @@ fn unwrap_training_checkpoint(root: pickle::Value) -> pickle::Value {
     root
 }
 
-/// Read a safetensors file.
+/// Integer or boolean tensors are refused unless they are buffers that are not weights (masks,
+/// sizes, ids, BatchNorm's counter): an integer "weight" would load as a silently wrong model.
+fn check_float(key: &str, dtype: StorageType, file: &str) -> Result<(), LoadError> {
+    let float = matches!(
+        dtype,
+        StorageType::F32 | StorageType::F16 | StorageType::BF16 | StorageType::F64
+    );
+    let buffer = [
+        "attn_mask",
+        "input_resolution",
+        "context_length",
+        "vocab_size",
+        "position_ids",
+    ]
+    .iter()
+    .any(|b| key.ends_with(b))
+        || key.ends_with("num_batches_tracked")
+        || key.ends_with("token_type_ids");
+    if float || buffer {
+        return Ok(());
+    }
+    Err(LoadError::format(
+        file,
+        format!(
+            "tensor '{key}' is stored as {dtype:?}, not floating point; CLIP weights are float32/16 — the file is not a CLIP checkpoint or was converted wrongly"
+        ),
+    ))
+}
+
+/// Read a safetensors file (any dtype, converted to f32).
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>, LoadError> {
+    read_safetensors_as(path, false)
+}
+
+/// Read a safetensors file of model weights: integer tensors other than known buffers are refused.
+pub fn read_safetensors_weights(path: &Path) -> Result<BTreeMap<String, RawTensor>, LoadError> {
+    read_safetensors_as(path, true)
+}
+
+fn read_safetensors_as(
+    path: &Path,
+    weights_only: bool,
+) -> Result<BTreeMap<String, RawTensor>, LoadError> {
     let file = display(path);
     let bytes = read(path)?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
@@ -322,6 +364,9 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>, Load
                 ));
             }
         };
+        if weights_only {
+            check_float(&name, dtype, &file)?;
+        }
         out.insert(
             name,
             RawTensor::new(view.shape().to_vec(), to_f32(view.data(), dtype)),

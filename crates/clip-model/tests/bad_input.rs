@@ -297,3 +297,25 @@ fn length_buckets_do_not_change_results() {
         }
     }
 }
+
+#[test]
+fn integer_weights_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("int.safetensors");
+    let bytes = vec![0u8; 4 * 8];
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![2, 2], &bytes).unwrap();
+    std::fs::write(
+        &p,
+        safetensors::serialize([("visual.proj", view)], None).unwrap(),
+    )
+    .unwrap();
+    let Err(err) = clip_model::weights::read_checkpoint(&p) else {
+        panic!("an int64 weight loaded");
+    };
+    assert!(
+        err.to_string()
+            .contains("tensor 'visual.proj' is stored as I64, not floating point"),
+        "{err}"
+    );
+}

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::Device;
 
-use super::{Format, Loaded, display, read_safetensors, read_torch_zip_code, write_atomic};
+use super::{Format, Loaded, display, read_safetensors_weights, read_torch_zip_code, write_atomic};
 use super::{ScriptCode, ZipContents, write_safetensors};
 use crate::clip::Clip;
 use crate::config::{
@@ -106,7 +106,7 @@ fn config_beside(weights: &Path, hf_keys: bool) -> Result<Option<(ClipConfig, St
 /// A weights file: safetensors by extension, else a PyTorch zip.
 fn read_weights_file(path: &Path) -> Result<ZipContents, LoadError> {
     if path.extension().is_some_and(|e| e == "safetensors") {
-        Ok((read_safetensors(path)?, Format::Safetensors, None))
+        Ok((read_safetensors_weights(path)?, Format::Safetensors, None))
     } else {
         read_torch_zip_code(path)
     }
