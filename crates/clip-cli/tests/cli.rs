@@ -483,8 +483,9 @@ fn convert_then_embed_gives_the_same_numbers() {
     assert_eq!(read_npy(&a), read_npy(&b));
 }
 
-const TINY_TOML: &str = r#"
-data = "synthetic"
+fn tiny_toml() -> String {
+    common::tiny_train_toml(
+        r#"data = "synthetic"
 batch_size = 8
 micro_batch = 4
 steps = 4
@@ -492,29 +493,15 @@ warmup = 1
 eval_every = 2
 eval_samples = 16
 checkpoint_every = 2
-seed = 3
-
-[model_cfg]
-embed_dim = 16
-quick_gelu = true
-[model_cfg.vision_cfg]
-image_size = 32
-layers = 1
-width = 32
-patch_size = 8
-head_width = 16
-[model_cfg.text_cfg]
-context_length = 16
-width = 16
-heads = 1
-layers = 1
-"#;
+seed = 3"#,
+    )
+}
 
 #[test]
 fn train_from_config_then_resume() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("tiny.toml");
-    std::fs::write(&cfg, TINY_TOML).unwrap();
+    std::fs::write(&cfg, tiny_toml()).unwrap();
     let out = dir.path().join("run");
     let o = out.to_str().unwrap();
     let summary = ok(&[
@@ -571,7 +558,7 @@ fn train_from_config_then_resume() {
         .collect();
     assert_eq!(steps, vec![1, 2, 3, 4, 5, 6]);
     // resuming with another model is refused
-    let other = TINY_TOML.replace("width = 32", "width = 48");
+    let other = tiny_toml().replace("width = 32", "width = 48");
     std::fs::write(&cfg, other).unwrap();
     let err = fails(&[
         "train",
@@ -624,7 +611,7 @@ fn manifest_with_bad_samples_trains_and_reports_them() {
     let cfg = dir.path().join("tiny.toml");
     std::fs::write(
         &cfg,
-        TINY_TOML.replace("data = \"synthetic\"", "max_bad_fraction = 0.5"),
+        tiny_toml().replace("data = \"synthetic\"", "max_bad_fraction = 0.5"),
     )
     .unwrap();
     let out = dir.path().join("run");

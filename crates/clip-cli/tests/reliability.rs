@@ -8,30 +8,17 @@ use std::process::{Command, Stdio};
 mod common;
 use common::{clip, fails, model, ok_out as ok, root};
 
-const TINY: &str = r#"
-data = "synthetic"
+fn tiny_toml() -> String {
+    common::tiny_train_toml(
+        r#"data = "synthetic"
 batch_size = 8
 steps = 4
 warmup = 1
 eval_every = 0
 checkpoint_every = 2
-seed = 3
-
-[model_cfg]
-embed_dim = 16
-quick_gelu = true
-[model_cfg.vision_cfg]
-image_size = 32
-layers = 1
-width = 32
-patch_size = 8
-head_width = 16
-[model_cfg.text_cfg]
-context_length = 16
-width = 16
-heads = 1
-layers = 1
-"#;
+seed = 3"#,
+    )
+}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -39,7 +26,7 @@ fn s(p: &Path) -> &str {
 
 fn tiny_config(dir: &Path) -> std::path::PathBuf {
     let cfg = dir.join("tiny.toml");
-    std::fs::write(&cfg, TINY).unwrap();
+    std::fs::write(&cfg, tiny_toml()).unwrap();
     cfg
 }
 

@@ -45,3 +45,26 @@ pub fn fails(args: &[&str]) -> String {
     );
     String::from_utf8(out.stderr).unwrap()
 }
+
+/// A training config for a tiny ViT CLIP (32 px, width 32, one layer per tower) with `settings`
+/// (TOML lines) before the model.
+pub fn tiny_train_toml(settings: &str) -> String {
+    format!("{settings}\n{TINY_MODEL}")
+}
+
+const TINY_MODEL: &str = r#"
+[model_cfg]
+embed_dim = 16
+quick_gelu = true
+[model_cfg.vision_cfg]
+image_size = 32
+layers = 1
+width = 32
+patch_size = 8
+head_width = 16
+[model_cfg.text_cfg]
+context_length = 16
+width = 16
+heads = 1
+layers = 1
+"#;
