@@ -14,6 +14,8 @@ each PIL mode, at n = 64), the three references before normalisation, as uint8 [
     openclip/<file>  open_clip.image_transform(n, is_train=False) without its Normalize
     openai/<file>    clip._transform(n) (OpenAI's package) without its Normalize
     hf/<file>        transformers' CLIPImageProcessorPil(size n, crop n, no rescale/normalize)
+    squash/<file>    open_clip.image_transform(n, is_train=False, resize_mode="squash") without its
+                     Normalize (the DFN5B and SigLIP tags: Resize((n, n)) in the image's mode, no crop)
 The first two resize and crop in the image's own mode and convert to RGB last; Hugging Face converts
 (compositing transparency onto white) first. `modes.json` gives n and Pillow's mode per file.
 See testdata/PROVENANCE.md.
@@ -128,12 +130,15 @@ def references(path, n):
     name = os.path.basename(path)
     oc = open_clip.image_transform(n, is_train=False)
     oa = clip.clip._transform(n)
+    sq = open_clip.image_transform(n, is_train=False, resize_mode="squash")
+    assert type(sq.transforms[-1]).__name__ == "Normalize"
     assert type(oc.transforms[-1]).__name__ == "Normalize" and type(oa.transforms[-1]).__name__ == "Normalize"
     hf = CLIPImageProcessorPil(size={"shortest_edge": n}, crop_size={"height": n, "width": n},
                                do_rescale=False, do_normalize=False)
     out = {
         f"openclip/{name}": exact_uint8(Compose(oc.transforms[:-1])(Image.open(path)).numpy(), name),
         f"openai/{name}": exact_uint8(Compose(oa.transforms[:-1])(Image.open(path)).numpy(), name),
+        f"squash/{name}": exact_uint8(Compose(sq.transforms[:-1])(Image.open(path)).numpy(), name),
         f"hf/{name}": hf(images=Image.open(path), return_tensors="np")["pixel_values"][0],
     }
     assert out[f"hf/{name}"].dtype == np.uint8 and out[f"hf/{name}"].shape == (3, n, n)

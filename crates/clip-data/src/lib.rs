@@ -103,10 +103,22 @@ pub enum Order {
     ConvertFirst,
 }
 
+/// How the image is brought to `n×n` (open_clip's `resize_mode` for evaluation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resize {
+    /// `Resize(n)` (short side to `n`) then `CenterCrop(n)`: OpenAI's and open_clip's default.
+    #[default]
+    ShortestCrop,
+    /// `Resize((n, n))`: both sides to `n`, aspect ratio not kept, nothing cropped (open_clip's
+    /// `resize_mode="squash"`, used by the DFN5B and SigLIP tags).
+    Squash,
+}
+
 /// The CLIP image transform.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preprocess {
     pub size: usize,
+    pub resize: Resize,
     pub mean: [f32; 3],
     pub std: [f32; 3],
     /// Applied to the decoded image before anything else.
@@ -119,6 +131,7 @@ impl Preprocess {
     pub fn clip(size: usize) -> Preprocess {
         Preprocess {
             size,
+            resize: Resize::ShortestCrop,
             mean: CLIP_MEAN,
             std: CLIP_STD,
             alpha: Alpha::Drop,
@@ -145,8 +158,11 @@ impl Preprocess {
         }
     }
 
-    /// Resize + center crop of an RGB image, as 8-bit RGB (the part before `ToTensor`).
+    /// Resize + center crop (or squash) of an RGB image, as 8-bit RGB (the part before `ToTensor`).
     pub fn resize_crop(&self, img: &Rgb8) -> Rgb8 {
+        if self.resize == Resize::Squash {
+            return resize::resize_bicubic(img, self.size, self.size);
+        }
         let resized = resize_short_side(img, self.size);
         let (left, top) = self.crop_offsets(resized.width, resized.height);
         crop(&resized, left, top, self.size)
@@ -158,6 +174,9 @@ impl Preprocess {
         let img = self.alpha.apply(img);
         match self.order {
             Order::ConvertFirst => self.resize_crop(&img.to_rgb()),
+            Order::Reference if self.resize == Resize::Squash => {
+                img.resize(self.size, self.size).into_rgb()
+            }
             Order::Reference => {
                 let (w, h) = short_side_size(img.width(), img.height(), self.size);
                 let (left, top) = self.crop_offsets(w, h);

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clip_data::{
-    Alpha, ImageError, Order, Preprocess, Rgb8, decode_image, decode_rgb, load_image, load_rgb,
+    Alpha, ImageError, Order, Preprocess, Resize, Rgb8, decode_image, decode_rgb, load_image,
+    load_rgb,
 };
 
 fn dir() -> PathBuf {
@@ -108,6 +109,27 @@ fn check_all(reference: &str, pre: impl Fn(usize) -> Preprocess) {
 #[test]
 fn every_mode_matches_open_clip_exactly() {
     check_all("openclip", Preprocess::clip);
+}
+
+#[test]
+fn every_mode_squashed_matches_open_clip_exactly() {
+    let squash = |n| Preprocess {
+        resize: Resize::Squash,
+        ..Preprocess::clip(n)
+    };
+    check_all("squash", squash);
+}
+
+#[test]
+fn squash_in_the_hf_order_is_resize_then_nothing() {
+    // the RGB path (`resize_crop`) of a squashing transform: both sides to n, no crop
+    let img = Rgb8::new(40, 10, (0..40 * 10 * 3).map(|i| (i % 256) as u8).collect());
+    let p = Preprocess {
+        resize: Resize::Squash,
+        ..Preprocess::hf(16)
+    };
+    assert_eq!(p.resize_crop(&img), clip_data::resize_bicubic(&img, 16, 16));
+    assert_ne!(p.resize_crop(&img), Preprocess::hf(16).resize_crop(&img));
 }
 
 #[test]

@@ -80,11 +80,15 @@ pub fn listing() -> String {
 }
 
 /// The image transform a model's `preprocess_cfg` asks for, at its input size (OpenAI's when it
-/// has none). Only mean and std vary here; [`check_preprocess`] refuses the rest.
+/// has none). Mean, std and squashing vary here; [`check_preprocess`] refuses the rest.
 pub fn preprocess(config: &ClipConfig) -> clip_data::Preprocess {
     let p = config.preprocess();
     let f = |v: [f64; 3]| v.map(|x| x as f32);
     clip_data::Preprocess {
+        resize: match p.resize_mode {
+            ResizeMode::Squash => clip_data::Resize::Squash,
+            _ => clip_data::Resize::ShortestCrop,
+        },
         mean: f(p.mean),
         std: f(p.std),
         ..clip_data::Preprocess::clip(config.image_size())
@@ -92,14 +96,11 @@ pub fn preprocess(config: &ClipConfig) -> clip_data::Preprocess {
 }
 
 /// An error when the image pipeline cannot preprocess images as the model was trained to see
-/// them (it resizes the short side bicubically and center-crops).
+/// them (it resizes bicubically: the short side then a center crop, or both sides (squash)).
 pub fn check_preprocess(config: &ClipConfig, what: &str) -> Result<()> {
     let p = config.preprocess();
     let n = config.image_size();
     let why = match (p.resize_mode, p.interpolation) {
-        (ResizeMode::Squash, _) => format!(
-            "resize_mode squash (resized to {n}×{n} without cropping), which the image pipeline does not do yet"
-        ),
         (ResizeMode::Longest, _) => format!(
             "resize_mode longest (long side to {n}, then padded), which the image pipeline does not do"
         ),
@@ -181,6 +182,15 @@ pub fn resolve(
         .get(&row.hf_hub, &names)
         .map_err(|m| ModelError::Resolve(miss_message(spec, &row.hf_hub, &files, m, hub)))?;
     Ok(Resolved { weights, config })
+}
+
+/// The architecture and preprocessing of a pretrained `NAME:TAG` (no weights are looked up).
+pub fn tag_config(spec: &str) -> Result<ClipConfig> {
+    let Some((name, tag)) = spec.split_once(':') else {
+        bail!("'{spec}' is not NAME:TAG");
+    };
+    clip_model::preset(name)?;
+    table::find(name, tag)?.config()
 }
 
 /// `hf-hub:ORG/NAME`: open_clip's layout (`open_clip_config.json` + weights), else transformers'
@@ -456,9 +466,9 @@ mod tests {
         assert!(with(r#"{"mean": 0.5, "std": 0.5}"#).is_ok());
         // open_clip evaluates `random` bicubically
         assert!(with(r#"{"interpolation": "random"}"#).is_ok());
+        assert!(with(r#"{"resize_mode": "squash"}"#).is_ok());
         for (pre, want) in [
             (r#"{"interpolation": "bilinear"}"#, "bilinear interpolation"),
-            (r#"{"resize_mode": "squash"}"#, "resize_mode squash"),
             (r#"{"resize_mode": "longest"}"#, "resize_mode longest"),
         ] {
             let e = with(pre).unwrap_err().to_string();

@@ -183,15 +183,29 @@ fn tags_carry_activation_and_preprocessing() {
 }
 
 #[test]
-fn squashed_tags_are_refused_before_any_download() {
-    // DFN5B is preprocessed by squashing, which the image pipeline cannot do yet
+fn squashed_tags_carry_their_resize_mode() {
+    // DFN5B is preprocessed by squashing: the tag's config says so and the pipeline follows it; the
+    // load itself reaches the cache lookup (a miss here)
     let dir = tempfile::tempdir().unwrap();
     let e = err(
         "ViT-H-14-378:dfn5b",
         &ModelOptions::default(),
         &offline(dir.path()),
     );
-    assert!(e.starts_with("ViT-H-14-378:dfn5b expects its images preprocessed with resize_mode squash (resized to 378×378 without cropping)"), "{e}");
+    assert!(
+        e.starts_with("model 'ViT-H-14-378:dfn5b' is not in the Hugging Face cache"),
+        "{e}"
+    );
+    let cfg = models::tag_config("ViT-H-14-378:dfn5b").unwrap();
+    let pre = models::preprocess(&cfg);
+    assert_eq!(pre.resize, clip_data::Resize::Squash);
+    assert_eq!(pre.size, 378);
+    models::check_preprocess(&cfg, "x").unwrap();
+    let cfg = models::tag_config("ViT-B-32:laion2b_s34b_b79k").unwrap();
+    assert_eq!(
+        models::preprocess(&cfg).resize,
+        clip_data::Resize::ShortestCrop
+    );
 }
 
 #[test]
