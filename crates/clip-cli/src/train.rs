@@ -49,6 +49,9 @@ pub struct TrainArgs {
     pub max_bad_fraction: Option<f64>,
     #[arg(long, allow_hyphen_values = true)]
     pub grad_clip_norm: Option<f64>,
+    /// training objective: clip (softmax contrastive) or siglip (pairwise sigmoid)
+    #[arg(long, value_parser = ["clip", "siglip"])]
+    pub loss: Option<String>,
     /// output directory (metrics.jsonl, checkpoints/, plot.png)
     #[arg(long = "out")]
     pub out_dir: Option<PathBuf>,
@@ -120,6 +123,13 @@ pub fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
         eval_manifest,
         eval_classes
     );
+    if let Some(l) = &args.loss {
+        cfg.loss = if l == "siglip" {
+            clip_train::Objective::Siglip
+        } else {
+            clip_train::Objective::Clip
+        };
+    }
     Ok(cfg)
 }
 

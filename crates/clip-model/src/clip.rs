@@ -14,7 +14,8 @@ use crate::source::{
     transpose,
 };
 use crate::text::{TextDims, TextInputError, TextTransformer};
-use crate::transformer::TransformerDims;
+use crate::timm_vit::{TimmDims, TimmVit};
+use crate::transformer::{Act, BlockKeys, TransformerDims};
 use crate::vit::{VisionTransformer, VitDims};
 
 /// The image tower.
@@ -23,6 +24,7 @@ use crate::vit::{VisionTransformer, VitDims};
 pub enum VisualTower {
     Vit(VisionTransformer),
     ResNet(ModifiedResNet),
+    Timm(TimmVit),
 }
 
 /// All parameters of a CLIP, as a burn module (what an optimiser updates).
@@ -32,6 +34,8 @@ pub struct ClipModule {
     pub text: TextTransformer,
     /// ln of the logit scale, shape `[1]`
     pub logit_scale: Param<Tensor<1>>,
+    /// the logits' learned bias, shape `[1]` (SigLIP)
+    pub logit_bias: Option<Param<Tensor<1>>>,
 }
 
 /// A CLIP with its configuration and the checkpoint key of every parameter.
@@ -60,7 +64,9 @@ impl Clip {
             layers,
             heads,
             mlp_width: (width as f64 * mlp_ratio) as usize,
-            quick_gelu: config.quick_gelu,
+            act: Act::quick(config.quick_gelu),
+            eps: 1e-5,
+            keys: BlockKeys::OpenAi,
         };
         let visual = match config.vision_kind()? {
             VisionKind::Vit {
@@ -74,6 +80,26 @@ impl Clip {
                     patch_size,
                     blocks: blocks(v.width, layers, heads, v.mlp_ratio),
                     embed_dim: config.embed_dim,
+                },
+                device,
+            )?),
+            VisionKind::Timm {
+                patch_size,
+                layers,
+                heads,
+                gelu_tanh,
+                eps,
+            } => VisualTower::Timm(TimmVit::load(
+                &mut rec,
+                TimmDims {
+                    image_size: v.image_size,
+                    patch_size,
+                    blocks: TransformerDims {
+                        act: if gelu_tanh { Act::GeluTanh } else { Act::Gelu },
+                        eps,
+                        keys: BlockKeys::Timm,
+                        ..blocks(v.width, layers, heads, v.mlp_ratio)
+                    },
                 },
                 device,
             )?),
@@ -95,8 +121,20 @@ impl Clip {
             TextDims {
                 context_length: t.context_length,
                 vocab_size: t.vocab_size,
-                blocks: blocks(t.width, t.layers, t.heads, t.mlp_ratio),
+                blocks: TransformerDims {
+                    act: if t.gelu_tanh()? {
+                        Act::GeluTanh
+                    } else {
+                        Act::quick(config.quick_gelu)
+                    },
+                    eps: t.norm_eps(),
+                    ..blocks(t.width, t.layers, t.heads, t.mlp_ratio)
+                },
                 embed_dim: config.embed_dim,
+                causal: !t.no_causal_mask,
+                pool: t.pool()?,
+                proj: t.projection()?,
+                prefix: if config.custom_text { "text." } else { "" },
             },
             device,
         )?;
@@ -104,14 +142,25 @@ impl Clip {
             &mut rec,
             "logit_scale",
             [1],
-            Init::Constant((1.0f64 / 0.07).ln()),
+            Init::Constant(config.init_logit_scale.unwrap_or((1.0f64 / 0.07).ln())),
             device,
         )?;
+        let logit_bias = match config.init_logit_bias {
+            Some(b) => Some(param(
+                &mut rec,
+                "logit_bias",
+                [1],
+                Init::Constant(b),
+                device,
+            )?),
+            None => None,
+        };
         Ok(Clip {
             module: ClipModule {
                 visual,
                 text,
                 logit_scale,
+                logit_bias,
             },
             config: config.clone(),
             bindings: rec.bindings,
@@ -148,6 +197,7 @@ impl Clip {
         match &self.module.visual {
             VisualTower::Vit(v) => v.forward(images, capture),
             VisualTower::ResNet(r) => r.forward(images, capture),
+            VisualTower::Timm(t) => t.forward(images, capture),
         }
     }
 
@@ -170,10 +220,20 @@ impl Clip {
         to_vec(&self.module.logit_scale.val())[0].exp()
     }
 
-    /// Image-by-text logits from unnormalised features: `exp(s) · norm(img) · norm(txt)ᵀ`.
+    /// The logit bias (SigLIP), if the model has one.
+    pub fn logit_bias(&self) -> Option<f32> {
+        self.module.logit_bias.as_ref().map(|b| to_vec(&b.val())[0])
+    }
+
+    /// Image-by-text logits from unnormalised features: `exp(s) · norm(img) · norm(txt)ᵀ (+ b)`.
     pub fn logits(&self, image_features: Tensor<2>, text_features: Tensor<2>) -> Tensor<2> {
         let scale = self.module.logit_scale.val().exp().unsqueeze(); // [1, 1]
-        l2_normalize(image_features).matmul(l2_normalize(text_features).transpose()) * scale
+        let logits =
+            l2_normalize(image_features).matmul(l2_normalize(text_features).transpose()) * scale;
+        match &self.module.logit_bias {
+            Some(b) => logits + b.val().unsqueeze(),
+            None => logits,
+        }
     }
 
     /// Whether every parameter is finite (no NaN or infinity).
@@ -209,8 +269,10 @@ impl Clip {
                     c.0.remove(&b.id)
                         .expect("every bound parameter is in the module");
                 let raw = match &b.layout {
-                    // open_clip and OpenAI store the logit scale as a 0-d tensor
-                    Layout::Same(_) if b.key == "logit_scale" => RawTensor::new(vec![], data),
+                    // open_clip and OpenAI store the logit scale (and bias) as a 0-d tensor
+                    Layout::Same(_) if b.key == "logit_scale" || b.key == "logit_bias" => {
+                        RawTensor::new(vec![], data)
+                    }
                     Layout::Same(_) => RawTensor::new(dims, data),
                     Layout::Transposed { rows, cols } => {
                         RawTensor::new(vec![*rows, *cols], transpose(&data, *cols, *rows))

@@ -4,7 +4,10 @@
 use serde::{Deserialize, Serialize};
 
 mod preprocess;
+mod presets;
+pub mod timm;
 pub use preprocess::{Interpolation, OPENAI_MEAN, OPENAI_STD, PreprocessCfg, ResizeMode};
+pub use presets::PRESETS;
 
 /// The longest text context a config may ask for (the positional table is `context × width`).
 pub const MAX_CONTEXT: usize = 4096;
@@ -24,6 +27,20 @@ pub struct ClipConfig {
     /// only when set, so older files read the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preprocess_cfg: Option<PreprocessCfg>,
+    /// A learned bias added to the logits (SigLIP; open_clip's `init_logit_bias`, its initial
+    /// value). `None`: no bias parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_logit_bias: Option<f64>,
+    /// The initial logit scale, as its log (open_clip's `init_logit_scale`; default `ln(1/0.07)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_logit_scale: Option<f64>,
+    /// open_clip's `CustomTextCLIP`: the text tower's keys are under `text.` (SigLIP).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub custom_text: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Vision tower. `layers` is an int for a ViT and a list of four for a ModifiedResNet.
@@ -39,6 +56,65 @@ pub struct VisionConfig {
     pub head_width: usize,
     #[serde(default = "default_mlp_ratio")]
     pub mlp_ratio: f64,
+    /// A timm trunk (`visual.trunk.*`, open_clip's `TimmModel`): the ViTs of SigLIP. Its sizes come
+    /// from [`crate::timm`]'s table by name, or from the fields above when the name is not in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timm_model_name: Option<String>,
+    /// ImageNet weights at initialisation only; irrelevant to a checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timm_model_pretrained: Option<bool>,
+    /// the trunk's pooling (`map`: attention pooling over a learned latent)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timm_pool: Option<String>,
+    /// a projection after the trunk (`none` is the only one supported)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timm_proj: Option<String>,
+    /// training-only settings of the trunk (accepted, no effect on inference)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timm_drop: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timm_drop_path: Option<f64>,
+}
+
+impl Default for VisionConfig {
+    /// A ViT-B/32-sized tower; literals name the fields that matter and take the rest from here.
+    fn default() -> VisionConfig {
+        VisionConfig {
+            image_size: 224,
+            layers: VisionLayers::Vit(12),
+            width: 768,
+            patch_size: Some(32),
+            head_width: default_head_width(),
+            mlp_ratio: default_mlp_ratio(),
+            timm_model_name: None,
+            timm_model_pretrained: None,
+            timm_pool: None,
+            timm_proj: None,
+            timm_drop: None,
+            timm_drop_path: None,
+        }
+    }
+}
+
+impl Default for TextConfig {
+    fn default() -> TextConfig {
+        TextConfig {
+            context_length: default_context(),
+            vocab_size: default_vocab(),
+            width: 512,
+            heads: 8,
+            layers: 12,
+            mlp_ratio: default_mlp_ratio(),
+            hf_tokenizer_name: None,
+            tokenizer_kwargs: None,
+            no_causal_mask: false,
+            proj_bias: false,
+            pool_type: None,
+            norm_kwargs: None,
+            act_kwargs: None,
+            proj_type: None,
+        }
+    }
 }
 
 /// `layers`: a ViT depth or the four ResNet stage depths.
@@ -62,6 +138,101 @@ pub struct TextConfig {
     pub layers: usize,
     #[serde(default = "default_mlp_ratio")]
     pub mlp_ratio: f64,
+    /// The tokenizer (a Hugging Face tokenizer name; SigLIP's SentencePiece models). `None`:
+    /// CLIP's BPE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hf_tokenizer_name: Option<String>,
+    /// open_clip's `tokenizer_kwargs` (`clean`: `canonicalize` / `lower` / `whitespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Every token sees every other (SigLIP) instead of the causal mask.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub no_causal_mask: bool,
+    /// `text_projection` is a Linear with a bias (`text.text_projection.weight` `[E, W]` + `.bias`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub proj_bias: bool,
+    /// Which position's features are the text's: `argmax` (the EOT token, CLIP) or `last`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_type: Option<String>,
+    /// LayerNorm settings (`eps`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norm_kwargs: Option<NormKwargs>,
+    /// Activation settings: `{"approximate": "tanh"}` (SigLIP2) selects GELU's tanh form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `linear` (default) or `none` (no text projection: the pooled features are the embedding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proj_type: Option<String>,
+}
+
+/// open_clip's `norm_kwargs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NormKwargs {
+    pub eps: f64,
+}
+
+/// How the text tower reads one feature vector off the sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextPool {
+    /// the first position holding the row's highest id (CLIP's EOT)
+    Argmax,
+    /// the last position of the padded context (SigLIP)
+    Last,
+}
+
+impl TextConfig {
+    pub fn pool(&self) -> Result<TextPool, ConfigError> {
+        match self.pool_type.as_deref() {
+            None | Some("argmax") => Ok(TextPool::Argmax),
+            Some("last") => Ok(TextPool::Last),
+            Some(other) => Err(ConfigError::Invalid(format!(
+                "text_cfg.pool_type '{other}' is not supported (argmax, last)"
+            ))),
+        }
+    }
+
+    /// LayerNorm epsilon of the text tower.
+    pub fn norm_eps(&self) -> f64 {
+        self.norm_kwargs.as_ref().map_or(1e-5, |n| n.eps)
+    }
+
+    /// Whether `act_kwargs` asks for GELU's tanh approximation (the only setting supported).
+    pub fn gelu_tanh(&self) -> Result<bool, ConfigError> {
+        let Some(kw) = &self.act_kwargs else {
+            return Ok(false);
+        };
+        match (kw.len(), kw.get("approximate").and_then(|v| v.as_str())) {
+            (0, _) => Ok(false),
+            (1, Some("tanh")) => Ok(true),
+            (1, Some("none")) => Ok(false),
+            _ => Err(ConfigError::Invalid(format!(
+                "text_cfg.act_kwargs {} is not supported (only {{\"approximate\": \"tanh\"}})",
+                serde_json::Value::Object(kw.clone())
+            ))),
+        }
+    }
+
+    /// The projection after pooling.
+    pub fn projection(&self) -> Result<TextProj, ConfigError> {
+        match self.proj_type.as_deref() {
+            None | Some("linear") if self.proj_bias => Ok(TextProj::Linear),
+            None | Some("linear") => Ok(TextProj::Matrix),
+            Some("none") => Ok(TextProj::None),
+            Some(other) => Err(ConfigError::Invalid(format!(
+                "text_cfg.proj_type '{other}' is not supported (linear, none)"
+            ))),
+        }
+    }
+}
+
+/// The text tower's projection: `text_projection` `[W, E]` (CLIP), a Linear with bias (SigLIP),
+/// or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextProj {
+    Matrix,
+    Linear,
+    None,
 }
 
 fn default_head_width() -> usize {
@@ -98,7 +269,7 @@ pub fn mlp_width(width: usize, mlp_ratio: f64) -> usize {
 }
 
 /// Which image tower a config describes, with its derived sizes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum VisionKind {
     Vit {
         patch_size: usize,
@@ -109,12 +280,21 @@ pub enum VisionKind {
         layers: [usize; 4],
         heads: usize,
     },
+    /// open_clip's `TimmModel` over a SigLIP-form timm ViT (`visual.trunk.*`).
+    Timm {
+        patch_size: usize,
+        layers: usize,
+        heads: usize,
+        /// GELU's tanh form (timm's `gelu_tanh`)
+        gelu_tanh: bool,
+        eps: f64,
+    },
 }
 
 impl ClipConfig {
     pub fn vision_kind(&self) -> Result<VisionKind, ConfigError> {
         let v = &self.vision_cfg;
-        match (&v.layers, v.patch_size) {
+        let kind = match (&v.layers, v.patch_size) {
             (VisionLayers::Vit(layers), Some(patch_size)) => {
                 if !v.width.is_multiple_of(v.head_width) {
                     return Err(ConfigError::Invalid(format!(
@@ -122,7 +302,10 @@ impl ClipConfig {
                         v.width, v.head_width
                     )));
                 }
-                if patch_size == 0 || !v.image_size.is_multiple_of(patch_size) {
+                // timm's patch conv drops a remainder (SO400M/14 at 384 px sees 27×14 = 378);
+                // OpenAI's and open_clip's ViTs need an exact fit
+                let fits = v.timm_model_name.is_some() && v.image_size >= patch_size;
+                if patch_size == 0 || !(fits || v.image_size.is_multiple_of(patch_size)) {
                     return Err(ConfigError::Invalid(format!(
                         "image_size {} is not a multiple of patch_size {patch_size}",
                         v.image_size
@@ -149,7 +332,48 @@ impl ClipConfig {
                     heads: v.width * 32 / v.head_width,
                 })
             }
+        }?;
+        let Some(name) = &v.timm_model_name else {
+            return Ok(kind);
+        };
+        let VisionKind::Vit {
+            patch_size,
+            layers,
+            heads,
+        } = kind
+        else {
+            return Err(ConfigError::Invalid(format!(
+                "timm model '{name}' needs ViT sizes (integer layers, patch_size)"
+            )));
+        };
+        for (field, value, want) in [
+            ("timm_pool", &v.timm_pool, "map"),
+            ("timm_proj", &v.timm_proj, "none"),
+        ] {
+            if value.as_deref() != Some(want) {
+                return Err(ConfigError::Invalid(format!(
+                    "vision_cfg.{field} {} is not supported for timm trunks (only '{want}': SigLIP's \
+                     attention pooling with no projection)",
+                    value
+                        .as_deref()
+                        .map_or("(absent)".to_owned(), |s| format!("'{s}'"))
+                )));
+            }
         }
+        if self.embed_dim != v.width {
+            return Err(ConfigError::Invalid(format!(
+                "embed_dim {} differs from the timm trunk's width {} (with timm_proj 'none' they are the same)",
+                self.embed_dim, v.width
+            )));
+        }
+        let spec = timm::spec(name);
+        Ok(VisionKind::Timm {
+            patch_size,
+            layers,
+            heads,
+            gelu_tanh: spec.is_some_and(|s| s.act == "gelu_tanh"),
+            eps: spec.map_or(1e-6, |s| s.eps),
+        })
     }
 
     /// Check the sizes fit together (heads divide widths, patch divides the image…).
@@ -185,6 +409,14 @@ impl ClipConfig {
         }
         self.vision_kind()?;
         let t = &self.text_cfg;
+        t.pool()?;
+        t.gelu_tanh()?;
+        if t.projection()? == TextProj::None && t.width != self.embed_dim {
+            return Err(ConfigError::Invalid(format!(
+                "text_cfg.proj_type 'none' needs text width {} equal to embed_dim {}",
+                t.width, self.embed_dim
+            )));
+        }
         if t.heads == 0 || !t.width.is_multiple_of(t.heads) {
             return Err(ConfigError::Invalid(format!(
                 "text width {} is not a multiple of heads {}",
@@ -218,6 +450,10 @@ impl ClipConfig {
             }
             (None, _) => value,
         };
+        let mut value = value;
+        if let Some(serde_json::Value::Object(v)) = value.get_mut("vision_cfg") {
+            timm::fill(v)?;
+        }
         let cfg: ClipConfig =
             serde_json::from_value(value).map_err(|e| ConfigError::Json(e.to_string()))?;
         cfg.validate()?;
@@ -248,64 +484,6 @@ pub enum ConfigError {
     #[error("unknown model '{name}'; known models: {known}")]
     UnknownModel { name: String, known: String },
 }
-
-/// Presets shipped as data in `configs/models/` (open_clip's names and numbers).
-pub const PRESETS: &[(&str, &str)] = &[
-    ("RN50", include_str!("../../../configs/models/RN50.json")),
-    ("RN101", include_str!("../../../configs/models/RN101.json")),
-    (
-        "RN50x4",
-        include_str!("../../../configs/models/RN50x4.json"),
-    ),
-    (
-        "RN50x16",
-        include_str!("../../../configs/models/RN50x16.json"),
-    ),
-    (
-        "RN50x64",
-        include_str!("../../../configs/models/RN50x64.json"),
-    ),
-    (
-        "ViT-B-32",
-        include_str!("../../../configs/models/ViT-B-32.json"),
-    ),
-    (
-        "ViT-B-16",
-        include_str!("../../../configs/models/ViT-B-16.json"),
-    ),
-    (
-        "ViT-L-14",
-        include_str!("../../../configs/models/ViT-L-14.json"),
-    ),
-    (
-        "ViT-L-14-336",
-        include_str!("../../../configs/models/ViT-L-14-336.json"),
-    ),
-    (
-        "ViT-B-32-256",
-        include_str!("../../../configs/models/ViT-B-32-256.json"),
-    ),
-    (
-        "ViT-B-16-plus-240",
-        include_str!("../../../configs/models/ViT-B-16-plus-240.json"),
-    ),
-    (
-        "ViT-H-14",
-        include_str!("../../../configs/models/ViT-H-14.json"),
-    ),
-    (
-        "ViT-H-14-378",
-        include_str!("../../../configs/models/ViT-H-14-378.json"),
-    ),
-    (
-        "ViT-g-14",
-        include_str!("../../../configs/models/ViT-g-14.json"),
-    ),
-    (
-        "ViT-bigG-14",
-        include_str!("../../../configs/models/ViT-bigG-14.json"),
-    ),
-];
 
 /// Names of the presets, comma-separated (for error messages).
 pub fn preset_names() -> String {
@@ -380,10 +558,10 @@ mod tests {
     #[test]
     fn unknown_model_lists_known() {
         let err = preset("ViT-Z-99").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "unknown model 'ViT-Z-99'; known models: RN50, RN101, RN50x4, RN50x16, RN50x64, ViT-B-32, ViT-B-16, ViT-L-14, ViT-L-14-336, ViT-B-32-256, ViT-B-16-plus-240, ViT-H-14, ViT-H-14-378, ViT-g-14, ViT-bigG-14"
-        );
+        assert!(
+            err.to_string().starts_with(
+            "unknown model 'ViT-Z-99'; known models: RN50, RN101, RN50x4, RN50x16, RN50x64, ViT-B-32, ViT-B-16, ViT-L-14, ViT-L-14-336, ViT-B-32-256, ViT-B-16-plus-240, ViT-H-14, ViT-H-14-378, ViT-g-14, ViT-bigG-14, ViT-B-16-SigLIP, "
+        ), "{err}");
     }
 
     #[test]

@@ -242,6 +242,7 @@ pub fn hf_config(text: &str, file: &str) -> Result<ClipConfig, LoadError> {
             patch_size: Some(int(&vc, "vision_config", "patch_size", 32)?),
             head_width: vw / vh.max(1),
             mlp_ratio: mlp_ratio_of(int(&vc, "vision_config", "intermediate_size", 3072)?, vw),
+            ..Default::default()
         },
         text_cfg: TextConfig {
             context_length: int(&tc, "text_config", "max_position_embeddings", 77)?,
@@ -250,9 +251,13 @@ pub fn hf_config(text: &str, file: &str) -> Result<ClipConfig, LoadError> {
             heads: int(&tc, "text_config", "num_attention_heads", 8)?,
             layers: int(&tc, "text_config", "num_hidden_layers", 12)?,
             mlp_ratio: mlp_ratio_of(int(&tc, "text_config", "intermediate_size", 2048)?, tw),
+            ..Default::default()
         },
         quick_gelu: ta == "quick_gelu",
         preprocess_cfg: None,
+        init_logit_bias: None,
+        init_logit_scale: None,
+        custom_text: false,
     };
     if vh == 0 || !vw.is_multiple_of(vh) {
         return Err(bad(format!(

@@ -10,6 +10,7 @@ pub mod pickle;
 pub mod resnet;
 pub mod source;
 pub mod text;
+pub mod timm_vit;
 pub mod transformer;
 pub mod vit;
 pub mod weights;

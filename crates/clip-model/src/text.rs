@@ -3,14 +3,21 @@
 //!
 //! Because attention is causal and features are read at EOT, positions after the longest EOT in a
 //! batch cannot change the result: the batch is cut to that length before running the blocks.
+//!
+//! SigLIP's variant (open_clip's `TextTransformer` with `no_causal_mask`, `pool_type='last'`,
+//! `proj_bias`, LayerNorm eps 1e-6, keys under `text.`): every token attends to every other, the
+//! features are read at the last position of the padded context, so rows must come padded to the
+//! full context (as its tokenizer pads them) and run whole; the projection is a Linear with bias
+//! (or absent).
 
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::module::embedding;
 
 use crate::capture::Capture;
+use crate::config::{TextPool, TextProj};
 use crate::error::LoadError;
-use crate::source::{Init, Source, param};
+use crate::source::{Init, Source, param, param_t};
 use crate::transformer::{LayerNorm, Transformer, TransformerDims};
 
 #[derive(Module, Debug)]
@@ -21,8 +28,14 @@ pub struct TextTransformer {
     pub positional_embedding: Param<Tensor<2>>,
     pub transformer: Transformer,
     pub ln_final: LayerNorm,
-    /// `[W, E]`
-    pub text_projection: Param<Tensor<2>>,
+    /// `[W, E]` (absent with `proj_type: none`)
+    pub text_projection: Option<Param<Tensor<2>>>,
+    /// `[E]` (SigLIP's Linear projection)
+    pub text_projection_bias: Option<Param<Tensor<1>>>,
+    #[module(skip)]
+    pub causal: bool,
+    #[module(skip)]
+    pub pool: TextPool,
 }
 
 /// Sizes of the text tower.
@@ -30,9 +43,14 @@ pub struct TextTransformer {
 pub struct TextDims {
     pub context_length: usize,
     pub vocab_size: usize,
-    /// the residual blocks (width, depth, heads, MLP, activation)
+    /// the residual blocks (width, depth, heads, MLP, activation, eps)
     pub blocks: TransformerDims,
     pub embed_dim: usize,
+    pub causal: bool,
+    pub pool: TextPool,
+    pub proj: TextProj,
+    /// key prefix: `""` (CLIP) or `"text."` (open_clip's `CustomTextCLIP`)
+    pub prefix: &'static str,
 }
 
 /// Errors in the token input.
@@ -48,35 +66,71 @@ pub enum TextInputError {
     BadId { row: usize, id: u32, vocab: usize },
     #[error("row {row} is empty")]
     Empty { row: usize },
+    #[error(
+        "row {row} has {len} tokens; this model reads the last position of its {context}-token context, so rows must come padded to it (as its tokenizer pads them)"
+    )]
+    NotPadded {
+        row: usize,
+        len: usize,
+        context: usize,
+    },
 }
 
 impl TextTransformer {
     pub fn load(src: &mut dyn Source, d: TextDims, device: &Device) -> Result<Self, LoadError> {
         let w = d.blocks.width;
+        let k = |name: &str| format!("{}{name}", d.prefix);
+        let std = (w as f64).powf(-0.5);
+        let (text_projection, text_projection_bias) = match d.proj {
+            TextProj::Matrix => (
+                Some(param(
+                    src,
+                    &k("text_projection"),
+                    [w, d.embed_dim],
+                    Init::Normal(std),
+                    device,
+                )?),
+                None,
+            ),
+            TextProj::Linear => (
+                Some(param_t(
+                    src,
+                    &k("text_projection.weight"),
+                    [d.embed_dim, w],
+                    Init::Normal(std),
+                    device,
+                )?),
+                Some(param(
+                    src,
+                    &k("text_projection.bias"),
+                    [d.embed_dim],
+                    Init::Constant(0.0),
+                    device,
+                )?),
+            ),
+            TextProj::None => (None, None),
+        };
         Ok(TextTransformer {
             token_embedding: param(
                 src,
-                "token_embedding.weight",
+                &k("token_embedding.weight"),
                 [d.vocab_size, w],
                 Init::Normal(0.02),
                 device,
             )?,
             positional_embedding: param(
                 src,
-                "positional_embedding",
+                &k("positional_embedding"),
                 [d.context_length, w],
                 Init::Normal(0.01),
                 device,
             )?,
-            transformer: Transformer::load(src, "transformer", d.blocks, device)?,
-            ln_final: LayerNorm::load(src, "ln_final", w, device)?,
-            text_projection: param(
-                src,
-                "text_projection",
-                [w, d.embed_dim],
-                Init::Normal((w as f64).powf(-0.5)),
-                device,
-            )?,
+            transformer: Transformer::load(src, &k("transformer"), d.blocks, device)?,
+            ln_final: LayerNorm::load_eps(src, &k("ln_final"), w, d.blocks.eps, device)?,
+            text_projection,
+            text_projection_bias,
+            causal: d.causal,
+            pool: d.pool,
         })
     }
 
@@ -112,18 +166,31 @@ impl TextTransformer {
             if let Some(&id) = ids.iter().find(|&&t| t as usize >= vocab) {
                 return Err(TextInputError::BadId { row, id, vocab });
             }
+            if self.pool == TextPool::Last {
+                // every position matters: the row runs whole and is read at its last position
+                if ids.len() != context {
+                    return Err(TextInputError::NotPadded {
+                        row,
+                        len: ids.len(),
+                        context,
+                    });
+                }
+                eot.push(context - 1);
+                continue;
+            }
             let max = *ids.iter().max().expect("non-empty");
             eot.push(ids.iter().position(|&t| t == max).expect("max is present"));
         }
         // Rows sorted by length run in buckets, each cut to its own longest sequence; with a capture
         // request everything runs as one batch so activations line up row for row.
         let mut order: Vec<usize> = (0..rows.len()).collect();
-        let buckets: Vec<Vec<usize>> = if capture.is_some() || rows.len() <= BUCKET {
-            vec![order]
-        } else {
-            order.sort_by_key(|&r| eot[r]);
-            order.chunks(BUCKET).map(<[usize]>::to_vec).collect()
-        };
+        let buckets: Vec<Vec<usize>> =
+            if capture.is_some() || rows.len() <= BUCKET || self.pool == TextPool::Last {
+                vec![order]
+            } else {
+                order.sort_by_key(|&r| eot[r]);
+                order.chunks(BUCKET).map(<[usize]>::to_vec).collect()
+            };
         let mut pooled = Vec::with_capacity(buckets.len());
         for bucket in &buckets {
             pooled.push(self.run_bucket(rows, &eot, bucket, capture.as_deref_mut(), &device));
@@ -139,10 +206,12 @@ impl TextTransformer {
                 Tensor::<1, Int>::from_data(TensorData::new(inverse, [rows.len()]), &device);
             Tensor::cat(pooled, 0).select(0, inverse) // back to input order
         };
-        Ok(self
-            .ln_final
-            .forward(pooled)
-            .matmul(self.text_projection.val())) // [B, E]
+        let x = self.ln_final.forward(pooled);
+        Ok(match (&self.text_projection, &self.text_projection_bias) {
+            (Some(p), None) => x.matmul(p.val()), // [B, E]
+            (Some(p), Some(b)) => x.matmul(p.val()) + b.val().unsqueeze(),
+            (None, _) => x,
+        })
     }
 
     /// Run the rows of `bucket`, cut to their longest sequence; EOT features `[b, W]` before
@@ -169,7 +238,9 @@ impl TextTransformer {
             .val()
             .narrow(0, 0, len)
             .unsqueeze();
-        let x = self.transformer.forward(x, true, "transformer", capture);
+        let x = self
+            .transformer
+            .forward(x, self.causal, "transformer", capture);
         let index: Vec<i64> = bucket
             .iter()
             .enumerate()

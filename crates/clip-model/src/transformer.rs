@@ -4,7 +4,7 @@
 
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, sigmoid};
+use burn::tensor::activation::{gelu, gelu_approximate, sigmoid};
 use burn::tensor::module::{attention, layer_norm, linear};
 use burn::tensor::ops::AttentionModuleOptions;
 
@@ -12,11 +12,14 @@ use crate::capture::Capture;
 use crate::error::LoadError;
 use crate::source::{Init, Source, param, param_t, vector};
 
-/// LayerNorm over the last dimension, eps 1e-5 (computed in f32 like OpenAI's subclass).
+/// LayerNorm over the last dimension (computed in f32 like OpenAI's subclass); eps 1e-5 unless
+/// the model says otherwise (SigLIP: 1e-6).
 #[derive(Module, Debug)]
 pub struct LayerNorm {
     pub weight: Param<Tensor<1>>,
     pub bias: Param<Tensor<1>>,
+    #[module(skip)]
+    pub eps: f64,
 }
 
 impl LayerNorm {
@@ -26,14 +29,25 @@ impl LayerNorm {
         width: usize,
         device: &Device,
     ) -> Result<Self, LoadError> {
+        Self::load_eps(src, key, width, 1e-5, device)
+    }
+
+    pub fn load_eps(
+        src: &mut dyn Source,
+        key: &str,
+        width: usize,
+        eps: f64,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
         Ok(LayerNorm {
             weight: vector(src, key, "weight", width, 1.0, device)?,
             bias: vector(src, key, "bias", width, 0.0, device)?,
+            eps,
         })
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        layer_norm(x, self.weight.val(), Some(self.bias.val()), 1e-5)
+        layer_norm(x, self.weight.val(), Some(self.bias.val()), self.eps)
     }
 }
 
@@ -81,12 +95,36 @@ impl Linear {
     }
 }
 
-/// `x·σ(1.702x)` or exact GELU.
-pub fn activation<const D: usize>(x: Tensor<D>, quick_gelu: bool) -> Tensor<D> {
-    if quick_gelu {
-        x.clone() * sigmoid(x * 1.702)
-    } else {
-        gelu(x)
+/// The MLP activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Act {
+    /// exact GELU (`nn.GELU()`)
+    #[default]
+    Gelu,
+    /// `x·σ(1.702x)` (OpenAI's weights)
+    QuickGelu,
+    /// GELU's tanh approximation (`nn.GELU(approximate="tanh")`: SigLIP2's text tower, timm's
+    /// `gelu_tanh`)
+    GeluTanh,
+}
+
+impl Act {
+    /// `quick_gelu` of a config: QuickGELU or exact GELU.
+    pub fn quick(quick_gelu: bool) -> Act {
+        if quick_gelu {
+            Act::QuickGelu
+        } else {
+            Act::Gelu
+        }
+    }
+}
+
+/// Apply `act`.
+pub fn activation<const D: usize>(x: Tensor<D>, act: Act) -> Tensor<D> {
+    match act {
+        Act::QuickGelu => x.clone() * sigmoid(x * 1.702),
+        Act::Gelu => gelu(x),
+        Act::GeluTanh => gelu_approximate(x),
     }
 }
 
@@ -143,7 +181,15 @@ impl MultiheadAttention {
 pub struct Mlp {
     pub c_fc: Linear,
     pub c_proj: Linear,
-    pub quick_gelu: bool,
+    #[module(skip)]
+    pub act: Act,
+}
+
+impl Mlp {
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.c_proj
+            .forward(activation(self.c_fc.forward(x), self.act))
+    }
 }
 
 #[derive(Module, Debug)]
@@ -157,8 +203,7 @@ pub struct ResidualAttentionBlock {
 impl ResidualAttentionBlock {
     pub fn forward(&self, x: Tensor<3>, causal: bool) -> Tensor<3> {
         let x = x.clone() + self.attn.forward(self.ln_1.forward(x), causal);
-        let h = self.mlp.c_fc.forward(self.ln_2.forward(x.clone()));
-        x + self.mlp.c_proj.forward(activation(h, self.mlp.quick_gelu))
+        x.clone() + self.mlp.forward(self.ln_2.forward(x))
     }
 }
 
@@ -175,11 +220,52 @@ pub struct TransformerDims {
     pub layers: usize,
     pub heads: usize,
     pub mlp_width: usize,
-    pub quick_gelu: bool,
+    pub act: Act,
+    /// LayerNorm epsilon
+    pub eps: f64,
+    pub keys: BlockKeys,
+}
+
+/// How a checkpoint names the blocks' tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BlockKeys {
+    /// OpenAI / open_clip: `resblocks.N.{ln_1, attn.in_proj_weight, attn.in_proj_bias,
+    /// attn.out_proj, ln_2, mlp.c_fc, mlp.c_proj}`
+    #[default]
+    OpenAi,
+    /// timm's ViT: `blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}`
+    Timm,
+}
+
+impl BlockKeys {
+    /// The checkpoint name of one of a block's tensors, given by its OpenAI name.
+    fn key(self, block: &str, name: &str) -> String {
+        let timm = match name {
+            "ln_1" => "norm1",
+            "attn.in_proj_weight" => "attn.qkv.weight",
+            "attn.in_proj_bias" => "attn.qkv.bias",
+            "attn.out_proj" => "attn.proj",
+            "ln_2" => "norm2",
+            "mlp.c_fc" => "mlp.fc1",
+            "mlp.c_proj" => "mlp.fc2",
+            other => other,
+        };
+        match self {
+            BlockKeys::OpenAi => format!("{block}.{name}"),
+            BlockKeys::Timm => format!("{block}.{timm}"),
+        }
+    }
+
+    fn block(self, prefix: &str, i: usize) -> String {
+        match self {
+            BlockKeys::OpenAi => format!("{prefix}.resblocks.{i}"),
+            BlockKeys::Timm => format!("{prefix}.blocks.{i}"),
+        }
+    }
 }
 
 impl Transformer {
-    /// Load `{prefix}.resblocks.{i}.…`; random init follows open_clip's `init_parameters`.
+    /// Load `{prefix}.resblocks.{i}.…` (or timm's `{prefix}.blocks.{i}.…`); random init follows open_clip's `init_parameters`.
     pub fn load(
         src: &mut dyn Source,
         prefix: &str,
@@ -192,57 +278,42 @@ impl Transformer {
         let fc_std = ((2 * w) as f64).powf(-0.5);
         let mut resblocks = Vec::with_capacity(d.layers);
         for i in 0..d.layers {
-            let k = format!("{prefix}.resblocks.{i}");
+            let b = d.keys.block(prefix, i);
+            let k = |name: &str| d.keys.key(&b, name);
             resblocks.push(ResidualAttentionBlock {
                 attn: MultiheadAttention {
                     in_proj_weight: param_t(
                         src,
-                        &format!("{k}.attn.in_proj_weight"),
+                        &k("attn.in_proj_weight"),
                         [3 * w, w],
                         Init::Normal(attn_std),
                         device,
                     )?,
                     in_proj_bias: param(
                         src,
-                        &format!("{k}.attn.in_proj_bias"),
+                        &k("attn.in_proj_bias"),
                         [3 * w],
                         Init::Constant(0.0),
                         device,
                     )?,
-                    out_proj: Linear::load(
-                        src,
-                        &format!("{k}.attn.out_proj"),
-                        w,
-                        w,
-                        true,
-                        proj_std,
-                        device,
-                    )?,
+                    out_proj: Linear::load(src, &k("attn.out_proj"), w, w, true, proj_std, device)?,
                     heads: d.heads,
                 },
-                ln_1: LayerNorm::load(src, &format!("{k}.ln_1"), w, device)?,
+                ln_1: LayerNorm::load_eps(src, &k("ln_1"), w, d.eps, device)?,
                 mlp: Mlp {
-                    c_fc: Linear::load(
-                        src,
-                        &format!("{k}.mlp.c_fc"),
-                        w,
-                        d.mlp_width,
-                        true,
-                        fc_std,
-                        device,
-                    )?,
+                    c_fc: Linear::load(src, &k("mlp.c_fc"), w, d.mlp_width, true, fc_std, device)?,
                     c_proj: Linear::load(
                         src,
-                        &format!("{k}.mlp.c_proj"),
+                        &k("mlp.c_proj"),
                         d.mlp_width,
                         w,
                         true,
                         proj_std,
                         device,
                     )?,
-                    quick_gelu: d.quick_gelu,
+                    act: d.act,
                 },
-                ln_2: LayerNorm::load(src, &format!("{k}.ln_2"), w, device)?,
+                ln_2: LayerNorm::load_eps(src, &k("ln_2"), w, d.eps, device)?,
             });
         }
         Ok(Transformer { resblocks })

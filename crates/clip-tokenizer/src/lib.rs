@@ -5,12 +5,14 @@
 //! twice, whitespace collapsed, lower-cased), split with the same pattern, then BPE-merged.
 
 mod clean;
+pub mod hf;
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{OnceLock, RwLock};
 
 pub use clean::{basic_clean, fix_text, whitespace_clean};
+pub use hf::HfTokenizer;
 
 /// Id of `<|startoftext|>` (open_clip calls it `<start_of_text>`).
 pub const SOT: u32 = 49406;
@@ -44,6 +46,9 @@ pub enum TokenizeError {
     /// A token id outside the vocabulary was given to `decode`.
     #[error("token id {0} is outside the vocabulary (0..{VOCAB_SIZE})")]
     UnknownId(u32),
+    /// The Hugging Face tokenizer failed.
+    #[error("the tokenizer failed: {0}")]
+    Backend(String),
 }
 
 /// A text of a batch that cannot be tokenized (`row` counts from 1).

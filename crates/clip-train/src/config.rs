@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use clip_model::ClipConfig;
+
+use crate::loss::Objective;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,9 @@ pub struct TrainConfig {
     pub max_bad_fraction: f64,
     /// clip the global gradient norm (off when absent)
     pub grad_clip_norm: Option<f64>,
+    /// `clip` (softmax contrastive loss) or `siglip` (the pairwise sigmoid loss; the model gets a
+    /// learned logit bias, initialised as open_clip's `--siglip` does: scale ln 10, bias -10)
+    pub loss: Objective,
     pub out_dir: PathBuf,
     /// labelled evaluation manifest (`{"image", "label"}` rows) for zero-shot checks during training
     pub eval_manifest: Option<PathBuf>,
@@ -94,6 +99,7 @@ impl Default for TrainConfig {
             crop_scale: 1.0,
             max_bad_fraction: 0.05,
             grad_clip_norm: None,
+            loss: Objective::Clip,
             out_dir: PathBuf::from("runs/train"),
             eval_manifest: None,
             eval_classes: None,
@@ -103,7 +109,7 @@ impl Default for TrainConfig {
 }
 
 /// Settings whose change alters a run's results; a resume must keep them (unless `--change`).
-pub const RESULT_SETTINGS: [&str; 13] = [
+pub const RESULT_SETTINGS: [&str; 14] = [
     "model",
     "model_cfg",
     "data",
@@ -117,6 +123,7 @@ pub const RESULT_SETTINGS: [&str; 13] = [
     "seed",
     "crop_scale",
     "grad_clip_norm",
+    "loss",
 ];
 
 /// The largest batch the loop accepts (memory is checked by the allocator beyond that).
@@ -146,6 +153,12 @@ impl TrainConfig {
             (None, "small") => small_model(),
             (None, name) => clip_model::preset(name)?,
         };
+        let mut cfg = cfg;
+        if self.loss == Objective::Siglip && cfg.init_logit_bias.is_none() {
+            // open_clip's main.py with --siglip: init_logit_scale = ln 10, init_logit_bias = -10
+            cfg.init_logit_bias = Some(-10.0);
+            cfg.init_logit_scale.get_or_insert(10f64.ln());
+        }
         cfg.validate()?;
         Ok(cfg)
     }

@@ -12,7 +12,7 @@ use burn::prelude::*;
 use clip_model::text::TextInputError;
 use clip_model::{Clip, ClipModule, l2_normalize};
 
-use crate::loss::clip_loss;
+use crate::loss::Objective;
 
 /// Normalised image and text embeddings of one micro-batch.
 fn embed(
@@ -26,19 +26,28 @@ fn embed(
     ))
 }
 
-/// Loss and parameter gradients of one contrastive batch, computed `micro` pairs at a time
-/// (`micro >= n` runs the whole batch at once).
+/// Loss and parameter gradients of one contrastive batch under `objective`, computed `micro`
+/// pairs at a time (`micro >= n` runs the whole batch at once).
 pub fn loss_and_grads(
     clip: &Clip,
     images: Tensor<4>,
     texts: &[Vec<u32>],
     micro: usize,
+    objective: Objective,
 ) -> Result<(f32, GradientsParams), TextInputError> {
+    let loss_of = |fi: Tensor<2>, ft: Tensor<2>| {
+        objective.loss(
+            fi,
+            ft,
+            clip.module.logit_scale.val().exp(),
+            clip.module.logit_bias.as_ref().map(|b| b.val()),
+        )
+    };
     let n = texts.len();
     let micro = micro.clamp(1, n.max(1));
     if micro >= n {
         let (fi, ft) = embed(clip, images, texts)?;
-        let loss = clip_loss(fi, ft, clip.module.logit_scale.val().exp());
+        let loss = loss_of(fi, ft);
         let value = clip_model::source::to_vec(&loss)[0];
         return Ok((
             value,
@@ -60,11 +69,7 @@ pub fn loss_and_grads(
     // 2. full-batch loss and its gradient w.r.t. the embeddings
     let all_img = Tensor::cat(img, 0).require_grad();
     let all_txt = Tensor::cat(txt, 0).require_grad();
-    let loss = clip_loss(
-        all_img.clone(),
-        all_txt.clone(),
-        clip.module.logit_scale.val().exp(),
-    );
+    let loss = loss_of(all_img.clone(), all_txt.clone());
     let value = clip_model::source::to_vec(&loss)[0];
     let grads = loss.backward();
     let d_img = all_img.grad(&grads).expect("embedding gradient");
@@ -73,7 +78,7 @@ pub fn loss_and_grads(
     acc.accumulate(
         &clip.module,
         GradientsParams::from_grads(grads, &clip.module),
-    ); // logit scale
+    ); // logit scale (and bias)
     // 3. each micro-batch again, with its graph, driven by its cached embedding gradients
     let device = clip.device();
     for &(s, len) in &ranges {

@@ -14,7 +14,7 @@ pub mod schedule;
 pub mod trainer;
 
 pub use config::TrainConfig;
-pub use loss::clip_loss;
+pub use loss::{Objective, clip_loss, sigmoid_loss};
 pub use optim::{AdamW, AdamWConfig};
 pub use run::{RunOptions, RunOutput, run};
 pub use schedule::cosine_lr;

@@ -320,6 +320,7 @@ pub fn run(cfg: &TrainConfig, options: &RunOptions) -> Result<RunOutput, RunErro
         checkpoint_minutes: cfg.checkpoint_minutes,
         max_bad_fraction: cfg.max_bad_fraction,
         grad_clip_norm: cfg.grad_clip_norm,
+        objective: cfg.loss,
         stop_at: None,
     };
     let bar = progress(steps, state.step, options.quiet);

@@ -66,6 +66,8 @@ pub struct LoopOptions {
     /// clip the global gradient norm to this value (off when `None`)
     #[serde(default)]
     pub grad_clip_norm: Option<f64>,
+    #[serde(default)]
+    pub objective: crate::loss::Objective,
     /// Stop (after that step's checkpoint) before `steps`, as if killed; the schedule still spans `steps`.
     #[serde(skip)]
     pub stop_at: Option<usize>,
@@ -314,7 +316,13 @@ fn forward_backward(
     }
     let flat: Vec<f32> = pairs.iter().flat_map(|(p, _)| p.iter().copied()).collect();
     let images = Tensor::<4>::from_data(TensorData::new(flat, [pairs.len(), 3, n, n]), device);
-    let (loss, mut grads) = loss_and_grads(clip, images, &rows, options.micro_batch.max(1))?;
+    let (loss, mut grads) = loss_and_grads(
+        clip,
+        images,
+        &rows,
+        options.micro_batch.max(1),
+        options.objective,
+    )?;
     if let Some(max_norm) = options.grad_clip_norm {
         AdamW::clip_grad_norm(clip, &mut grads, max_norm);
     }

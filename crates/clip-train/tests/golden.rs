@@ -250,10 +250,22 @@ fn gradient_cache_equals_full_batch() {
             r
         })
         .collect();
-    let (full_loss, mut full) =
-        clip_train::gradcache::loss_and_grads(&clip, images.clone(), &texts, n).unwrap();
-    let (cached_loss, mut cached) =
-        clip_train::gradcache::loss_and_grads(&clip, images, &texts, 16).unwrap();
+    let (full_loss, mut full) = clip_train::gradcache::loss_and_grads(
+        &clip,
+        images.clone(),
+        &texts,
+        n,
+        clip_train::Objective::Clip,
+    )
+    .unwrap();
+    let (cached_loss, mut cached) = clip_train::gradcache::loss_and_grads(
+        &clip,
+        images,
+        &texts,
+        16,
+        clip_train::Objective::Clip,
+    )
+    .unwrap();
     assert!((full_loss - cached_loss).abs() < 1e-6);
     let mut compared = 0;
     for b in &clip.bindings {

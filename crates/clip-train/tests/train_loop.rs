@@ -32,6 +32,7 @@ fn options(steps: usize) -> LoopOptions {
         checkpoint_minutes: 0.0,
         max_bad_fraction: 0.1,
         grad_clip_norm: None,
+        objective: clip_train::Objective::Clip,
         stop_at: None,
     }
 }
@@ -294,7 +295,9 @@ fn gradient_norm_clipping() {
         rows.push(tok.encode_with_specials(&caption, 16, true).unwrap());
     }
     let images = Tensor::<4>::from_data(TensorData::new(pixels, [8, 3, 32, 32]), &clip.device());
-    let (_, mut grads) = clip_train::gradcache::loss_and_grads(&clip, images, &rows, 8).unwrap();
+    let (_, mut grads) =
+        clip_train::gradcache::loss_and_grads(&clip, images, &rows, 8, clip_train::Objective::Clip)
+            .unwrap();
     let before = AdamW::clip_grad_norm(&clip, &mut grads, 1e-3);
     assert!(before > 1e-3, "norm {before}");
     let after = AdamW::clip_grad_norm(&clip, &mut grads, 1e9); // measures without changing

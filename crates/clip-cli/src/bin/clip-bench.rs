@@ -166,8 +166,13 @@ fn main() -> Result<()> {
                 let t = Instant::now();
                 let images =
                     Tensor::<4>::from_data(TensorData::new(pixels, [batch, 3, 64, 64]), &device);
-                let (loss, grads) =
-                    clip_train::gradcache::loss_and_grads(&clip, images, &rows, batch)?;
+                let (loss, grads) = clip_train::gradcache::loss_and_grads(
+                    &clip,
+                    images,
+                    &rows,
+                    batch,
+                    clip_train::Objective::Clip,
+                )?;
                 opt.step(&mut clip, 1e-4, grads);
                 std::hint::black_box(loss);
                 if step > 0 {

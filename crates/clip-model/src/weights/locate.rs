@@ -255,6 +255,7 @@ fn shapes_of(t: &BTreeMap<String, RawTensor>, file: &str) -> Result<ClipConfig, 
                 dim(t, "visual.transformer.resblocks.0.mlp.c_fc.weight", 0, file)?,
                 width,
             ),
+            ..Default::default()
         }
     } else {
         let layers = [1, 2, 3, 4].map(|b| count(&format!("visual.layer{b}.")));
@@ -269,6 +270,7 @@ fn shapes_of(t: &BTreeMap<String, RawTensor>, file: &str) -> Result<ClipConfig, 
             patch_size: None,
             head_width: 64,
             mlp_ratio: 4.0,
+            ..Default::default()
         }
     };
     let tw = dim(t, "ln_final.weight", 0, file)?;
@@ -285,9 +287,13 @@ fn shapes_of(t: &BTreeMap<String, RawTensor>, file: &str) -> Result<ClipConfig, 
                 dim(t, "transformer.resblocks.0.mlp.c_fc.weight", 0, file)?,
                 tw,
             ),
+            ..Default::default()
         },
         quick_gelu: true,
         preprocess_cfg: None,
+        init_logit_bias: None,
+        init_logit_scale: None,
+        custom_text: false,
     };
     Ok(cfg)
 }
@@ -313,11 +319,13 @@ fn same_shapes(a: &ClipConfig, b: &ClipConfig) -> bool {
         && mlp_width(ta.width, ta.mlp_ratio) == mlp_width(tb.width, tb.mlp_ratio)
 }
 
-/// The preset (name, config) whose tensors have these shapes, if any.
+/// The CLIP-form preset (name, config) whose tensors have these shapes, if any. (SigLIP presets
+/// have other tensor names and are never inferred from shapes.)
 pub fn matching_preset(shapes: &ClipConfig) -> Option<(&'static str, ClipConfig)> {
     PRESETS.iter().find_map(|(name, json)| {
         let cfg = ClipConfig::from_json(json).ok()?;
-        same_shapes(&cfg, shapes).then_some((*name, cfg))
+        (cfg.vision_cfg.timm_model_name.is_none() && same_shapes(&cfg, shapes))
+            .then_some((*name, cfg))
     })
 }
 
