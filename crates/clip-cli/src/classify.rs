@@ -60,7 +60,12 @@ pub fn run(args: &ClassifyArgs) -> Result<()> {
     let emb = args.image_opts.embedder(&args.model, 32)?;
     let classifier = emb.classifier(&labels, &templates)?;
     let features = emb.embed_files(&args.images, false)?;
-    let probs = classifier.probabilities(&features, args.images.len(), emb.clip.logit_scale());
+    let probs = classifier.probabilities(
+        &features,
+        args.images.len(),
+        emb.clip.logit_scale(),
+        emb.clip.logit_bias(),
+    );
     let top = (args.top as usize).min(labels.len());
     for (path, row) in args.images.iter().zip(probs.chunks(labels.len())) {
         let mut order: Vec<usize> = (0..labels.len()).collect();

@@ -277,7 +277,12 @@ fn print_samples(clip: clip_model::Clip, data: &clip_data::synth::SyntheticScene
         .collect();
     let features = emb.encode_pixels(pixels, samples.len(), false);
     let classifier = emb.classifier(&names, &["a {}".into(), "{}".into()])?;
-    let probs = classifier.probabilities(&features, samples.len(), emb.clip.logit_scale());
+    let probs = classifier.probabilities(
+        &features,
+        samples.len(),
+        emb.clip.logit_scale(),
+        emb.clip.logit_bias(),
+    );
     for ((_, _, scene), row) in samples.iter().zip(probs.chunks(names.len())) {
         let mut order: Vec<usize> = (0..names.len()).collect();
         order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::Device;
 use clip_model::weights::{LoadOptions, load_clip_with, read_checkpoint, resolve_config};
 use clip_model::{Clip, ClipConfig, config::Interpolation, config::ResizeMode, source::Checkpoint};
+use clip_tokenizer::{HfTokenizer, TextTokenizer};
 
 mod hub;
 mod sha256;
@@ -408,6 +409,49 @@ pub fn load_from(spec: &str, opts: &ModelOptions, hub: &Hub, device: &Device) ->
     let clip = load_any(spec, opts, hub, device, &check)?;
     check(&clip.config)?;
     Ok(clip)
+}
+
+/// The tokenizer of a model loaded from `spec`: CLIP's BPE, or the Hugging Face tokenizer its
+/// config names (`text_cfg.hf_tokenizer_name`, SigLIP) — `tokenizer.json` beside the weights when
+/// `spec` is a folder or file that has one, else that tokenizer's Hub repository through the cache
+/// (fetched like weights; with `tokenizer_config.json` and `special_tokens_map.json` when the
+/// repository has them).
+pub fn text_tokenizer(spec: &str, config: &ClipConfig, hub: &Hub) -> Result<TextTokenizer> {
+    let t = &config.text_cfg;
+    let Some(name) = &t.hf_tokenizer_name else {
+        return Ok(TextTokenizer::Clip);
+    };
+    let path = Path::new(spec.strip_prefix("local-dir:").unwrap_or(spec));
+    let beside = if path.is_dir() {
+        Some(path.to_path_buf())
+    } else {
+        path.parent()
+            .filter(|_| path.is_file())
+            .map(Path::to_path_buf)
+    };
+    let dir = match beside.filter(|d| d.join("tokenizer.json").is_file()) {
+        Some(d) => d,
+        None => {
+            let repo = name.strip_prefix("hf-hub:").unwrap_or(name);
+            let file = hub.get(repo, &["tokenizer.json"]).map_err(|m| {
+                let why = match m {
+                    Miss::Offline => "HF_HUB_OFFLINE is set, so nothing was downloaded".to_owned(),
+                    Miss::Download(e) => format!("could not be downloaded: {e}"),
+                };
+                ModelError::Resolve(format!(
+                    "this model's text tower uses the Hugging Face tokenizer '{repo}', which is neither beside the weights (tokenizer.json) nor in the Hugging Face cache ({}), and {why}",
+                    hub.cache.display()
+                ))
+            })?;
+            for companion in ["tokenizer_config.json", "special_tokens_map.json"] {
+                let _ = hub.get(repo, &[companion]); // optional: pad token and padding side
+            }
+            file.parent().map(Path::to_path_buf).unwrap_or_default()
+        }
+    };
+    let tok = HfTokenizer::from_dir(&dir, t.context_length, t.tokenizer_kwargs.as_ref())
+        .map_err(|e| ModelError::Resolve(e.to_string()))?;
+    Ok(TextTokenizer::Hf(std::sync::Arc::new(tok)))
 }
 
 /// Convert `spec` (anything [`load`] takes) to `out/model.safetensors` + `out/config.json`.

@@ -11,6 +11,7 @@ use clip_data::Preprocess;
 use clip_data::dataset::{EvalSet, Fingerprint};
 use clip_model::source::to_vec;
 use clip_model::{Clip, l2_normalize};
+use clip_tokenizer::TextTokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
@@ -85,6 +86,8 @@ pub struct Embedder {
     pub batch: usize,
     /// feature cache folder (`None`: no caching)
     pub cache: Option<PathBuf>,
+    /// the model's tokenizer (CLIP's BPE unless the model names a Hugging Face one)
+    pub tokenizer: TextTokenizer,
 }
 
 impl Embedder {
@@ -99,6 +102,28 @@ impl Embedder {
             preprocess,
             batch: batch.max(1),
             cache: None,
+            tokenizer: TextTokenizer::Clip,
+        }
+    }
+
+    /// Use `tokenizer` for texts (the model's own: see [`crate::models::text_tokenizer`]).
+    pub fn with_tokenizer(mut self, tokenizer: TextTokenizer) -> Embedder {
+        self.tokenizer = tokenizer;
+        self
+    }
+
+    /// The tokenizer, if it is the one the model needs.
+    fn tokenizer(&self) -> Result<&TextTokenizer, EmbedError> {
+        match (
+            &self.clip.config.text_cfg.hf_tokenizer_name,
+            &self.tokenizer,
+        ) {
+            (Some(name), TextTokenizer::Clip) => Err(EmbedError::Model(
+                crate::models::ModelError::Resolve(format!(
+                    "this model's text tower was trained with the Hugging Face tokenizer '{name}', which was not loaded"
+                )),
+            )),
+            (_, t) => Ok(t),
         }
     }
 
@@ -114,7 +139,10 @@ impl Embedder {
         batch: usize,
     ) -> Result<Embedder, EmbedError> {
         let device = clip_model::default_device();
-        let emb = Self::new(crate::models::load_with(spec, opts, &device)?, batch);
+        let clip = crate::models::load_with(spec, opts, &device)?;
+        let tokenizer =
+            crate::models::text_tokenizer(spec, &clip.config, &crate::models::Hub::from_env())?;
+        let emb = Self::new(clip, batch).with_tokenizer(tokenizer);
         clip_data::limits::check_image_batch(emb.batch, emb.preprocess.size, "batch size")
             .map_err(EmbedError::Image)?;
         Ok(emb)
@@ -185,7 +213,7 @@ impl Embedder {
         truncate: bool,
         raw: bool,
     ) -> Result<Vec<f32>, EmbedError> {
-        let tok = clip_tokenizer::Tokenizer::global();
+        let tok = self.tokenizer()?;
         let ctx = self.clip.config.text_cfg.context_length;
         let bar = progress(texts.len(), "texts");
         let mut out = Vec::with_capacity(texts.len() * self.dim());
@@ -194,7 +222,7 @@ impl Embedder {
                 .iter()
                 .enumerate()
                 .map(|(i, t)| {
-                    tok.encode_with_specials(t, ctx, truncate)
+                    tok.encode(t, ctx, truncate)
                         .map_err(|source| EmbedError::Tokenize {
                             row: b * self.batch + i + 1,
                             source,
@@ -215,7 +243,12 @@ impl Embedder {
         classes: &[String],
         templates: &[String],
     ) -> Result<Classifier, EmbedError> {
-        Ok(Classifier::build(&self.clip, classes, templates)?)
+        Ok(Classifier::build_with(
+            &self.clip,
+            self.tokenizer()?,
+            classes,
+            templates,
+        )?)
     }
 
     fn cache_path(&self, set: &EvalSet, key: &CacheKey) -> Option<PathBuf> {

@@ -10,6 +10,7 @@ use std::path::Path;
 use burn::prelude::*;
 use clip_model::source::to_vec;
 use clip_model::{Clip, l2_normalize};
+use clip_tokenizer::TextTokenizer;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
@@ -19,6 +20,8 @@ use crate::linalg;
 pub enum ClassifierError {
     #[error(transparent)]
     Text(#[from] clip_model::text::TextInputError),
+    #[error("a prompt cannot be tokenized: {0}")]
+    Tokenize(#[from] clip_tokenizer::TokenizeError),
     #[error("cannot read classifier '{path}': {msg}")]
     Read { path: String, msg: String },
     #[error("cannot write classifier '{path}': {msg}")]
@@ -66,19 +69,29 @@ pub struct Classifier {
 const PROMPT_CHUNK: usize = 256;
 
 impl Classifier {
-    /// Build from `templates` × `classes` (over-long prompts truncated, the last token EOT).
+    /// Build from `templates` × `classes` with CLIP's tokenizer (over-long prompts truncated, the
+    /// last token EOT).
     pub fn build(
         clip: &Clip,
         classes: &[String],
         templates: &[String],
     ) -> Result<Classifier, ClassifierError> {
-        let tok = clip_tokenizer::Tokenizer::global();
+        Self::build_with(clip, &TextTokenizer::Clip, classes, templates)
+    }
+
+    /// [`Classifier::build`] with the model's own tokenizer.
+    pub fn build_with(
+        clip: &Clip,
+        tok: &TextTokenizer,
+        classes: &[String],
+        templates: &[String],
+    ) -> Result<Classifier, ClassifierError> {
         let ctx = clip.config.text_cfg.context_length;
         let prompts: Vec<Vec<u32>> = classes
             .iter()
             .flat_map(|c| templates.iter().map(move |t| t.replace("{}", c)))
-            .map(|p| tok.encode_truncated(&p, ctx).0)
-            .collect();
+            .map(|p| tok.encode(&p, ctx, true))
+            .collect::<Result<_, _>>()?;
         let mut parts = Vec::new();
         for chunk in prompts.chunks(PROMPT_CHUNK) {
             parts.push(l2_normalize(clip.encode_text(chunk)?.detach()));
@@ -115,9 +128,22 @@ impl Classifier {
     }
 
     /// Class probabilities: softmax over classes of `logit_scale · cosine` (as `clip.load`'s
-    /// `logits_per_image.softmax(-1)`).
-    pub fn probabilities(&self, features: &[f32], n: usize, logit_scale: f32) -> Vec<f32> {
+    /// `logits_per_image.softmax(-1)`); for a model with a logit bias (SigLIP), each class's own
+    /// `σ(logit_scale · cosine + bias)`, as open_clip's and Hugging Face's SigLIP examples do.
+    pub fn probabilities(
+        &self,
+        features: &[f32],
+        n: usize,
+        logit_scale: f32,
+        logit_bias: Option<f32>,
+    ) -> Vec<f32> {
         let mut s = self.scores(features, n);
+        if let Some(b) = logit_bias {
+            for v in s.iter_mut() {
+                *v = 1.0 / (1.0 + (-(*v * logit_scale + b)).exp());
+            }
+            return s;
+        }
         for row in s.chunks_mut(self.len().max(1)) {
             let max = row
                 .iter()

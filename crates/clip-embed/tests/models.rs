@@ -371,3 +371,144 @@ fn converted_model_keeps_its_preprocessing() {
     let emb = Embedder::new(clip, 1);
     assert_eq!(emb.preprocess.mean, [0.5; 3]);
 }
+
+const SIGLIP_CAPTIONS: [&str; 3] = [
+    "A photo of a dog.",
+    "two cats sleeping on a red sofa!",
+    "a very long caption about a busy street market with many people, bicycles, fruit stands, umbrellas and a small brown dog sleeping under a wooden table",
+];
+
+/// SigLIP and SigLIP2 through the embedding pipeline from their open_clip folders: the tokenizer
+/// beside the weights, texts embedded as open_clip embeds them (tokenized, padded, truncated),
+/// squash preprocessing with mean = std = 0.5, and sigmoid probabilities.
+#[test]
+fn siglip_folders_embed_text_like_open_clip() {
+    for name in ["siglip_openclip_hub", "siglip2_openclip_hub"] {
+        let dir = case(name);
+        let emb = Embedder::load(dir.to_str().unwrap(), 4).unwrap();
+        assert!(
+            matches!(emb.tokenizer, clip_tokenizer::TextTokenizer::Hf(_)),
+            "{name}"
+        );
+        assert_eq!(emb.preprocess.resize, clip_data::Resize::Squash, "{name}");
+        assert_eq!(
+            (emb.preprocess.mean, emb.preprocess.std),
+            ([0.5; 3], [0.5; 3])
+        );
+        let texts: Vec<String> = SIGLIP_CAPTIONS.iter().map(|s| s.to_string()).collect();
+        let got = emb.embed_texts(&texts, true, true).unwrap();
+        let golden = read_safetensors(&dir.join("golden.safetensors")).unwrap();
+        let d = got
+            .iter()
+            .zip(&golden["text_features"].data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            d <= 1e-4,
+            "{name}: text features differ from open_clip by {d}"
+        );
+        // the long caption does not fit 16 tokens: an error naming the row unless truncating
+        let e = emb
+            .embed_texts(&texts[2..], false, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("text 1 cannot be tokenized: text is") && e.contains("--truncate"),
+            "{e}"
+        );
+        // probabilities are each class's own sigmoid (they need not sum to 1)
+        let classes: Vec<String> = vec!["dog".into(), "cat".into(), "sofa".into()];
+        let classifier = emb
+            .classifier(&classes, &["a photo of a {}.".to_owned()])
+            .unwrap();
+        let features = vec![1.0f32 / (emb.dim() as f32).sqrt(); emb.dim()];
+        let (scale, bias) = (emb.clip.logit_scale(), emb.clip.logit_bias().unwrap());
+        let p = classifier.probabilities(&features, 1, scale, Some(bias));
+        let cos = classifier.scores(&features, 1);
+        for (p, c) in p.iter().zip(&cos) {
+            assert!((p - 1.0 / (1.0 + (-(c * scale + bias)).exp())).abs() < 1e-6);
+        }
+    }
+}
+
+/// A SigLIP weights repository in the Hugging Face cache without a tokenizer: the tokenizer comes
+/// from the repository its config names (`hf_tokenizer_name`), also through the cache; when that
+/// is missing too, the error says what is needed.
+#[test]
+fn siglip_tokenizer_from_its_own_hub_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = case("siglip_openclip_hub");
+    cache_repo(
+        dir.path(),
+        "org/tiny-siglip",
+        &[
+            ("open_clip_config.json", src.join("open_clip_config.json")),
+            (
+                "open_clip_model.safetensors",
+                src.join("open_clip_model.safetensors"),
+            ),
+        ],
+    );
+    let cache = dir.path().to_str().unwrap().to_owned();
+    let hub = Hub::from_vars(|k| match k {
+        "HF_HUB_CACHE" => Some(cache.clone()),
+        "HF_HUB_OFFLINE" => Some("1".into()),
+        _ => None,
+    });
+    let clip = load_from(
+        "hf-hub:org/tiny-siglip",
+        &ModelOptions::default(),
+        &hub,
+        &cpu(),
+    )
+    .unwrap();
+    assert!(parity(&clip, "siglip_openclip_hub") <= 1e-4);
+    let e = models::text_tokenizer("hf-hub:org/tiny-siglip", &clip.config, &hub)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("this model's text tower uses the Hugging Face tokenizer 'timm/ViT-B-16-SigLIP', which is neither beside the weights"),
+        "{e}"
+    );
+    cache_repo(
+        dir.path(),
+        "timm/ViT-B-16-SigLIP",
+        &[
+            ("tokenizer.json", src.join("tokenizer.json")),
+            ("tokenizer_config.json", src.join("tokenizer_config.json")),
+            (
+                "special_tokens_map.json",
+                src.join("special_tokens_map.json"),
+            ),
+        ],
+    );
+    let tok = models::text_tokenizer("hf-hub:org/tiny-siglip", &clip.config, &hub).unwrap();
+    let emb = Embedder::new(clip, 4).with_tokenizer(tok);
+    let texts: Vec<String> = SIGLIP_CAPTIONS.iter().map(|s| s.to_string()).collect();
+    let got = emb.embed_texts(&texts, true, true).unwrap();
+    let golden = read_safetensors(&src.join("golden.safetensors")).unwrap();
+    let d = got
+        .iter()
+        .zip(&golden["text_features"].data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(d <= 1e-4, "{d}");
+    // without its tokenizer the pipeline refuses to embed text rather than use CLIP's BPE
+    let clip = load_from(
+        "hf-hub:org/tiny-siglip",
+        &ModelOptions::default(),
+        &hub,
+        &cpu(),
+    )
+    .unwrap();
+    let e = Embedder::new(clip, 4)
+        .embed_texts(&texts, true, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(
+            "trained with the Hugging Face tokenizer 'timm/ViT-B-16-SigLIP', which was not loaded"
+        ),
+        "{e}"
+    );
+}

@@ -74,6 +74,10 @@ pub struct VisionConfig {
     pub timm_drop: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timm_drop_path: Option<f64>,
+    /// Activation settings (`{"approximate": "tanh"}`): for a timm trunk not in the table, GELU's
+    /// tanh form (a known trunk's activation comes from the table and must agree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Default for VisionConfig {
@@ -92,6 +96,7 @@ impl Default for VisionConfig {
             timm_proj: None,
             timm_drop: None,
             timm_drop_path: None,
+            act_kwargs: None,
         }
     }
 }
@@ -199,18 +204,7 @@ impl TextConfig {
 
     /// Whether `act_kwargs` asks for GELU's tanh approximation (the only setting supported).
     pub fn gelu_tanh(&self) -> Result<bool, ConfigError> {
-        let Some(kw) = &self.act_kwargs else {
-            return Ok(false);
-        };
-        match (kw.len(), kw.get("approximate").and_then(|v| v.as_str())) {
-            (0, _) => Ok(false),
-            (1, Some("tanh")) => Ok(true),
-            (1, Some("none")) => Ok(false),
-            _ => Err(ConfigError::Invalid(format!(
-                "text_cfg.act_kwargs {} is not supported (only {{\"approximate\": \"tanh\"}})",
-                serde_json::Value::Object(kw.clone())
-            ))),
-        }
+        gelu_tanh("text_cfg", self.act_kwargs.as_ref())
     }
 
     /// The projection after pooling.
@@ -223,6 +217,26 @@ impl TextConfig {
                 "text_cfg.proj_type '{other}' is not supported (linear, none)"
             ))),
         }
+    }
+}
+
+/// Whether `act_kwargs` (of `tower`) selects GELU's tanh form; anything but `approximate` is
+/// refused.
+fn gelu_tanh(
+    tower: &str,
+    kw: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Result<bool, ConfigError> {
+    let Some(kw) = kw else {
+        return Ok(false);
+    };
+    match (kw.len(), kw.get("approximate").and_then(|v| v.as_str())) {
+        (0, _) => Ok(false),
+        (1, Some("tanh")) => Ok(true),
+        (1, Some("none")) => Ok(false),
+        _ => Err(ConfigError::Invalid(format!(
+            "{tower}.act_kwargs {} is not supported (only {{\"approximate\": \"tanh\"}})",
+            serde_json::Value::Object(kw.clone())
+        ))),
     }
 }
 
@@ -366,13 +380,27 @@ impl ClipConfig {
                 self.embed_dim, v.width
             )));
         }
-        let spec = timm::spec(name);
+        let stated = gelu_tanh("vision_cfg", v.act_kwargs.as_ref())?;
+        let (tanh, eps) = match timm::spec(name) {
+            Some(s) => {
+                let tanh = s.act == "gelu_tanh";
+                if v.act_kwargs.is_some() && stated != tanh {
+                    return Err(ConfigError::Invalid(format!(
+                        "vision_cfg.act_kwargs contradicts timm's '{name}', whose activation is {}",
+                        s.act
+                    )));
+                }
+                (tanh, s.eps)
+            }
+            // a self-describing trunk: SigLIP's LayerNorm eps
+            None => (stated, 1e-6),
+        };
         Ok(VisionKind::Timm {
             patch_size,
             layers,
             heads,
-            gelu_tanh: spec.is_some_and(|s| s.act == "gelu_tanh"),
-            eps: spec.map_or(1e-6, |s| s.eps),
+            gelu_tanh: tanh,
+            eps,
         })
     }
 

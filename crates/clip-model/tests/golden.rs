@@ -125,3 +125,16 @@ fn save_and_reload_roundtrip() {
         }
     }
 }
+
+#[test]
+fn open_clip_siglip_hub_folder() {
+    // timm ViT trunk with attention pooling, text tower without causal mask read at the last
+    // position, Linear text projection, LayerNorm eps 1e-6, logit bias
+    check("siglip_openclip_hub", "", Format::Safetensors);
+}
+
+#[test]
+fn open_clip_siglip2_hub_folder() {
+    // as SigLIP, with GELU-tanh in both towers, a fractional MLP ratio and text width ≠ embed_dim
+    check("siglip2_openclip_hub", "", Format::Safetensors);
+}

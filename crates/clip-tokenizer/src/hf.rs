@@ -250,3 +250,28 @@ impl HfTokenizer {
             .collect())
     }
 }
+
+/// The tokenizer a model's text tower was trained with: CLIP's BPE, or a Hugging Face tokenizer
+/// (SigLIP). Rows come out as the model's `encode_text` takes them.
+#[derive(Debug, Clone)]
+pub enum TextTokenizer {
+    Clip,
+    Hf(std::sync::Arc<HfTokenizer>),
+}
+
+impl TextTokenizer {
+    /// One text → ids for a model of context `ctx` (over-long: an error unless `truncate`).
+    pub fn encode(
+        &self,
+        text: &str,
+        ctx: usize,
+        truncate: bool,
+    ) -> Result<Vec<u32>, TokenizeError> {
+        match self {
+            TextTokenizer::Clip => {
+                crate::Tokenizer::global().encode_with_specials(text, ctx, truncate)
+            }
+            TextTokenizer::Hf(t) => t.encode(text, truncate),
+        }
+    }
+}

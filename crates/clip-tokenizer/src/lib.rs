@@ -12,7 +12,7 @@ use std::io::Read;
 use std::sync::{OnceLock, RwLock};
 
 pub use clean::{basic_clean, fix_text, whitespace_clean};
-pub use hf::HfTokenizer;
+pub use hf::{HfTokenizer, TextTokenizer};
 
 /// Id of `<|startoftext|>` (open_clip calls it `<start_of_text>`).
 pub const SOT: u32 = 49406;

@@ -63,6 +63,45 @@ fn loss_and_gradients_match_open_clip() {
     }
 }
 
+/// open_clip's `SigLipLoss` (tools/gen_golden_siglip.py): loss and gradients w.r.t. both feature
+/// sets, the logit scale (as passed: exp'd) and the bias, on three cases — one with logits of ±105,
+/// where a naive `log(σ(x))` overflows.
+#[test]
+fn sigmoid_loss_matches_open_clip() {
+    let g = read_safetensors(&dir().join("siglip_loss.safetensors")).unwrap();
+    let device = cpu().autodiff();
+    for case in ["case0", "case1", "case2"] {
+        let k = |name: &str| &g[&format!("{case}.{name}")];
+        let image = tensor::<2>(k("image_features"), &device).require_grad();
+        let text = tensor::<2>(k("text_features"), &device).require_grad();
+        let scale = tensor::<1>(k("logit_scale"), &device).require_grad();
+        let bias = tensor::<1>(k("logit_bias"), &device).require_grad();
+        let loss =
+            clip_train::sigmoid_loss(image.clone(), text.clone(), scale.clone(), bias.clone());
+        let grads = loss.backward();
+        let value = to_vec(&loss)[0];
+        let want = k("loss").data[0];
+        assert!(
+            (value - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "{case}: loss {value} vs open_clip {want}"
+        );
+        for (what, ours) in [
+            ("grad_image_features", to_vec(&image.grad(&grads).unwrap())),
+            ("grad_text_features", to_vec(&text.grad(&grads).unwrap())),
+            ("grad_logit_scale", to_vec(&scale.grad(&grads).unwrap())),
+            ("grad_logit_bias", to_vec(&bias.grad(&grads).unwrap())),
+        ] {
+            let want = &k(what).data;
+            let scale_of = want.iter().fold(1f32, |m, x| m.max(x.abs()));
+            let d = max_diff(&ours, want);
+            assert!(
+                d <= 1e-5 * scale_of,
+                "{case}: {what} differs from open_clip by {d}"
+            );
+        }
+    }
+}
+
 /// The tiny open_clip model's initial weights (on an autodiff device) and its batch.
 fn adamw_case() -> (
     PathBuf,
@@ -230,12 +269,25 @@ fn decay_groups_follow_open_clip() {
 /// over all 64 (≤ 1e-5).
 #[test]
 fn gradient_cache_equals_full_batch() {
+    gradient_cache_matches(clip_train::Objective::Clip);
+}
+
+/// The same for the sigmoid loss (its logit bias gets a gradient too).
+#[test]
+fn gradient_cache_equals_full_batch_sigmoid_loss() {
+    gradient_cache_matches(clip_train::Objective::Siglip);
+}
+
+fn gradient_cache_matches(objective: clip_train::Objective) {
     let device = cpu().autodiff();
     let d = dir().join("adamw");
-    let cfg = clip_model::ClipConfig::from_json(
+    let mut cfg = clip_model::ClipConfig::from_json(
         &std::fs::read_to_string(d.join("open_clip_config.json")).unwrap(),
     )
     .unwrap();
+    if objective == clip_train::Objective::Siglip {
+        cfg.init_logit_bias = Some(-10.0);
+    }
     let clip = Clip::random(&cfg, 5, &device).unwrap();
     let n = 64;
     let images: Vec<f32> = (0..n * 3 * 32 * 32)
@@ -250,23 +302,14 @@ fn gradient_cache_equals_full_batch() {
             r
         })
         .collect();
-    let (full_loss, mut full) = clip_train::gradcache::loss_and_grads(
-        &clip,
-        images.clone(),
-        &texts,
-        n,
-        clip_train::Objective::Clip,
-    )
-    .unwrap();
-    let (cached_loss, mut cached) = clip_train::gradcache::loss_and_grads(
-        &clip,
-        images,
-        &texts,
-        16,
-        clip_train::Objective::Clip,
-    )
-    .unwrap();
-    assert!((full_loss - cached_loss).abs() < 1e-6);
+    let (full_loss, mut full) =
+        clip_train::gradcache::loss_and_grads(&clip, images.clone(), &texts, n, objective).unwrap();
+    let (cached_loss, mut cached) =
+        clip_train::gradcache::loss_and_grads(&clip, images, &texts, 16, objective).unwrap();
+    assert!(
+        (full_loss - cached_loss).abs() < 1e-6 * full_loss.abs().max(1.0),
+        "{full_loss} vs {cached_loss}"
+    );
     let mut compared = 0;
     for b in &clip.bindings {
         let (a, c) = match b.layout.rank() {

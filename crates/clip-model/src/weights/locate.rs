@@ -209,7 +209,13 @@ pub fn infer_config(t: &BTreeMap<String, RawTensor>, file: &str) -> Result<ClipC
 
 /// An error unless the tensors are a CLIP's (with a hint for a timm image tower).
 fn check_clip(t: &BTreeMap<String, RawTensor>, file: &str) -> Result<(), LoadError> {
-    if !t.contains_key("token_embedding.weight") && !t.contains_key("visual.conv1.weight") {
+    let known = [
+        "token_embedding.weight",
+        "visual.conv1.weight",
+        "text.token_embedding.weight", // open_clip's CustomTextCLIP (SigLIP)
+        "visual.trunk.patch_embed.proj.weight",
+    ];
+    if !known.iter().any(|k| t.contains_key(*k)) {
         let timm = t.keys().any(|k| {
             k.starts_with("patch_embed.") || k.starts_with("blocks.") || k.starts_with("stem.")
         });
@@ -229,6 +235,17 @@ fn check_clip(t: &BTreeMap<String, RawTensor>, file: &str) -> Result<(), LoadErr
 /// may not divide the widths).
 fn shapes_of(t: &BTreeMap<String, RawTensor>, file: &str) -> Result<ClipConfig, LoadError> {
     check_clip(t, file)?;
+    if t.contains_key("text.token_embedding.weight")
+        || t.contains_key("visual.trunk.patch_embed.proj.weight")
+    {
+        return Err(LoadError::Architecture {
+            file: file.to_owned(),
+            msg: "it is an open_clip CustomTextCLIP (SigLIP-style: text tower under `text.`, timm image trunk) \
+                  with no config beside it, and its sizes cannot be read off its tensors; pass --arch NAME \
+                  (e.g. ViT-B-16-SigLIP) or put its open_clip_config.json beside it"
+                .into(),
+        });
+    }
     let count = |prefix: &str| {
         let mut idx: Vec<&str> = t
             .keys()
