@@ -280,6 +280,9 @@ def write_ids(path, texts, ids):
 # The tiny trunks' names (not timm's: timm has no such models), each the real trunk it shrinks
 TEST_TRUNKS = {"test_siglip_tiny": "vit_base_patch16_siglip_224",
                "test_siglip2_tiny": "vit_so400m_patch16_siglip_256"}
+# and the sizes each is built with
+TRUNK_OVERRIDES = {"test_siglip_tiny": dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4),
+                   "test_siglip2_tiny": dict(img_size=24, patch_size=8, embed_dim=32, depth=2, num_heads=2)}
 
 
 @contextlib.contextmanager
@@ -524,7 +527,7 @@ def main(root):
     d1 = os.path.join(root, "models", "siglip_openclip_hub")
     os.makedirs(d1, exist_ok=True)
     v1 = write_t5_tokenizer(d1, lines)
-    trunk1 = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4)
+    trunk1 = TRUNK_OVERRIDES["test_siglip_tiny"]
     model_case(root, "siglip_openclip_hub", "ViT-B-16-SigLIP", siglip_cfg(v1), trunk1, 71, 32, pad_id=1)
     _, ids = tokenizer_ids(d1, texts, pad_id=1)
     write_ids(os.path.join(root, "tokenizer", "siglip_ids.json"), texts, ids)
@@ -532,7 +535,7 @@ def main(root):
     d2 = os.path.join(root, "models", "siglip2_openclip_hub")
     os.makedirs(d2, exist_ok=True)
     v2 = write_gemma_tokenizer(d2, lines)
-    trunk2 = dict(img_size=24, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+    trunk2 = TRUNK_OVERRIDES["test_siglip2_tiny"]
     model_case(root, "siglip2_openclip_hub", "ViT-SO400M-16-SigLIP2-256", siglip2_cfg(v2), trunk2, 81, 24,
                pad_id=0)
     _, ids = tokenizer_ids(d2, texts, pad_id=0)

@@ -51,6 +51,9 @@ enum Command {
     Repro(repro::ReproArgs),
     /// Convert any supported checkpoint to model.safetensors + config.json
     Convert(ConvertArgs),
+    /// Check that a model gives the reference's numbers: its published checksum, a stored
+    /// open_clip record of built-in inputs, and (--reference PYTHON) open_clip run on the spot
+    Check(CheckArgs),
     /// List model presets, known pretrained tags and the shipped template sets
     Models,
 }
@@ -171,6 +174,52 @@ struct ConvertArgs {
     arch: ArchOptions,
 }
 
+#[derive(Args)]
+struct CheckArgs {
+    /// Checkpoint path or NAME:TAG
+    #[arg(long)]
+    model: String,
+    #[command(flatten)]
+    arch: ArchOptions,
+    /// A Python interpreter with open_clip_torch installed: run open_clip on the same file and
+    /// inputs and compare
+    #[arg(long, value_name = "PYTHON")]
+    reference: Option<PathBuf>,
+    /// One JSON object instead of lines
+    #[arg(long)]
+    json: bool,
+}
+
+fn check(args: &CheckArgs) -> Result<()> {
+    let report = clip_embed::check::check(
+        &args.model,
+        &args.arch.model_options(),
+        args.reference.as_deref(),
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{} ({})", report.model, report.weights.display());
+        for s in &report.steps {
+            let tag = match s.outcome {
+                clip_embed::check::Outcome::Pass => "PASS",
+                clip_embed::check::Outcome::Fail => "FAIL",
+                clip_embed::check::Outcome::Skip => "skip",
+            };
+            println!("  {tag}  {:<14} {}", s.name, s.detail);
+        }
+    }
+    if !report.passed() {
+        bail!("the model does not give the reference's numbers (see FAIL above)");
+    }
+    if !report.verified() {
+        bail!(
+            "nothing could be compared for this file: pass --reference PYTHON (a Python with open_clip_torch) to run open_clip on it"
+        );
+    }
+    Ok(())
+}
+
 fn tokenize(args: &TokenizeArgs) -> Result<()> {
     let texts = match &args.file {
         Some(f) => clip_data::text::read_lines(f)?,
@@ -241,6 +290,7 @@ fn run(cli: Cli) -> Result<()> {
         },
         Command::Repro(a) => repro::run(a),
         Command::Convert(a) => convert(a),
+        Command::Check(a) => check(a),
         Command::Models => {
             print!("{}", clip_embed::models::listing());
             println!(

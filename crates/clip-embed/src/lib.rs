@@ -4,6 +4,7 @@
 //! [`templates`]), and the matrix products the scoring uses ([`linalg`]).
 
 pub mod cache;
+pub mod check;
 pub mod features;
 pub mod linalg;
 pub mod models;

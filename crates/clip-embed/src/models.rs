@@ -296,25 +296,7 @@ fn arch_config(arch: &str, quick_gelu: Option<bool>) -> Result<ClipConfig> {
 
 /// A checkpoint file or folder (`latest` pointers of training runs followed).
 fn load_path(path: &Path, opts: &ModelOptions, device: &Device) -> Result<Clip> {
-    // a training run's folder, its `checkpoints` folder or `checkpoints/latest` pointer: the
-    // newest step
-    let pointer = if path.join("checkpoints/latest").is_file() {
-        path.join("checkpoints/latest")
-    } else if path.is_dir() {
-        path.join("latest")
-    } else {
-        path.to_path_buf()
-    };
-    let path = if pointer.file_name().is_some_and(|n| n == "latest")
-        && pointer.is_file()
-        && let Ok(step) = std::fs::read_to_string(&pointer)
-        && let Some(dir) = pointer.parent().map(|d| d.join(step.trim()))
-        && dir.is_dir()
-    {
-        dir
-    } else {
-        path.to_path_buf()
-    };
+    let path = newest_step(path);
     if let Some(arch) = &opts.arch {
         let config = arch_config(arch, opts.quick_gelu)?;
         let stated = LoadOptions {
@@ -323,7 +305,56 @@ fn load_path(path: &Path, opts: &ModelOptions, device: &Device) -> Result<Clip> 
         };
         return Ok(load_clip_with(&path, &stated, device)?);
     }
-    let loaded = read_checkpoint(&path)?;
+    load_read(&path, opts, device)
+}
+
+/// The weights file `spec` loads: the file itself, a folder's weights file (open_clip's order),
+/// a training run's newest checkpoint, or a pretrained tag's file in the Hugging Face cache
+/// (fetched if missing, as loading would).
+pub fn weights_file(spec: &str, opts: &ModelOptions, hub: &Hub) -> Result<PathBuf> {
+    let path = Path::new(spec.strip_prefix("local-dir:").unwrap_or(spec));
+    if path.exists() {
+        let path = newest_step(path);
+        return Ok(if path.is_dir() {
+            clip_model::weights::weights_in_dir(&path)?
+        } else {
+            path
+        });
+    }
+    if spec.starts_with("hf-hub:") || (spec.contains(':') && !spec.contains('/')) {
+        return Ok(resolve(spec, opts, hub, &|_| Ok(()))?.weights);
+    }
+    bail!(
+        "unknown model '{spec}': it is not a file or directory, nor NAME:TAG or hf-hub:ORG/NAME; known models: {} (see `clip models` for tags)",
+        clip_model::preset_names()
+    )
+}
+
+/// A training run's folder, its `checkpoints` folder or `checkpoints/latest` pointer: the newest
+/// step's folder; anything else as it is.
+fn newest_step(path: &Path) -> PathBuf {
+    let pointer = if path.join("checkpoints/latest").is_file() {
+        path.join("checkpoints/latest")
+    } else if path.is_dir() {
+        path.join("latest")
+    } else {
+        path.to_path_buf()
+    };
+    if pointer.file_name().is_some_and(|n| n == "latest")
+        && pointer.is_file()
+        && let Ok(step) = std::fs::read_to_string(&pointer)
+        && let Some(dir) = pointer.parent().map(|d| d.join(step.trim()))
+        && dir.is_dir()
+    {
+        dir
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Load a checkpoint path whose architecture the checkpoint (or its SHA-256) states.
+fn load_read(path: &Path, opts: &ModelOptions, device: &Device) -> Result<Clip> {
+    let loaded = read_checkpoint(path)?;
     let mut stated = LoadOptions {
         config: None,
         quick_gelu: opts.quick_gelu,

@@ -315,6 +315,33 @@ mod tests {
     }
 
     #[test]
+    fn sigmoid_loss_gives_the_model_a_logit_bias() {
+        let cfg: TrainConfig = toml::from_str("loss = \"siglip\"").unwrap();
+        assert_eq!(cfg.loss, Objective::Siglip);
+        let m = cfg.model_config().unwrap();
+        assert_eq!(m.init_logit_bias, Some(-10.0));
+        assert!((m.init_logit_scale.unwrap() - 10f64.ln()).abs() < 1e-12);
+        // the softmax loss leaves the model as it is
+        assert_eq!(
+            TrainConfig::default()
+                .model_config()
+                .unwrap()
+                .init_logit_bias,
+            None
+        );
+        let e = toml::from_str::<TrainConfig>("loss = \"hinge\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `hinge`"), "{e}");
+        // changing the objective on resume is a result-changing setting
+        let e = cfg
+            .check_resume(&TrainConfig::default(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--resume would change `loss`"), "{e}");
+    }
+
+    #[test]
     fn ranges_are_checked() {
         let bad = |f: &dyn Fn(&mut TrainConfig)| {
             let mut c = TrainConfig::default();
