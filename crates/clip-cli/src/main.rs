@@ -5,6 +5,7 @@ mod classify;
 mod embed;
 mod eval;
 mod repro;
+mod search;
 mod train;
 
 use std::path::PathBuf;
@@ -54,6 +55,15 @@ enum Command {
     /// Check that a model gives the reference's numbers: its published checksum, a stored
     /// open_clip record of built-in inputs, and (--reference PYTHON) open_clip run on the spot
     Check(CheckArgs),
+    /// Index a folder, manifest or shards into an SQLite file, incrementally (only new or
+    /// changed files are embedded; moved files keep their vectors; deleted ones are removed)
+    Index(search::IndexArgs),
+    /// Search an index by text, image, or rclip's query algebra
+    Search(search::SearchArgs),
+    /// Groups of near-duplicate images in an index
+    Dedup(search::DedupArgs),
+    /// Order candidate images by their CLIP score for a caption
+    Rerank(search::RerankArgs),
     /// List model presets, known pretrained tags and the shipped template sets
     Models,
 }
@@ -291,6 +301,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Repro(a) => repro::run(a),
         Command::Convert(a) => convert(a),
         Command::Check(a) => check(a),
+        Command::Index(a) => search::index(a),
+        Command::Search(a) => search::search(a),
+        Command::Dedup(a) => search::dedup(a),
+        Command::Rerank(a) => search::rerank(a),
         Command::Models => {
             print!("{}", clip_embed::models::listing());
             println!(

@@ -81,6 +81,7 @@ struct Pending {
 #[derive(Debug, Clone)]
 struct Sample {
     shard: usize,
+    key: String,
     image: Member,
     caption: Option<(Member, bool)>,
     label: Option<Member>,
@@ -143,6 +144,7 @@ fn index_shard(
         match (p.image, p.caption.is_some() || p.label.is_some()) {
             (Some(image), true) => samples.push(Sample {
                 shard: si,
+                key: p.key,
                 image,
                 caption: p.caption,
                 label: p.label,
@@ -263,6 +265,18 @@ impl Shards {
             "{}#{}",
             self.paths[s.shard].display(),
             index % self.samples.len()
+        )
+    }
+
+    /// The stable identity of sample `index`: its shard file and its WebDataset key
+    /// (`shard.tar#key`), and the size of its image member.
+    pub fn sample_id(&self, index: usize) -> (&Path, String, u64) {
+        let s = &self.samples[index % self.samples.len()];
+        let shard = &self.paths[s.shard];
+        (
+            shard,
+            format!("{}#{}", shard.display(), s.key),
+            s.image.size,
         )
     }
 

@@ -1,0 +1,275 @@
+//! `clip index`, `clip search`, `clip dedup`, `clip rerank`: argument parsing and printing around
+//! `clip_index`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use clip_index::{Dtype, IndexOptions, Query, Searcher};
+
+/// The model `clip index` uses when none is named (rclip's choice).
+pub const DEFAULT_MODEL: &str = "ViT-B-32:openai";
+
+#[derive(Args)]
+pub struct IndexArgs {
+    /// A folder (recursively), a .jsonl/.csv manifest (captions are indexed too), or WebDataset
+    /// shards (a.tar, a-{000..009}.tar)
+    pub source: String,
+    /// Checkpoint path or NAME:TAG
+    #[arg(long, env = "CLIP_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: String,
+    #[command(flatten)]
+    pub arch: crate::ArchOptions,
+    /// The index file (default: $CLIP_INDEX, else $XDG_DATA_HOME/clip-rs/index.db)
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Store vectors as f32 instead of f16 (a new index only)
+    #[arg(long)]
+    pub f32: bool,
+    /// Rebuild an index made by another model (its rows are replaced)
+    #[arg(long)]
+    pub reembed: bool,
+    /// Images per forward pass and per committed transaction
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub batch_size: u64,
+    /// Index only partition I of N of the input (0 ≤ I < N): N workers fill one index
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Print the report as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn db_path(db: &Option<PathBuf>) -> Result<PathBuf> {
+    db.clone().or_else(clip_index::default_db).ok_or_else(|| {
+        anyhow!("no index file: pass --db PATH (or set CLIP_INDEX, XDG_DATA_HOME or HOME)")
+    })
+}
+
+fn parse_part(s: &str) -> Result<(usize, usize)> {
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| anyhow!("--shard '{s}': give I/N, e.g. 0/4"))?;
+    let (i, n): (usize, usize) = (
+        i.trim()
+            .parse()
+            .map_err(|_| anyhow!("--shard '{s}': I is not a number"))?,
+        n.trim()
+            .parse()
+            .map_err(|_| anyhow!("--shard '{s}': N is not a number"))?,
+    );
+    if n == 0 || i >= n {
+        bail!("--shard '{s}': give I/N with 0 ≤ I < N");
+    }
+    Ok((i, n))
+}
+
+pub fn index(args: &IndexArgs) -> Result<()> {
+    let db = db_path(&args.db)?;
+    let part = args.shard.as_deref().map(parse_part).transpose()?;
+    if let Some(dir) = db
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let emb = clip_embed::Embedder::load_with(
+        &args.model,
+        &args.arch.model_options(),
+        args.batch_size as usize,
+    )?;
+    let opts = IndexOptions {
+        dtype: if args.f32 { Dtype::F32 } else { Dtype::F16 },
+        reembed: args.reembed,
+        batch: args.batch_size as usize,
+        quiet: false,
+        part,
+    };
+    let r = clip_index::index(&args.source, &db, &emb, &args.model, &opts)?;
+    clip_embed::report_warnings(&r.warnings);
+    for (path, why) in &r.skipped {
+        eprintln!("skipped {path}: {why}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{}: {} files — {} embedded, {} unchanged, {} moved, {} touched, {} removed, {} skipped, {} captions ({:.1} s)",
+            db.display(),
+            r.files,
+            r.embedded,
+            r.unchanged,
+            r.moved,
+            r.touched,
+            r.removed,
+            r.skipped.len(),
+            r.captions,
+            r.seconds
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct SearchArgs {
+    /// The query: texts and image files joined by + and - (rclip's algebra), each optionally
+    /// weighted as W:term ("2:golden retriever" + ./pool.jpg - fruit)
+    pub query: Vec<String>,
+    /// An image to search by (repeatable; added to the query)
+    #[arg(long = "image")]
+    pub images: Vec<PathBuf>,
+    /// The index file (default: $CLIP_INDEX, else $XDG_DATA_HOME/clip-rs/index.db)
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// The model (default: the one the index records; it must be the one that made the index)
+    #[arg(long)]
+    pub model: Option<String>,
+    #[command(flatten)]
+    pub arch: crate::ArchOptions,
+    /// How many results
+    #[arg(short = 'k', long = "top", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100000))]
+    pub k: u64,
+    /// One JSON object per result
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn search(args: &SearchArgs) -> Result<()> {
+    let query = Query::parse(&args.query, &args.images)?;
+    let db = db_path(&args.db)?;
+    let s = Searcher::open(&db, args.model.as_deref(), &args.arch.model_options(), 32)?;
+    let hits = s.search(&query, args.k as usize)?;
+    let mut out = String::new();
+    for h in &hits {
+        if args.json {
+            out.push_str(&serde_json::to_string(h)?);
+        } else {
+            out.push_str(&format!("{:.4}\t{}", h.score, h.path));
+        }
+        out.push('\n');
+    }
+    print!("{out}");
+    if hits.is_empty() {
+        eprintln!("the index {} holds no images", db.display());
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct DedupArgs {
+    /// The index file (default: $CLIP_INDEX, else $XDG_DATA_HOME/clip-rs/index.db)
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Cosine at or above which two images are near-duplicates (clip-retrieval's 0.94)
+    #[arg(long, default_value_t = clip_index::dedup::DEFAULT_THRESHOLD)]
+    pub threshold: f32,
+    /// One JSON object per group
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// CSV rows: group, path, cosine to the group's first image
+    #[arg(long)]
+    pub csv: bool,
+}
+
+pub fn dedup(args: &DedupArgs) -> Result<()> {
+    if !(args.threshold.is_finite() && (-1.0..=1.0).contains(&args.threshold)) {
+        bail!(
+            "--threshold {} is not a cosine: give a value in [-1, 1]",
+            args.threshold
+        );
+    }
+    let db = db_path(&args.db)?;
+    let store = clip_index::Store::open(&db)?;
+    let m = clip_index::Matrix::load(&store)?;
+    let groups = clip_index::dedup::groups(&m, args.threshold);
+    let rows = clip_index::dedup::rows(&m, &groups);
+    if args.csv {
+        let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+        w.write_record(["group", "path", "cosine_to_first"])?;
+        for r in &rows {
+            w.serialize((r.group, &r.path, r.cosine_to_first))?;
+        }
+        w.flush()?;
+    } else if args.json {
+        for (g, group) in groups.iter().enumerate() {
+            let paths: Vec<&str> = rows
+                .iter()
+                .filter(|r| r.group == g)
+                .map(|r| r.path.as_str())
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"group": g, "size": group.members.len(), "min_link": group.min_link, "paths": paths})
+            );
+        }
+    } else {
+        for (g, group) in groups.iter().enumerate() {
+            println!(
+                "group {g}: {} images (lowest link {:.4})",
+                group.members.len(),
+                group.min_link
+            );
+            for r in rows.iter().filter(|r| r.group == g) {
+                println!("  {:.4}\t{}", r.cosine_to_first, r.path);
+            }
+        }
+    }
+    eprintln!(
+        "{} groups of near-duplicates (cosine ≥ {}) among {} images",
+        groups.len(),
+        args.threshold,
+        m.len()
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct RerankArgs {
+    /// Checkpoint path or NAME:TAG
+    #[arg(long)]
+    pub model: String,
+    #[command(flatten)]
+    pub image_opts: crate::ImageOptions,
+    /// The caption the candidates are scored against
+    #[arg(long)]
+    pub caption: String,
+    /// The candidate images
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Print only the K best
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub top: Option<u64>,
+    /// One JSON object per candidate
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn rerank(args: &RerankArgs) -> Result<()> {
+    let emb = args.image_opts.embedder(&args.model, 32)?;
+    let (ranked, failed) = clip_index::rerank::rerank(&emb, &args.caption, &args.images)?;
+    let top = args.top.map_or(ranked.len(), |k| k as usize);
+    let mut out = String::new();
+    for r in ranked.iter().take(top) {
+        if args.json {
+            out.push_str(&serde_json::to_string(r)?);
+        } else {
+            out.push_str(&format!(
+                "{:.4}\t{:.4}\t{}",
+                r.cosine, r.probability, r.path
+            ));
+        }
+        out.push('\n');
+    }
+    print!("{out}");
+    for f in &failed {
+        eprintln!("cannot score {}: {}", f.path, f.error);
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} images could not be read (listed above); the others are ranked",
+            failed.len(),
+            args.images.len()
+        );
+    }
+    Ok(())
+}

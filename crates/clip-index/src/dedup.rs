@@ -1,0 +1,137 @@
+//! `clip dedup`: groups of near-duplicate images in an index — every pair whose cosine is at least
+//! the threshold is linked (blocked matrix products, so memory stays `block × n`), and the
+//! connected components of two or more images are the groups. The default threshold, 0.94, is
+//! clip-retrieval's; `clip eval overlap` calibrates one on a labelled set.
+
+use crate::search::Matrix;
+
+/// clip-retrieval's near-duplicate threshold.
+pub const DEFAULT_THRESHOLD: f32 = 0.94;
+
+/// A group of near-duplicates: row indices into the matrix (ascending), and the lowest cosine of
+/// the links that joined it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Group {
+    pub members: Vec<usize>,
+    pub min_link: f32,
+}
+
+fn find(parent: &mut [usize], mut x: usize) -> usize {
+    while parent[x] != x {
+        parent[x] = parent[parent[x]];
+        x = parent[x];
+    }
+    x
+}
+
+/// Groups of `m`'s rows linked by cosine ≥ `threshold`, largest first (then by first member).
+pub fn groups(m: &Matrix, threshold: f32) -> Vec<Group> {
+    let n = m.len();
+    let d = m.dim;
+    let mut parent: Vec<usize> = (0..n).collect();
+    let mut min_link = vec![f32::INFINITY; n];
+    const BLOCK: usize = 1024;
+    for start in (0..n).step_by(BLOCK) {
+        let rows = BLOCK.min(n - start);
+        let s = m.scores(&m.data[start * d..(start + rows) * d]); // [rows, n]
+        for i in 0..rows {
+            let a = start + i;
+            for (b, &c) in s[i * n..(i + 1) * n].iter().enumerate().skip(a + 1) {
+                if c >= threshold {
+                    let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
+                    let low = min_link[ra].min(min_link[rb]).min(c);
+                    if ra != rb {
+                        parent[rb] = ra;
+                    }
+                    min_link[ra] = low;
+                }
+            }
+        }
+    }
+    let mut by_root: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for i in 0..n {
+        let r = find(&mut parent, i);
+        by_root.entry(r).or_default().push(i);
+    }
+    let mut out: Vec<Group> = by_root
+        .into_iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(r, members)| Group {
+            min_link: min_link[r],
+            members,
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.members
+            .len()
+            .cmp(&a.members.len())
+            .then(a.members[0].cmp(&b.members[0]))
+    });
+    out
+}
+
+/// One member of a group, for printing.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DedupRow {
+    pub group: usize,
+    pub id: i64,
+    pub path: String,
+    /// cosine to the group's first member (1 for the first)
+    pub cosine_to_first: f32,
+}
+
+/// The members of `groups` as rows, group by group.
+pub fn rows(m: &Matrix, groups: &[Group]) -> Vec<DedupRow> {
+    let d = m.dim;
+    let mut out = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        let first = &m.data[group.members[0] * d..(group.members[0] + 1) * d];
+        for &i in &group.members {
+            let v = &m.data[i * d..(i + 1) * d];
+            out.push(DedupRow {
+                group: g,
+                id: m.ids[i],
+                path: m.paths[i].clone(),
+                cosine_to_first: v.iter().zip(first).map(|(a, b)| a * b).sum(),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    #[test]
+    fn links_are_transitive_and_thresholded() {
+        // a ≈ b ≈ c (chain), d alone, e = f exactly
+        let rows = [
+            unit(&[1.0, 0.0, 0.0]),
+            unit(&[1.0, 0.25, 0.0]),
+            unit(&[1.0, 0.5, 0.0]),
+            unit(&[0.0, 0.0, 1.0]),
+            unit(&[0.0, 1.0, 1.0]),
+            unit(&[0.0, 1.0, 1.0]),
+        ];
+        let m = Matrix {
+            ids: (0..6).collect(),
+            paths: (0..6).map(|i| i.to_string()).collect(),
+            data: rows.concat(),
+            dim: 3,
+        };
+        let g = groups(&m, 0.96);
+        assert_eq!(g.len(), 2, "{g:?}");
+        assert_eq!(g[0].members, vec![0, 1, 2]);
+        assert_eq!(g[1].members, vec![4, 5]);
+        assert!((g[1].min_link - 1.0).abs() < 1e-6);
+        assert!(g[0].min_link >= 0.96 && g[0].min_link < 0.99);
+        // above every link: no group
+        assert!(groups(&m, 1.01).is_empty());
+    }
+}
