@@ -64,6 +64,8 @@ enum Command {
     Dedup(search::DedupArgs),
     /// Order candidate images by their CLIP score for a caption
     Rerank(search::RerankArgs),
+    /// Serve the model over HTTP: embeddings, rerank, classify, search, and a web page
+    Serve(search::ServeArgs),
     /// List model presets, known pretrained tags and the shipped template sets
     Models,
 }
@@ -305,6 +307,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Search(a) => search::search(a),
         Command::Dedup(a) => search::dedup(a),
         Command::Rerank(a) => search::rerank(a),
+        Command::Serve(a) => search::serve(a),
         Command::Models => {
             print!("{}", clip_embed::models::listing());
             println!(

@@ -273,3 +273,74 @@ pub fn rerank(args: &RerankArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Checkpoint path or NAME:TAG (default: the model that made --db, else ViT-B-32:openai)
+    #[arg(long, env = "CLIP_MODEL")]
+    pub model: Option<String>,
+    #[command(flatten)]
+    pub image_opts: crate::ImageOptions,
+    /// An index made by `clip index` with the same model: enables /search, /knn-service and the
+    /// search page
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Address to listen on (loopback by default; port 0 picks a free port)
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    /// Refuse request bodies over this many MiB (413)
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_body_mb: u64,
+    /// Texts or images per request (422 above)
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub max_inputs: u64,
+    /// Refuse images whose header claims more megapixels, before decoding them (422)
+    #[arg(long, default_value_t = 40.0)]
+    pub max_megapixels: f64,
+    /// Inputs per forward pass
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_batch: u64,
+    /// Requests waiting per tower before the server answers 429
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1000000))]
+    pub queue: u64,
+    /// Run each request alone instead of batching concurrent requests
+    #[arg(long)]
+    pub no_batching: bool,
+    /// Seconds before a request is answered 408
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub timeout: u64,
+    /// Require `Authorization: Bearer TOKEN` on the API (default: $CLIP_API_TOKEN)
+    #[arg(long, env = "CLIP_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+pub fn serve(args: &ServeArgs) -> Result<()> {
+    if !(args.max_megapixels.is_finite() && args.max_megapixels > 0.0) {
+        bail!(
+            "--max-megapixels {} must be a positive number",
+            args.max_megapixels
+        );
+    }
+    let model = match (&args.model, &args.db) {
+        (Some(m), _) => m.clone(),
+        (None, Some(db)) => clip_index::Store::open(db)?.model.spec,
+        (None, None) => DEFAULT_MODEL.to_owned(),
+    };
+    let emb = args.image_opts.embedder(&model, args.max_batch as usize)?;
+    let opts = clip_serve::ServeOptions {
+        addr: args.addr,
+        db: args.db.clone(),
+        max_body_bytes: (args.max_body_mb as usize) << 20,
+        max_inputs: args.max_inputs as usize,
+        max_megapixels: args.max_megapixels,
+        max_batch: args.max_batch as usize,
+        queue: args.queue as usize,
+        batching: !args.no_batching,
+        timeout: std::time::Duration::from_secs(args.timeout),
+        token: args.token.clone().filter(|t| !t.is_empty()),
+    };
+    clip_serve::serve(emb, &model, opts, |addr| {
+        eprintln!("listening on http://{addr}  (API docs: http://{addr}/docs)");
+    })?;
+    Ok(())
+}

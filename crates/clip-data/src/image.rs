@@ -120,6 +120,15 @@ fn check_header(bytes: &[u8], name: &str) -> Result<ImageFormat, ImageError> {
     Ok(format)
 }
 
+/// The width and height an encoded image's header claims, read without decoding it (after the
+/// checks every decode makes: known format, not empty, not over the 100-megapixel limit).
+pub fn image_dimensions(bytes: &[u8], name: &str) -> Result<(u32, u32), ImageError> {
+    check_header(bytes, name)?;
+    reader(bytes, name)?
+        .into_dimensions()
+        .map_err(|e| decode_error(name, e))
+}
+
 /// Decode an image from memory into the mode Pillow opens it in; `name` is used in error messages.
 pub fn decode_image(bytes: &[u8], name: &str) -> Result<ModeImage, ImageError> {
     let format = check_header(bytes, name)?;

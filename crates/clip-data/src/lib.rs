@@ -20,7 +20,9 @@ pub mod text;
 
 use std::path::Path;
 
-pub use crate::image::{Alpha, ImageError, decode_image, decode_rgb, load_image, load_rgb};
+pub use crate::image::{
+    Alpha, ImageError, decode_image, decode_rgb, image_dimensions, load_image, load_rgb,
+};
 pub use crate::modes::{Mode, ModeImage};
 pub use crate::resize::{Rgb8, resize_bicubic};
 

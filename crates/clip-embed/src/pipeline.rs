@@ -213,28 +213,42 @@ impl Embedder {
         truncate: bool,
         raw: bool,
     ) -> Result<Vec<f32>, EmbedError> {
-        let tok = self.tokenizer()?;
-        let ctx = self.clip.config.text_cfg.context_length;
         let bar = progress(texts.len(), "texts");
         let mut out = Vec::with_capacity(texts.len() * self.dim());
         for (b, chunk) in texts.chunks(self.batch).enumerate() {
-            let rows = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    tok.encode(t, ctx, truncate)
-                        .map_err(|source| EmbedError::Tokenize {
-                            row: b * self.batch + i + 1,
-                            source,
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let f = self.clip.encode_text(&rows)?.detach();
-            out.extend(to_vec(&if raw { f } else { l2_normalize(f) }));
+            let rows = self.tokenize(chunk, truncate).map_err(|e| match e {
+                EmbedError::Tokenize { row, source } => EmbedError::Tokenize {
+                    row: b * self.batch + row,
+                    source,
+                },
+                e => e,
+            })?;
+            out.extend(self.encode_tokens(&rows, raw)?);
             bar.inc(chunk.len() as u64);
         }
         bar.finish_and_clear();
         Ok(out)
+    }
+
+    /// The model's token rows of `texts` (an over-long text is an error naming its 1-based row
+    /// unless `truncate`).
+    pub fn tokenize(&self, texts: &[String], truncate: bool) -> Result<Vec<Vec<u32>>, EmbedError> {
+        let tok = self.tokenizer()?;
+        let ctx = self.clip.config.text_cfg.context_length;
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                tok.encode(t, ctx, truncate)
+                    .map_err(|source| EmbedError::Tokenize { row: i + 1, source })
+            })
+            .collect()
+    }
+
+    /// Embeddings `[N, D]` of token rows from [`Embedder::tokenize`], in one forward pass.
+    pub fn encode_tokens(&self, rows: &[Vec<u32>], raw: bool) -> Result<Vec<f32>, EmbedError> {
+        let f = self.clip.encode_text(rows)?.detach();
+        Ok(to_vec(&if raw { f } else { l2_normalize(f) }))
     }
 
     /// The zero-shot classifier of `classes` × `templates` for this model.

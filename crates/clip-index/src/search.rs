@@ -135,19 +135,7 @@ impl Searcher {
         let store = Store::open(db)?;
         let spec = model.unwrap_or(&store.model.spec).to_owned();
         let emb = Embedder::load_with(&spec, opts, batch)?;
-        if emb.fingerprint != store.model.fingerprint || emb.dim() != store.model.dim {
-            return Err(StoreError::OtherModel {
-                path: db.display().to_string(),
-                theirs: store.model.to_string(),
-                ours: crate::store::ModelId {
-                    spec,
-                    fingerprint: emb.fingerprint.clone(),
-                    dim: emb.dim(),
-                }
-                .to_string(),
-            }
-            .into());
-        }
+        store.check_model(&emb, &spec)?;
         let matrix = Matrix::load(&store)?;
         Ok(Searcher { store, emb, matrix })
     }
@@ -192,22 +180,36 @@ pub struct Matrix {
 
 impl Matrix {
     pub fn load(store: &Store) -> Result<Matrix, SearchError> {
-        let (ids, paths, mut data) = store.matrix()?;
-        // vectors were stored unit-length; f16 rounding moves their norm by up to ~1e-3, so
-        // scale them back (an image's cosine with itself is then 1, as before storage)
-        let d = store.model.dim;
-        for row in data.chunks_mut(d) {
+        let (ids, paths, data) = store.matrix()?;
+        Ok(Matrix::unit(ids, paths, data, store.model.dim))
+    }
+
+    /// The index's caption vectors: `ids` are their images' ids, `paths` the caption texts.
+    pub fn captions(store: &Store) -> Result<Matrix, SearchError> {
+        let (ids, texts, data) = store.caption_matrix()?;
+        Ok(Matrix::unit(ids, texts, data, store.model.dim))
+    }
+
+    /// Rows scaled back to unit length: vectors were stored unit-length, and f16 rounding moves
+    /// their norm by up to ~1e-3 (an image's cosine with itself is then 1, as before storage).
+    fn unit(ids: Vec<i64>, paths: Vec<String>, mut data: Vec<f32>, dim: usize) -> Matrix {
+        for row in data.chunks_mut(dim.max(1)) {
             let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
             if n > 0.0 {
                 row.iter_mut().for_each(|x| *x /= n);
             }
         }
-        Ok(Matrix {
+        Matrix {
             ids,
             paths,
             data,
-            dim: store.model.dim,
-        })
+            dim,
+        }
+    }
+
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
     }
 
     pub fn len(&self) -> usize {

@@ -466,6 +466,51 @@ impl Store {
         Ok((ids, paths, data))
     }
 
+    /// All caption vectors as one row-major `[n, dim]` matrix, with their image ids and texts.
+    pub fn caption_matrix(&self) -> Result<(Vec<i64>, Vec<String>, Vec<f32>), StoreError> {
+        let dim = self.model.dim;
+        let mut st = self
+            .conn
+            .prepare("SELECT image_id, text, vector FROM captions ORDER BY id")
+            .map_err(self.sql())?;
+        let mut rows = st.query([]).map_err(self.sql())?;
+        let (mut ids, mut texts, mut data) = (Vec::new(), Vec::new(), Vec::new());
+        while let Some(r) = rows.next().map_err(self.sql())? {
+            let id: i64 = r.get(0).map_err(self.sql())?;
+            let bytes: Vec<u8> = r.get(2).map_err(self.sql())?;
+            self.dtype
+                .decode_into(&bytes, dim, &mut data)
+                .ok_or_else(|| StoreError::NotAnIndex {
+                    path: self.path.display().to_string(),
+                    why: format!(
+                        "a caption vector of image {id} is not {dim} {} values",
+                        self.dtype.name()
+                    ),
+                })?;
+            ids.push(id);
+            texts.push(r.get(1).map_err(self.sql())?);
+        }
+        Ok((ids, texts, data))
+    }
+
+    /// An error naming both models unless `emb` (loaded from `spec`) is the model that made
+    /// this index.
+    pub fn check_model(&self, emb: &clip_embed::Embedder, spec: &str) -> Result<(), StoreError> {
+        if emb.fingerprint == self.model.fingerprint && emb.dim() == self.model.dim {
+            return Ok(());
+        }
+        Err(StoreError::OtherModel {
+            path: self.path.display().to_string(),
+            theirs: self.model.to_string(),
+            ours: ModelId {
+                spec: spec.to_owned(),
+                fingerprint: emb.fingerprint.clone(),
+                dim: emb.dim(),
+            }
+            .to_string(),
+        })
+    }
+
     /// The number of images and captions.
     pub fn counts(&self) -> Result<(usize, usize), StoreError> {
         let n: i64 = self
