@@ -282,7 +282,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub image_opts: crate::ImageOptions,
     /// An index made by `clip index` with the same model: enables /search, /knn-service and the
-    /// search page
+    /// search page (default: the default index, when it exists)
     #[arg(long)]
     pub db: Option<PathBuf>,
     /// Address to listen on (loopback by default; port 0 picks a free port)
@@ -321,7 +321,12 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
             args.max_megapixels
         );
     }
-    let model = match (&args.model, &args.db) {
+    // the default index when it exists (`clip index DIR && clip serve`)
+    let db = args
+        .db
+        .clone()
+        .or_else(|| clip_index::default_db().filter(|p| p.is_file()));
+    let model = match (&args.model, &db) {
         (Some(m), _) => m.clone(),
         (None, Some(db)) => clip_index::Store::open(db)?.model.spec,
         (None, None) => DEFAULT_MODEL.to_owned(),
@@ -329,7 +334,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     let emb = args.image_opts.embedder(&model, args.max_batch as usize)?;
     let opts = clip_serve::ServeOptions {
         addr: args.addr,
-        db: args.db.clone(),
+        db,
         max_body_bytes: (args.max_body_mb as usize) << 20,
         max_inputs: args.max_inputs as usize,
         max_megapixels: args.max_megapixels,

@@ -2,7 +2,10 @@
 //! command can never fail. The commands run in a scratch folder that links `testdata/` and
 //! `configs/`, on the tiny test models, with the npm emoji packages replaced by a small set in the
 //! packages' own layout (40 emoji in two subcategories, made here). Training and `repro` get flags
-//! that shorten them (listed in `SHORTER`); nothing else is changed. Lines of `sh` blocks that are
+//! that shorten them (listed in `SHORTER`); `~` is a scratch home whose `Pictures` holds test images,
+//! `$CLIP_MODEL` (the default model of `index` and `serve`) is the tiny test model, `&&` joins
+//! commands as in a shell, and `clip serve` listens on a free port, is asked `/health`, and is
+//! stopped with SIGTERM (it must exit 0); nothing else is changed. Lines of `sh` blocks that are
 //! not `clip` commands must be one of the known set-up commands (`KNOWN`), so a new command cannot
 //! slip in untested.
 
@@ -167,6 +170,50 @@ fn fake_packages(pkgs: &Path) {
     std::fs::write(cldr.join("annotations.json"), doc.to_string()).unwrap();
 }
 
+/// Run `clip serve ARGS` on a free port, check `/health`, stop it with SIGTERM.
+fn serve_once(args: &[String], cwd: &Path, env: &[(&str, std::path::PathBuf)], line: &str) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut args = args.to_vec();
+    match args.iter().position(|a| a == "--addr") {
+        Some(i) => args[i + 1] = "127.0.0.1:0".into(),
+        None => args.extend(["--addr".into(), "127.0.0.1:0".into()]),
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_clip"))
+        .args(&args)
+        .current_dir(cwd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    let addr = loop {
+        match lines.next() {
+            Some(Ok(l)) => match l.strip_prefix("listening on http://") {
+                Some(rest) => break rest.split_whitespace().next().unwrap().to_owned(),
+                None => seen.push_str(&l),
+            },
+            _ => panic!("README command failed: {line}\n{seen}"),
+        }
+    };
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        c,
+        "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{line}: {answer}");
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{line}: exit {status}");
+}
+
 #[test]
 fn every_readme_command_runs() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
@@ -176,40 +223,73 @@ fn every_readme_command_runs() {
         std::os::unix::fs::symlink(root().join(link), cwd.join(link)).unwrap();
     }
     fake_packages(&cwd.join("pkgs"));
+    let home = cwd.join("home");
+    std::fs::create_dir_all(home.join("Pictures")).unwrap();
+    for name in ["photo_224.jpg", "alpha.png", "grey.png", "lossy.webp"] {
+        std::fs::copy(
+            root().join("testdata/images").join(name),
+            home.join("Pictures").join(name),
+        )
+        .unwrap();
+    }
+    let env = [
+        ("XDG_CACHE_HOME", cwd.join("cache")),
+        ("XDG_DATA_HOME", cwd.join("data-home")),
+        ("HOME", home.clone()),
+        ("CLIP_MODEL", root().join("testdata/models/hf_vit")),
+    ];
     let mut ran = 0;
-    for line in sh_lines(&readme) {
-        let w = words(&line);
-        let args: Vec<String> = match w.iter().position(|a| a == "--") {
-            Some(i) if line.starts_with("cargo run") && line.contains("--bin clip") => {
-                w[i + 1..].to_vec()
-            }
-            _ if w.first().is_some_and(|c| c == "clip") => w[1..].to_vec(),
-            _ => {
-                assert!(
-                    KNOWN.iter().any(|k| line.starts_with(k)),
-                    "README line is neither a clip command nor a known set-up command: {line}"
-                );
-                continue;
-            }
+    for full in sh_lines(&readme) {
+        // `clip a && clip b` is two commands; set-up lines stay whole
+        let parts: Vec<&str> = if full.starts_with("clip ") {
+            full.split(" && ").collect()
+        } else {
+            vec![full.as_str()]
         };
-        let mut args = args;
-        let first = args.first().cloned().unwrap_or_default();
-        if let Some((_, extra)) = SHORTER.iter().find(|(c, _)| *c == first) {
-            args.extend(extra.iter().map(|s| s.to_string()));
+        for line in parts {
+            let line = line.trim();
+            let w: Vec<String> = words(line)
+                .into_iter()
+                .map(|a| match a.strip_prefix("~/") {
+                    Some(rest) => home.join(rest).display().to_string(),
+                    None => a,
+                })
+                .collect();
+            let args: Vec<String> = match w.iter().position(|a| a == "--") {
+                Some(i) if line.starts_with("cargo run") && line.contains("--bin clip") => {
+                    w[i + 1..].to_vec()
+                }
+                _ if w.first().is_some_and(|c| c == "clip") => w[1..].to_vec(),
+                _ => {
+                    assert!(
+                        KNOWN.iter().any(|k| line.starts_with(k)),
+                        "README line is neither a clip command nor a known set-up command: {line}"
+                    );
+                    continue;
+                }
+            };
+            let mut args = args;
+            let first = args.first().cloned().unwrap_or_default();
+            if let Some((_, extra)) = SHORTER.iter().find(|(c, _)| *c == first) {
+                args.extend(extra.iter().map(|s| s.to_string()));
+            }
+            if first == "serve" {
+                serve_once(&args, cwd, &env, line);
+            } else {
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_clip"))
+                    .args(&args)
+                    .current_dir(cwd)
+                    .envs(env.iter().map(|(k, v)| (k, v)))
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "README command failed: {line}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            ran += 1;
         }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_clip"))
-            .args(&refs)
-            .current_dir(cwd)
-            .env("XDG_CACHE_HOME", cwd.join("cache"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "README command failed: {line}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        ran += 1;
     }
     assert!(ran >= 15, "only {ran} README commands found");
     // `clip` itself is the binary under test
