@@ -20,9 +20,10 @@ pub struct IndexArgs {
     pub model: String,
     #[command(flatten)]
     pub arch: crate::ArchOptions,
-    /// The index file (default: $CLIP_INDEX, else $XDG_DATA_HOME/clip-rs/index.db)
+    /// The index: a file (default: $CLIP_INDEX, else $XDG_DATA_HOME/clip-rs/index.db) or a
+    /// postgres:// URL (PostgreSQL with pgvector)
     #[arg(long)]
-    pub db: Option<PathBuf>,
+    pub db: Option<String>,
     /// Store vectors as f32 instead of f16 (a new index only)
     #[arg(long)]
     pub f32: bool,
@@ -40,10 +41,13 @@ pub struct IndexArgs {
     pub json: bool,
 }
 
-fn db_path(db: &Option<PathBuf>) -> Result<PathBuf> {
-    db.clone().or_else(clip_index::default_db).ok_or_else(|| {
-        anyhow!("no index file: pass --db PATH (or set CLIP_INDEX, XDG_DATA_HOME or HOME)")
-    })
+/// `--db`, else the default index file.
+fn db_path(db: &Option<String>) -> Result<String> {
+    db.clone()
+        .or_else(|| clip_index::default_db().map(|p| p.display().to_string()))
+        .ok_or_else(|| {
+            anyhow!("no index file: pass --db PATH (or set CLIP_INDEX, XDG_DATA_HOME or HOME)")
+        })
 }
 
 fn parse_part(s: &str) -> Result<(usize, usize)> {
@@ -67,8 +71,9 @@ fn parse_part(s: &str) -> Result<(usize, usize)> {
 pub fn index(args: &IndexArgs) -> Result<()> {
     let db = db_path(&args.db)?;
     let part = args.shard.as_deref().map(parse_part).transpose()?;
-    if let Some(dir) = db
-        .parent()
+    if let Some(dir) = Some(std::path::Path::new(&db))
+        .filter(|_| !clip_index::is_postgres(&db))
+        .and_then(|p| p.parent())
         .filter(|d| !d.as_os_str().is_empty() && !d.exists())
     {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -95,7 +100,7 @@ pub fn index(args: &IndexArgs) -> Result<()> {
     } else {
         println!(
             "{}: {} files — {} embedded, {} unchanged, {} moved, {} touched, {} removed, {} skipped, {} captions ({:.1} s)",
-            db.display(),
+            clip_index::pg::redact(&db),
             r.files,
             r.embedded,
             r.unchanged,
@@ -118,9 +123,10 @@ pub struct SearchArgs {
     /// An image to search by (repeatable; added to the query)
     #[arg(long = "image")]
     pub images: Vec<PathBuf>,
-    /// The index file (default: $CLIP_INDEX, else $XDG_DATA_HOME/clip-rs/index.db)
+    /// The index: a file (default: $CLIP_INDEX, else $XDG_DATA_HOME/clip-rs/index.db) or a
+    /// postgres:// URL (PostgreSQL with pgvector)
     #[arg(long)]
-    pub db: Option<PathBuf>,
+    pub db: Option<String>,
     /// The model (default: the one the index records; it must be the one that made the index)
     #[arg(long)]
     pub model: Option<String>,
@@ -137,7 +143,7 @@ pub struct SearchArgs {
 pub fn search(args: &SearchArgs) -> Result<()> {
     let query = Query::parse(&args.query, &args.images)?;
     let db = db_path(&args.db)?;
-    let s = Searcher::open(&db, args.model.as_deref(), &args.arch.model_options(), 32)?;
+    let mut s = Searcher::open(&db, args.model.as_deref(), &args.arch.model_options(), 32)?;
     let hits = s.search(&query, args.k as usize)?;
     let mut out = String::new();
     for h in &hits {
@@ -150,16 +156,17 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     }
     print!("{out}");
     if hits.is_empty() {
-        eprintln!("the index {} holds no images", db.display());
+        eprintln!("the index {} holds no images", clip_index::pg::redact(&db));
     }
     Ok(())
 }
 
 #[derive(Args)]
 pub struct DedupArgs {
-    /// The index file (default: $CLIP_INDEX, else $XDG_DATA_HOME/clip-rs/index.db)
+    /// The index: a file (default: $CLIP_INDEX, else $XDG_DATA_HOME/clip-rs/index.db) or a
+    /// postgres:// URL (PostgreSQL with pgvector)
     #[arg(long)]
-    pub db: Option<PathBuf>,
+    pub db: Option<String>,
     /// Cosine at or above which two images are near-duplicates (clip-retrieval's 0.94)
     #[arg(long, default_value_t = clip_index::dedup::DEFAULT_THRESHOLD)]
     pub threshold: f32,
@@ -179,8 +186,8 @@ pub fn dedup(args: &DedupArgs) -> Result<()> {
         );
     }
     let db = db_path(&args.db)?;
-    let store = clip_index::Store::open(&db)?;
-    let m = clip_index::Matrix::load(&store)?;
+    let mut store = clip_index::open(&db)?;
+    let m = clip_index::Matrix::load(store.as_mut())?;
     let groups = clip_index::dedup::groups(&m, args.threshold);
     let rows = clip_index::dedup::rows(&m, &groups);
     if args.csv {
@@ -281,10 +288,10 @@ pub struct ServeArgs {
     pub model: Option<String>,
     #[command(flatten)]
     pub image_opts: crate::ImageOptions,
-    /// An index made by `clip index` with the same model: enables /search, /knn-service and the
-    /// search page (default: the default index, when it exists)
+    /// An index made by `clip index` with the same model, a file or a postgres:// URL: enables
+    /// /search, /knn-service and the search page (default: the default index, when it exists)
     #[arg(long)]
-    pub db: Option<PathBuf>,
+    pub db: Option<String>,
     /// Address to listen on (loopback by default; port 0 picks a free port)
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: std::net::SocketAddr,
@@ -322,13 +329,14 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         );
     }
     // the default index when it exists (`clip index DIR && clip serve`)
-    let db = args
-        .db
-        .clone()
-        .or_else(|| clip_index::default_db().filter(|p| p.is_file()));
+    let db = args.db.clone().or_else(|| {
+        clip_index::default_db()
+            .filter(|p| p.is_file())
+            .map(|p| p.display().to_string())
+    });
     let model = match (&args.model, &db) {
         (Some(m), _) => m.clone(),
-        (None, Some(db)) => clip_index::Store::open(db)?.model.spec,
+        (None, Some(db)) => clip_index::open(db)?.model().spec.clone(),
         (None, None) => DEFAULT_MODEL.to_owned(),
     };
     let emb = args.image_opts.embedder(&model, args.max_batch as usize)?;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 mod common;
-use common::{clip, fails, model, ok_out, root};
+use common::{clip, fails, model, ok_out, pictures_of, root};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -17,25 +17,6 @@ fn s(p: &Path) -> &str {
 /// `n` distinct 48×48 PNGs (a colour gradient per file) in `dir`.
 fn pictures(dir: &Path, n: usize) -> Vec<PathBuf> {
     pictures_of(dir, n, 48)
-}
-
-/// `n` distinct `side`×`side` PNGs.
-fn pictures_of(dir: &Path, n: usize, side: u32) -> Vec<PathBuf> {
-    std::fs::create_dir_all(dir).unwrap();
-    (0..n)
-        .map(|i| {
-            let img = image::RgbImage::from_fn(side, side, |x, y| {
-                image::Rgb([
-                    (x * 5 + i as u32 * 7) as u8,
-                    (y * 5 + i as u32 * 13) as u8,
-                    (i as u32 * 29 % 256) as u8,
-                ])
-            });
-            let p = dir.join(format!("img{i:04}.png"));
-            img.save(&p).unwrap();
-            p
-        })
-        .collect()
 }
 
 /// A PNG whose header claims 20000×20000 pixels.

@@ -5,7 +5,8 @@
 //! that shorten them (listed in `SHORTER`); `~` is a scratch home whose `Pictures` holds test images,
 //! `$CLIP_MODEL` (the default model of `index` and `serve`) is the tiny test model, `&&` joins
 //! commands as in a shell, and `clip serve` listens on a free port, is asked `/health`, and is
-//! stopped with SIGTERM (it must exit 0); nothing else is changed. Lines of `sh` blocks that are
+//! stopped with SIGTERM (it must exit 0); a `postgres://…@127.0.0.1:5432/…` URL is pointed at a real
+//! PostgreSQL with pgvector that the test starts on a free port; nothing else is changed. Lines of `sh` blocks that are
 //! not `clip` commands must be one of the known set-up commands (`KNOWN`), so a new command cannot
 //! slip in untested.
 
@@ -239,6 +240,7 @@ fn every_readme_command_runs() {
         ("CLIP_MODEL", root().join("testdata/models/hf_vit")),
     ];
     let mut ran = 0;
+    let mut pg: Option<common::pg::Postgres> = None;
     for full in sh_lines(&readme) {
         // `clip a && clip b` is two commands; set-up lines stay whole
         let parts: Vec<&str> = if full.starts_with("clip ") {
@@ -253,6 +255,14 @@ fn every_readme_command_runs() {
                 .map(|a| match a.strip_prefix("~/") {
                     Some(rest) => home.join(rest).display().to_string(),
                     None => a,
+                })
+                .map(|a| {
+                    if !a.starts_with("postgres://") {
+                        return a;
+                    }
+                    let pg = pg.get_or_insert_with(common::pg::Postgres::start);
+                    assert!(a.contains("@127.0.0.1:5432/"), "README URL {a}");
+                    a.replace(":5432/", &format!(":{}/", pg.port))
                 })
                 .collect();
             let args: Vec<String> = match w.iter().position(|a| a == "--") {

@@ -19,7 +19,8 @@ use clip_data::shards::Shards;
 use clip_embed::Embedder;
 use rayon::prelude::*;
 
-use crate::store::{Dtype, ModelId, NewImage, Row, Store, StoreError};
+use crate::backend::Backend;
+use crate::store::{Dtype, ModelId, NewImage, Row, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -233,19 +234,19 @@ struct Job {
 /// Index `source` (see [`list`]) into `db` with `emb`, recording `model_spec` as the model's name.
 pub fn index(
     source: &str,
-    db: &Path,
+    db: &str,
     emb: &Embedder,
     model_spec: &str,
     opts: &IndexOptions,
 ) -> Result<IndexReport, IndexError> {
     let t0 = std::time::Instant::now();
-    if let Some((i, n)) = opts.part {
-        if n == 0 || i >= n {
-            return Err(IndexError::Source {
-                path: source.to_owned(),
-                msg: format!("--shard {i}/{n}: give i/n with 0 ≤ i < n"),
-            });
-        }
+    if let Some((i, n)) = opts.part
+        && (n == 0 || i >= n)
+    {
+        return Err(IndexError::Source {
+            path: source.to_owned(),
+            msg: format!("--shard {i}/{n}: give i/n with 0 ≤ i < n"),
+        });
     }
     let (mut entries, warnings) = list(source)?;
     entries.retain(|e| in_partition(&e.name, opts.part));
@@ -254,7 +255,7 @@ pub fn index(
         fingerprint: emb.fingerprint.clone(),
         dim: emb.dim(),
     };
-    let mut store = Store::create_or_open(db, &model, opts.dtype, opts.reembed)?;
+    let mut store = crate::backend::create_or_open(db, &model, opts.dtype, opts.reembed)?;
     let mut report = IndexReport {
         files: entries.len(),
         warnings,
@@ -349,7 +350,7 @@ pub fn index(
     store.moved(&touched)?;
 
     let mut stale = Vec::new();
-    embed_jobs(&work, &mut store, emb, opts, &mut report, &mut stale)?;
+    embed_jobs(&work, store.as_mut(), emb, opts, &mut report, &mut stale)?;
     let removed: Vec<i64> = gone
         .iter()
         .map(|r| r.id)
@@ -366,7 +367,7 @@ pub fn index(
 /// committed.
 fn embed_jobs(
     work: &[Job],
-    store: &mut Store,
+    store: &mut dyn Backend,
     emb: &Embedder,
     opts: &IndexOptions,
     report: &mut IndexReport,

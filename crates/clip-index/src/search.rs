@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use clip_embed::Embedder;
 
-use crate::store::{Store, StoreError};
+use crate::backend::Backend;
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -106,7 +107,7 @@ impl Query {
             }
         }
         let norm = q.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if !(norm > 1e-12) {
+        if norm.is_nan() || norm <= 1e-12 {
             return Err(SearchError::Query(
                 "the terms cancel out (the weighted sum is zero)".into(),
             ));
@@ -118,33 +119,56 @@ impl Query {
 
 /// An index opened for searching with the model that made it.
 pub struct Searcher {
-    pub store: Store,
+    pub store: Box<dyn Backend>,
     pub emb: Embedder,
-    pub matrix: Matrix,
+    /// the vectors in memory (`None` when the database searches with its own index)
+    pub matrix: Option<Matrix>,
 }
 
 impl Searcher {
-    /// Open `db` and load its model: `model` when given (it must be the one that made the index:
-    /// same weights and config), else the model the index records.
+    /// Open `db` (a file or a `postgres://` URL) and load its model: `model` when given (it must
+    /// be the one that made the index: same weights and config), else the model the index records.
     pub fn open(
-        db: &Path,
+        db: &str,
         model: Option<&str>,
         opts: &clip_embed::models::ModelOptions,
         batch: usize,
     ) -> Result<Searcher, SearchError> {
-        let store = Store::open(db)?;
-        let spec = model.unwrap_or(&store.model.spec).to_owned();
+        let mut store = crate::backend::open(db)?;
+        let spec = model.unwrap_or(&store.model().spec).to_owned();
         let emb = Embedder::load_with(&spec, opts, batch)?;
         store.check_model(&emb, &spec)?;
-        let matrix = Matrix::load(&store)?;
+        let matrix = if store.has_ann() {
+            None
+        } else {
+            Some(Matrix::load(store.as_mut())?)
+        };
         Ok(Searcher { store, emb, matrix })
     }
 
     /// The `k` nearest images of `query`.
-    pub fn search(&self, query: &Query, k: usize) -> Result<Vec<Hit>, SearchError> {
+    pub fn search(&mut self, query: &Query, k: usize) -> Result<Vec<Hit>, SearchError> {
         let q = query.vector(&self.emb)?;
-        Ok(self.matrix.top_k(&q, k))
+        nearest(self.store.as_mut(), self.matrix.as_ref(), &q, k)
     }
+}
+
+/// The `k` nearest images of the unit vector `q`: exact over `matrix` when loaded, else by the
+/// database's own index.
+pub fn nearest(
+    store: &mut dyn Backend,
+    matrix: Option<&Matrix>,
+    q: &[f32],
+    k: usize,
+) -> Result<Vec<Hit>, SearchError> {
+    Ok(match matrix {
+        Some(m) => m.top_k(q, k),
+        None => store
+            .nearest(q, k, false)?
+            .into_iter()
+            .map(|(id, path, score)| Hit { id, path, score })
+            .collect(),
+    })
 }
 
 /// Where `clip index` and `clip search` keep the index when `--db` is not given: `$CLIP_INDEX`,
@@ -179,15 +203,15 @@ pub struct Matrix {
 }
 
 impl Matrix {
-    pub fn load(store: &Store) -> Result<Matrix, SearchError> {
+    pub fn load(store: &mut dyn Backend) -> Result<Matrix, SearchError> {
         let (ids, paths, data) = store.matrix()?;
-        Ok(Matrix::unit(ids, paths, data, store.model.dim))
+        Ok(Matrix::unit(ids, paths, data, store.model().dim))
     }
 
     /// The index's caption vectors: `ids` are their images' ids, `paths` the caption texts.
-    pub fn captions(store: &Store) -> Result<Matrix, SearchError> {
+    pub fn captions(store: &mut dyn Backend) -> Result<Matrix, SearchError> {
         let (ids, texts, data) = store.caption_matrix()?;
-        Ok(Matrix::unit(ids, texts, data, store.model.dim))
+        Ok(Matrix::unit(ids, texts, data, store.model().dim))
     }
 
     /// Rows scaled back to unit length: vectors were stored unit-length, and f16 rounding moves

@@ -95,7 +95,12 @@ pub enum StoreError {
         "index '{path}' does not exist; make it with `clip index SOURCE --model M --db {path}`"
     )]
     Missing { path: String },
+    #[error("PostgreSQL at {url}: {msg}")]
+    Postgres { url: String, msg: String },
 }
+
+/// Vectors with their rows: (image ids, paths or caption texts, `[n, dim]` values).
+pub type Vectors = (Vec<i64>, Vec<String>, Vec<f32>);
 
 /// The model that made an index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,8 +132,8 @@ pub struct Row {
     pub hash: String,
 }
 
-/// An open index.
-pub struct Store {
+/// An open SQLite index.
+pub struct SqliteStore {
     conn: Connection,
     pub path: PathBuf,
     pub model: ModelId,
@@ -159,7 +164,7 @@ CREATE INDEX IF NOT EXISTS captions_image ON captions(image_id);
 
 const SCHEMA_VERSION: &str = "1";
 
-impl Store {
+impl SqliteStore {
     fn sql(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         |source| StoreError::Sql {
             path: self.path.display().to_string(),
@@ -175,7 +180,7 @@ impl Store {
         model: &ModelId,
         dtype: Dtype,
         reembed: bool,
-    ) -> Result<Store, StoreError> {
+    ) -> Result<SqliteStore, StoreError> {
         let p = path.display().to_string();
         let existed = path.exists();
         if existed {
@@ -200,7 +205,7 @@ impl Store {
                 });
             }
         }
-        let mut store = Store {
+        let mut store = SqliteStore {
             conn,
             path: path.to_path_buf(),
             model: model.clone(),
@@ -217,30 +222,23 @@ impl Store {
                 "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
             )
             .map_err(sql)?;
-        if existed {
-            if let Some((theirs, their_dtype)) = store.read_meta()? {
-                if theirs.fingerprint != model.fingerprint || theirs.dim != model.dim {
-                    if !reembed {
-                        return Err(StoreError::OtherModel {
-                            path: p,
-                            theirs: theirs.to_string(),
-                            ours: model.to_string(),
-                        });
-                    }
-                    store
-                        .conn
-                        .execute_batch("DELETE FROM captions; DELETE FROM images;")
-                        .map_err(sql)?;
-                } else if !reembed {
-                    store.dtype = their_dtype; // an index keeps its storage type
-                    return Ok(store);
-                } else {
-                    store
-                        .conn
-                        .execute_batch("DELETE FROM captions; DELETE FROM images;")
-                        .map_err(sql)?;
-                }
+        if existed && let Some((theirs, their_dtype)) = store.read_meta()? {
+            let same = theirs.fingerprint == model.fingerprint && theirs.dim == model.dim;
+            if !same && !reembed {
+                return Err(StoreError::OtherModel {
+                    path: p,
+                    theirs: theirs.to_string(),
+                    ours: model.to_string(),
+                });
             }
+            if same && !reembed {
+                store.dtype = their_dtype; // an index keeps its storage type
+                return Ok(store);
+            }
+            store
+                .conn
+                .execute_batch("DELETE FROM captions; DELETE FROM images;")
+                .map_err(sql)?;
         }
         store.conn.execute_batch(SCHEMA).map_err(sql)?;
         let tx = store.conn.transaction().map_err(sql)?;
@@ -262,7 +260,7 @@ impl Store {
     }
 
     /// Open an existing index for reading.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let p = path.display().to_string();
         if !path.exists() {
             return Err(StoreError::Missing { path: p });
@@ -277,7 +275,7 @@ impl Store {
             source,
         })?;
         let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
-        let mut store = Store {
+        let mut store = SqliteStore {
             conn,
             path: path.to_path_buf(),
             model: ModelId {
@@ -440,7 +438,7 @@ impl Store {
     }
 
     /// All image vectors as one row-major `[n, dim]` matrix, with their ids and paths.
-    pub fn matrix(&self) -> Result<(Vec<i64>, Vec<String>, Vec<f32>), StoreError> {
+    pub fn matrix(&self) -> Result<Vectors, StoreError> {
         let dim = self.model.dim;
         let mut st = self
             .conn
@@ -467,7 +465,7 @@ impl Store {
     }
 
     /// All caption vectors as one row-major `[n, dim]` matrix, with their image ids and texts.
-    pub fn caption_matrix(&self) -> Result<(Vec<i64>, Vec<String>, Vec<f32>), StoreError> {
+    pub fn caption_matrix(&self) -> Result<Vectors, StoreError> {
         let dim = self.model.dim;
         let mut st = self
             .conn
@@ -493,24 +491,6 @@ impl Store {
         Ok((ids, texts, data))
     }
 
-    /// An error naming both models unless `emb` (loaded from `spec`) is the model that made
-    /// this index.
-    pub fn check_model(&self, emb: &clip_embed::Embedder, spec: &str) -> Result<(), StoreError> {
-        if emb.fingerprint == self.model.fingerprint && emb.dim() == self.model.dim {
-            return Ok(());
-        }
-        Err(StoreError::OtherModel {
-            path: self.path.display().to_string(),
-            theirs: self.model.to_string(),
-            ours: ModelId {
-                spec: spec.to_owned(),
-                fingerprint: emb.fingerprint.clone(),
-                dim: emb.dim(),
-            }
-            .to_string(),
-        })
-    }
-
     /// The number of images and captions.
     pub fn counts(&self) -> Result<(usize, usize), StoreError> {
         let n: i64 = self
@@ -522,6 +502,22 @@ impl Store {
             .query_row("SELECT COUNT(*) FROM captions", [], |r| r.get(0))
             .map_err(self.sql())?;
         Ok((n as usize, c as usize))
+    }
+
+    /// The path and vector of image `id`, if indexed.
+    pub fn vector_of(&self, id: i64) -> Result<Option<(String, Vec<f32>)>, StoreError> {
+        let row: Option<(String, Vec<u8>)> = self
+            .conn
+            .query_row("SELECT path, vector FROM images WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(self.sql())?;
+        Ok(row.and_then(|(p, b)| {
+            let mut v = Vec::new();
+            self.dtype.decode_into(&b, self.model.dim, &mut v)?;
+            Some((p, v))
+        }))
     }
 
     /// The path of image `id`, if indexed.

@@ -86,13 +86,116 @@ impl From<Refused> for ApiError {
     }
 }
 
-/// A loaded index.
+/// An index: an SQLite file's vectors are held in memory and searched exactly; a PostgreSQL
+/// index is searched by its own HNSW index.
 pub struct Index {
-    pub path: PathBuf,
+    pub location: String,
     pub name: String,
-    pub images: Matrix,
-    pub captions: Matrix,
+    store: Mutex<Box<dyn clip_index::Backend>>,
+    images: Option<Matrix>,
+    captions: Option<Matrix>,
     by_id: HashMap<i64, usize>,
+    counts: (usize, usize),
+}
+
+impl Index {
+    fn open(db: &str, emb: &Embedder, model: &str) -> Result<Index, ServeError> {
+        let mut store = clip_index::open(db)?;
+        store.check_model(emb, model)?;
+        let counts = store.counts()?;
+        let (images, captions) = if store.has_ann() {
+            (None, None)
+        } else {
+            (
+                Some(Matrix::load(store.as_mut())?),
+                Some(Matrix::captions(store.as_mut())?),
+            )
+        };
+        let by_id = images
+            .iter()
+            .flat_map(|m| m.ids.iter().enumerate().map(|(i, &id)| (id, i)))
+            .collect();
+        let name = if clip_index::is_postgres(db) {
+            db.rsplit('/')
+                .next()
+                .and_then(|t| t.split('?').next())
+                .filter(|t| !t.is_empty())
+                .unwrap_or("index")
+                .to_owned()
+        } else {
+            std::path::Path::new(db)
+                .file_stem()
+                .map_or("index".into(), |s| s.to_string_lossy().into_owned())
+        };
+        Ok(Index {
+            location: store.location(),
+            name,
+            store: Mutex::new(store),
+            images,
+            captions,
+            by_id,
+            counts,
+        })
+    }
+
+    fn db_error(e: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+
+    /// The `k` nearest images (or captions) of the unit vector `q` (blocking).
+    fn nearest(
+        &self,
+        q: &[f32],
+        k: usize,
+        captions: bool,
+    ) -> Result<Vec<clip_index::Hit>, ApiError> {
+        let m = if captions {
+            &self.captions
+        } else {
+            &self.images
+        };
+        if let Some(m) = m {
+            return Ok(m.top_k(q, k));
+        }
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(store
+            .nearest(q, k, captions)
+            .map_err(Index::db_error)?
+            .into_iter()
+            .map(|(id, path, score)| clip_index::Hit { id, path, score })
+            .collect())
+    }
+
+    /// The path and vector of image `id` (blocking).
+    fn image(&self, id: i64) -> Result<(String, Vec<f32>), ApiError> {
+        let missing = || {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no image with id {id} in the index"),
+            )
+        };
+        if let Some(m) = &self.images {
+            let row = *self.by_id.get(&id).ok_or_else(missing)?;
+            return Ok((m.paths[row].clone(), m.row(row).to_vec()));
+        }
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        store
+            .vector_of(id)
+            .map_err(Index::db_error)?
+            .ok_or_else(missing)
+    }
+}
+
+/// Run `f` on the index off the async threads.
+async fn with_index<T: Send + 'static>(
+    app: &Arc<App>,
+    f: impl FnOnce(&Index) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    app.index()?;
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || f(app.index()?))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
 /// The server's state.
@@ -108,35 +211,17 @@ pub struct App {
     max_batch: usize,
     token: Option<String>,
     pub metrics: Arc<Metrics>,
-    classifiers: Mutex<HashMap<(Vec<String>, Vec<String>), Arc<Classifier>>>,
+    classifiers: Mutex<HashMap<ClassifierKey, Arc<Classifier>>>,
 }
+
+/// A zero-shot classifier's labels and templates.
+type ClassifierKey = (Vec<String>, Vec<String>);
 
 impl App {
     pub fn new(emb: Arc<Embedder>, model: &str, opts: &ServeOptions) -> Result<App, ServeError> {
         let index = match &opts.db {
             None => None,
-            Some(db) => {
-                let store = clip_index::Store::open(db)?;
-                store.check_model(&emb, model)?;
-                let images = Matrix::load(&store)?;
-                let captions = Matrix::captions(&store)?;
-                let by_id = images
-                    .ids
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &id)| (id, i))
-                    .collect();
-                let name = db
-                    .file_stem()
-                    .map_or("index".into(), |s| s.to_string_lossy().into_owned());
-                Some(Index {
-                    path: db.clone(),
-                    name,
-                    images,
-                    captions,
-                    by_id,
-                })
-            }
+            Some(db) => Some(Index::open(db, &emb, model)?),
         };
         let metrics = Arc::new(Metrics::default());
         let start = |tower| {
@@ -743,7 +828,7 @@ const MAX_K: usize = 1000;
 #[utoipa::path(post, path = "/search", request_body = SearchRequest,
     responses((status = 200, body = SearchResponse), (status = 422, body = ErrorResponse)))]
 pub async fn search(State(app): State<Arc<App>>, body: Body) -> Result<Response, ApiError> {
-    let index = app.index()?;
+    app.index()?;
     let (q, k) = match body {
         Body::Form(parts) => {
             let k = form_field(&parts, "k")?
@@ -768,15 +853,7 @@ pub async fn search(State(app): State<Arc<App>>, body: Body) -> Result<Response,
                     app.embed_images(vec![decode_b64(&i, "image")?], true)
                         .await?
                 }
-                (None, None, Some(id)) => {
-                    let row = index.by_id.get(&id).ok_or_else(|| {
-                        ApiError::new(
-                            StatusCode::NOT_FOUND,
-                            format!("no image with id {id} in the index"),
-                        )
-                    })?;
-                    index.images.row(*row).to_vec()
-                }
+                (None, None, Some(id)) => with_index(&app, move |i| i.image(id)).await?.1,
                 _ => {
                     return Err(ApiError::invalid(
                         "give exactly one of \"text\", \"image\" (base64) or \"id\"",
@@ -790,9 +867,8 @@ pub async fn search(State(app): State<Arc<App>>, body: Body) -> Result<Response,
     if k == 0 || k > MAX_K {
         return Err(ApiError::invalid(format!("k {k}: give 1 to {MAX_K}")));
     }
-    let results = index
-        .images
-        .top_k(&q, k)
+    let results = with_index(&app, move |i| i.nearest(&q, k, false))
+        .await?
         .into_iter()
         .map(|h| SearchHit {
             thumbnail: format!("/thumb/{}", h.id),
@@ -879,47 +955,45 @@ pub async fn knn(
         .and_then(|h| h.to_str().ok())
         .map_or(String::new(), |h| format!("http://{h}"));
     let text_side = r.modality.as_deref() == Some("text");
-    let m = if text_side {
-        &index.captions
-    } else {
-        &index.images
-    };
     let candidates = r.num_result_ids.unwrap_or(n).max(n).min(MAX_K * 10);
-    let hits = m.top_k(&q, candidates);
-    let mut out: Vec<KnnResult> = Vec::new();
-    let mut kept: Vec<usize> = Vec::new();
-    for h in hits {
-        let Some(&row) = index.by_id.get(&h.id) else {
-            continue;
-        };
-        if r.deduplicate.unwrap_or(true) {
-            let v = index.images.row(row);
-            let dup = kept.iter().any(|&k| {
-                index
-                    .images
-                    .row(k)
-                    .iter()
-                    .zip(v)
-                    .map(|(a, b)| a * b)
-                    .sum::<f32>()
-                    >= clip_index::dedup::DEFAULT_THRESHOLD
-            });
-            if dup {
+    let dedup = r.deduplicate.unwrap_or(true);
+    let out = with_index(&app, move |index| {
+        let hits = index.nearest(&q, candidates, text_side)?;
+        let mut out: Vec<KnnResult> = Vec::new();
+        let mut kept: Vec<Vec<f32>> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for h in hits {
+            // captions: one result per image
+            if !seen.insert(h.id) {
                 continue;
             }
+            let Ok((path, v)) = index.image(h.id) else {
+                continue; // removed since the search
+            };
+            if dedup {
+                let dup = kept.iter().any(|k| {
+                    k.iter().zip(&v).map(|(a, b)| a * b).sum::<f32>()
+                        >= clip_index::dedup::DEFAULT_THRESHOLD
+                });
+                if dup {
+                    continue;
+                }
+                kept.push(v);
+            }
+            out.push(KnnResult {
+                id: h.id,
+                similarity: h.score,
+                url: format!("{base}/image/{}", h.id),
+                image_path: path,
+                caption: text_side.then(|| h.path.clone()),
+            });
+            if out.len() == n {
+                break;
+            }
         }
-        kept.push(row);
-        out.push(KnnResult {
-            id: h.id,
-            similarity: h.score,
-            url: format!("{base}/image/{}", h.id),
-            image_path: index.images.paths[row].clone(),
-            caption: text_side.then(|| h.path.clone()),
-        });
-        if out.len() == n {
-            break;
-        }
-    }
+        Ok(out)
+    })
+    .await?;
     Ok(axum::Json(out).into_response())
 }
 
@@ -929,15 +1003,9 @@ pub async fn indices_list(State(app): State<Arc<App>>) -> Response {
 }
 
 /// The indexed file of `id`, if it is a file (not a shard member).
-fn indexed_file(app: &App, id: i64) -> Result<PathBuf, ApiError> {
-    let index = app.index()?;
-    let row = index.by_id.get(&id).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no image with id {id} in the index"),
-        )
-    })?;
-    let p = PathBuf::from(&index.images.paths[*row]);
+async fn indexed_file(app: &Arc<App>, id: i64) -> Result<PathBuf, ApiError> {
+    let (path, _) = with_index(app, move |i| i.image(id)).await?;
+    let p = PathBuf::from(path);
     if !p.is_file() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -961,7 +1029,7 @@ pub async fn thumb(
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("no image with id {id:?}")))?;
-    let p = indexed_file(&app, id)?;
+    let p = indexed_file(&app, id).await?;
     let size = q.size.unwrap_or(256).clamp(16, 1024);
     let jpeg = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
         let img =
@@ -992,7 +1060,7 @@ pub async fn image_file(
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("no image with id {id:?}")))?;
-    let p = indexed_file(&app, id)?;
+    let p = indexed_file(&app, id).await?;
     let ext = p
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
@@ -1031,8 +1099,9 @@ pub async fn info(State(app): State<Arc<App>>) -> Response {
         "max_image_megapixels": app.max_megapixels,
         "dynamic_batching": app.batching,
         "index": app.index.as_ref().map(|i| serde_json::json!({
-            "name": i.name, "path": i.path.display().to_string(),
-            "images": i.images.len(), "captions": i.captions.len()})),
+            "name": i.name, "location": i.location,
+            "images": i.counts.0, "captions": i.counts.1,
+            "search": if i.images.is_some() { "exact" } else { "hnsw (database)" }})),
         "version": env!("CARGO_PKG_VERSION"),
     }))
     .into_response()

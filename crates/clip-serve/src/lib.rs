@@ -18,7 +18,6 @@ pub mod batch;
 pub mod metrics;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,8 +27,9 @@ use clip_embed::Embedder;
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub addr: SocketAddr,
-    /// an index made by `clip index` with the same model (enables /search, /knn-service, the page)
-    pub db: Option<PathBuf>,
+    /// an index made by `clip index` with the same model, a file or a `postgres://` URL (enables
+    /// /search, /knn-service, the page)
+    pub db: Option<String>,
     /// request bodies above this many bytes are refused (413)
     pub max_body_bytes: usize,
     /// texts or images per request (422 above)
@@ -87,12 +87,15 @@ pub fn serve(
     opts: ServeOptions,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
-    let app = api::App::new(Arc::new(emb), model, &opts)?;
+    // the app outlives the runtime: a PostgreSQL client holds a runtime of its own, which may
+    // not be dropped inside an async context
+    let app = Arc::new(api::App::new(Arc::new(emb), model, &opts)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| ServeError::Runtime(e.to_string()))?;
-    rt.block_on(async move {
+    let served = app.clone();
+    let result = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(opts.addr)
             .await
             .map_err(|source| ServeError::Bind {
@@ -103,11 +106,14 @@ pub fn serve(
             .local_addr()
             .map_err(|e| ServeError::Runtime(e.to_string()))?;
         ready(addr);
-        axum::serve(listener, api::router(Arc::new(app), &opts))
+        axum::serve(listener, api::router(served, &opts))
             .with_graceful_shutdown(shutdown_signal())
             .await
             .map_err(|e| ServeError::Runtime(e.to_string()))
-    })
+    });
+    drop(rt);
+    drop(app);
+    result
 }
 
 async fn shutdown_signal() {

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod pg;
 pub mod server;
 
 pub fn root() -> PathBuf {
@@ -70,3 +71,22 @@ width = 16
 heads = 1
 layers = 1
 "#;
+
+/// `n` distinct `side`×`side` PNGs.
+pub fn pictures_of(dir: &Path, n: usize, side: u32) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    (0..n)
+        .map(|i| {
+            let img = image::RgbImage::from_fn(side, side, |x, y| {
+                image::Rgb([
+                    (x * 5 + i as u32 * 7) as u8,
+                    (y * 5 + i as u32 * 13) as u8,
+                    (i as u32 * 29 % 256) as u8,
+                ])
+            });
+            let p = dir.join(format!("img{i:04}.png"));
+            img.save(&p).unwrap();
+            p
+        })
+        .collect()
+}
