@@ -36,6 +36,10 @@ pub struct IndexArgs {
     /// Index only partition I of N of the input (0 ≤ I < N): N workers fill one index
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+    /// Build an approximate (HNSW) index next to the file, print its recall@10 against exact
+    /// search, and keep it up to date in later runs (PostgreSQL: measure its HNSW index's recall)
+    #[arg(long)]
+    pub ann: bool,
     /// Print the report as one JSON object
     #[arg(long)]
     pub json: bool,
@@ -89,6 +93,7 @@ pub fn index(args: &IndexArgs) -> Result<()> {
         batch: args.batch_size as usize,
         quiet: false,
         part,
+        ann: args.ann,
     };
     let r = clip_index::index(&args.source, &db, &emb, &args.model, &opts)?;
     clip_embed::report_warnings(&r.warnings);
@@ -111,6 +116,20 @@ pub fn index(args: &IndexArgs) -> Result<()> {
             r.captions,
             r.seconds
         );
+        if let Some(a) = &r.ann {
+            println!(
+                "approximate index {}: {} images, built in {:.1} s, {:.1} MB; recall@10 {:.4} over {} queries; {:.3} ms a query vs {:.3} ms exact ({:.1}×)",
+                a.location,
+                a.images,
+                a.build_seconds,
+                a.bytes as f64 / 1e6,
+                a.recall_at_10,
+                a.queries,
+                a.ann_ms,
+                a.exact_ms,
+                a.exact_ms / a.ann_ms.max(1e-9)
+            );
+        }
     }
     Ok(())
 }
@@ -138,12 +157,24 @@ pub struct SearchArgs {
     /// One JSON object per result
     #[arg(long)]
     pub json: bool,
+    /// Search every vector even when an approximate index exists
+    #[arg(long)]
+    pub exact: bool,
 }
 
 pub fn search(args: &SearchArgs) -> Result<()> {
     let query = Query::parse(&args.query, &args.images)?;
     let db = db_path(&args.db)?;
-    let mut s = Searcher::open(&db, args.model.as_deref(), &args.arch.model_options(), 32)?;
+    let mut s = Searcher::open(
+        &db,
+        args.model.as_deref(),
+        &args.arch.model_options(),
+        32,
+        args.exact,
+    )?;
+    if let Some(note) = &s.note {
+        eprintln!("note: {note}");
+    }
     let hits = s.search(&query, args.k as usize)?;
     let mut out = String::new();
     for h in &hits {
@@ -176,6 +207,13 @@ pub struct DedupArgs {
     /// CSV rows: group, path, cosine to the group's first image
     #[arg(long)]
     pub csv: bool,
+    /// Link each image to its nearest neighbours from the approximate index (the default above
+    /// 20,000 images when one exists) instead of comparing every pair
+    #[arg(long, conflicts_with = "exact")]
+    pub ann: bool,
+    /// Compare every pair even when an approximate index exists
+    #[arg(long)]
+    pub exact: bool,
 }
 
 pub fn dedup(args: &DedupArgs) -> Result<()> {
@@ -188,7 +226,20 @@ pub fn dedup(args: &DedupArgs) -> Result<()> {
     let db = db_path(&args.db)?;
     let mut store = clip_index::open(&db)?;
     let m = clip_index::Matrix::load(store.as_mut())?;
-    let groups = clip_index::dedup::groups(&m, args.threshold);
+    let through_ann = !args.exact && (args.ann || m.len() > clip_index::dedup::ANN_ABOVE);
+    let groups = if through_ann && store.has_ann() {
+        clip_index::dedup::groups_by_neighbours(&m, args.threshold, |q| {
+            store.neighbours(q, clip_index::dedup::NEIGHBOURS)
+        })?
+    } else {
+        if args.ann {
+            bail!(
+                "--ann: the index {} has no up-to-date approximate index; build one with `clip index SOURCE --db {0} --ann`",
+                clip_index::pg::redact(&db)
+            );
+        }
+        clip_index::dedup::groups(&m, args.threshold)
+    };
     let rows = clip_index::dedup::rows(&m, &groups);
     if args.csv {
         let mut w = csv::Writer::from_writer(std::io::stdout().lock());

@@ -526,3 +526,112 @@ fn dedup_groups_copies_and_rerank_orders_candidates() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_approximate_index_is_built_with_its_recall_kept_up_to_date_and_never_used_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let pics = dir.path().join("pics");
+    let files = pictures_of(&pics, 250, 24); // (i and i+256 would be the same picture)
+    std::fs::copy(&files[7], pics.join("copy_of_7.png")).unwrap();
+    let db = dir.path().join("a.db");
+    let side = dir.path().join("a.db.usearch");
+    // no graph unless asked for
+    let r = index_json(s(&pics), &db, &[]);
+    assert!(r["ann"].is_null() && !side.exists(), "{r}");
+    let err = fails(&["dedup", "--db", s(&db), "--ann"]);
+    assert!(
+        err.contains("has no up-to-date approximate index; build one with `clip index SOURCE --db"),
+        "{err}"
+    );
+    let r = index_json(s(&pics), &db, &["--ann"]);
+    let ann = &r["ann"];
+    assert_eq!(ann["images"], 251, "{r}");
+    assert_eq!(ann["queries"], 251, "{r}");
+    let recall = ann["recall_at_10"].as_f64().unwrap();
+    assert!(recall >= 0.95, "recall@10 {recall}");
+    assert!(side.exists() && ann["bytes"].as_u64().unwrap() > 251 * 2 * 16);
+    // the text report prints the recall
+    let (out, _) = ok_out(&[
+        "index",
+        s(&pics),
+        "--model",
+        &model(),
+        "--db",
+        s(&db),
+        "--ann",
+    ]);
+    assert!(
+        out.contains("approximate index ") && out.contains("recall@10 "),
+        "{out}"
+    );
+
+    // searches through the graph agree with exact search
+    let top = |extra: &[&str]| {
+        let mut a = vec![
+            "search",
+            "--db",
+            s(&db),
+            "--image",
+            s(&files[42]),
+            "-k",
+            "5",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        let (out, err) = ok_out(&a);
+        assert!(!err.contains("note:"), "{err}");
+        out.lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["path"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect::<Vec<_>>()
+    };
+    let (approx, exact) = (top(&[]), top(&["--exact"]));
+    assert!(approx[0].ends_with("img0042.png"), "{approx:?}");
+    assert_eq!(approx, exact);
+    // dedup through the graph finds the same groups
+    let groups = |flag: &str| {
+        ok_out(&[
+            "dedup",
+            "--db",
+            s(&db),
+            "--threshold",
+            "0.9999",
+            "--csv",
+            flag,
+        ])
+        .0
+    };
+    let through = groups("--ann");
+    assert_eq!(through, groups("--exact"));
+    assert!(through.contains("copy_of_7.png"), "{through}");
+
+    // a change to the collection rebuilds the graph in the next run, without --ann
+    std::fs::remove_file(&files[3]).unwrap();
+    let r = index_json(s(&pics), &db, &[]);
+    assert_eq!(r["removed"], 1, "{r}");
+    assert_eq!(r["ann"]["images"], 250, "{r}");
+    // an unchanged collection does not rebuild it
+    let r = index_json(s(&pics), &db, &[]);
+    assert!(r["ann"].is_null(), "{r}");
+
+    // a graph that does not match the index is never used: exact search, with a note
+    std::fs::write(&side, b"not a graph").unwrap();
+    let (out, err) = ok_out(&[
+        "search",
+        "--db",
+        s(&db),
+        "--image",
+        s(&files[42]),
+        "-k",
+        "1",
+    ]);
+    assert!(out.contains("img0042.png"), "{out}");
+    assert!(
+        err.contains("is out of date (the index changed since it was built); searching exactly"),
+        "{err}"
+    );
+}

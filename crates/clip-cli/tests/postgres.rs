@@ -113,6 +113,14 @@ fn index_search_dedup_and_serve_on_postgres_match_the_sqlite_index() {
     assert!(rows.keys().any(|p| p.ends_with("moved.png")));
     assert!(!rows.keys().any(|p| p.ends_with("img0000.png")));
 
+    // --ann measures the recall@10 of the database's HNSW index against exact search
+    let r = index(&pics, &url, &["--ann"]);
+    let ann = &r["ann"];
+    assert_eq!(ann["images"], 8, "{r}");
+    assert!(ann["recall_at_10"].as_f64().unwrap() >= 0.95, "{r}");
+    assert!(ann["location"].as_str().unwrap().ends_with("(clip_images_hnsw)"), "{r}");
+    assert!(ann["bytes"].as_u64().unwrap() > 0, "{r}");
+
     // dedup finds the copy, as on SQLite
     let (out, err) = ok_out(&["dedup", "--db", &url, "--threshold", "0.999", "--csv"]);
     assert!(

@@ -46,6 +46,27 @@ pub trait Backend: Send {
         Ok(Vec::new())
     }
 
+    /// The `k` nearest image ids of `q` with their cosines, by the database's index (no paths:
+    /// what `dedup` asks for every image).
+    fn neighbours(&mut self, q: &[f32], k: usize) -> Result<Vec<(i64, f32)>, StoreError> {
+        Ok(self
+            .nearest(q, k, false)?
+            .into_iter()
+            .map(|(id, _, s)| (id, s))
+            .collect())
+    }
+    /// Build, rebuild or check the approximate index (see [`crate::ann`]): when `want`, or when
+    /// one was asked for before and is out of date. `None` when there was nothing to do.
+    fn refresh_ann(&mut self, _want: bool) -> Result<Option<crate::ann::AnnReport>, StoreError> {
+        Ok(None)
+    }
+    /// Why an approximate index that was built is not used (it is out of date).
+    fn ann_note(&self) -> Option<String> {
+        None
+    }
+    /// Search exactly even where an approximate index exists (`--exact`).
+    fn exact_only(&mut self) {}
+
     /// An error naming both models unless `emb` (loaded from `spec`) made this index.
     fn check_model(&self, emb: &clip_embed::Embedder, spec: &str) -> Result<(), StoreError> {
         let m = self.model();
@@ -131,5 +152,30 @@ impl Backend for SqliteStore {
     }
     fn vector_of(&mut self, id: i64) -> Result<Option<(String, Vec<f32>)>, StoreError> {
         SqliteStore::vector_of(self, id)
+    }
+    fn has_ann(&self) -> bool {
+        self.ann().is_some()
+    }
+    fn nearest(&mut self, q: &[f32], k: usize, captions: bool) -> Result<Vec<DbHit>, StoreError> {
+        self.nearest_ann(q, k, captions)
+    }
+    fn refresh_ann(&mut self, want: bool) -> Result<Option<crate::ann::AnnReport>, StoreError> {
+        SqliteStore::refresh_ann(self, want)
+    }
+    fn ann_note(&self) -> Option<String> {
+        SqliteStore::ann_note(self).map(str::to_owned)
+    }
+    fn exact_only(&mut self) {
+        self.drop_ann()
+    }
+    fn neighbours(&mut self, q: &[f32], k: usize) -> Result<Vec<(i64, f32)>, StoreError> {
+        match self.ann() {
+            Some(a) => Ok(a.search(q, k)),
+            None => Ok(self
+                .nearest_ann(q, k, false)?
+                .into_iter()
+                .map(|(id, _, s)| (id, s))
+                .collect()),
+        }
     }
 }

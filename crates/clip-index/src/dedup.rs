@@ -2,6 +2,11 @@
 //! the threshold is linked (blocked matrix products, so memory stays `block × n`), and the
 //! connected components of two or more images are the groups. The default threshold, 0.94, is
 //! clip-retrieval's; `clip eval overlap` calibrates one on a labelled set.
+//!
+//! For large collections [`groups_by_neighbours`] links each image only to its nearest
+//! neighbours from an approximate index ([`NEIGHBOURS`] of them): `n·k` distance checks instead of
+//! `n²`, at the cost of links the graph misses (its recall) and of groups where one image has more
+//! than `k` near-duplicates (they are still joined through chains).
 
 use crate::search::Matrix;
 
@@ -24,6 +29,45 @@ fn find(parent: &mut [usize], mut x: usize) -> usize {
     x
 }
 
+/// Neighbours asked of the approximate index per image.
+pub const NEIGHBOURS: usize = 32;
+
+/// Above this many images `clip dedup` goes through the approximate index when there is one.
+pub const ANN_ABOVE: usize = 20_000;
+
+/// Groups of `m`'s rows linked by cosine ≥ `threshold`, from each row's nearest neighbours as
+/// `neighbours(row vector)` gives them (ids and cosines, e.g. from an approximate index).
+pub fn groups_by_neighbours<E>(
+    m: &Matrix,
+    threshold: f32,
+    mut neighbours: impl FnMut(&[f32]) -> Result<Vec<(i64, f32)>, E>,
+) -> Result<Vec<Group>, E> {
+    let row_of: std::collections::HashMap<i64, usize> =
+        m.ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let n = m.len();
+    let mut parent: Vec<usize> = (0..n).collect();
+    let mut min_link = vec![f32::INFINITY; n];
+    for a in 0..n {
+        for (id, c) in neighbours(m.row(a))? {
+            let Some(&b) = row_of.get(&id) else { continue };
+            if b == a || c < threshold {
+                continue;
+            }
+            link(&mut parent, &mut min_link, a, b, c);
+        }
+    }
+    Ok(collect(&mut parent, &min_link))
+}
+
+fn link(parent: &mut [usize], min_link: &mut [f32], a: usize, b: usize, c: f32) {
+    let (ra, rb) = (find(parent, a), find(parent, b));
+    let low = min_link[ra].min(min_link[rb]).min(c);
+    if ra != rb {
+        parent[rb] = ra;
+    }
+    min_link[ra] = low;
+}
+
 /// Groups of `m`'s rows linked by cosine ≥ `threshold`, largest first (then by first member).
 pub fn groups(m: &Matrix, threshold: f32) -> Vec<Group> {
     let n = m.len();
@@ -38,19 +82,20 @@ pub fn groups(m: &Matrix, threshold: f32) -> Vec<Group> {
             let a = start + i;
             for (b, &c) in s[i * n..(i + 1) * n].iter().enumerate().skip(a + 1) {
                 if c >= threshold {
-                    let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
-                    let low = min_link[ra].min(min_link[rb]).min(c);
-                    if ra != rb {
-                        parent[rb] = ra;
-                    }
-                    min_link[ra] = low;
+                    link(&mut parent, &mut min_link, a, b, c);
                 }
             }
         }
     }
+    collect(&mut parent, &min_link)
+}
+
+/// The connected components of two or more rows, largest first (then by first member).
+fn collect(parent: &mut [usize], min_link: &[f32]) -> Vec<Group> {
+    let n = parent.len();
     let mut by_root: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
     for i in 0..n {
-        let r = find(&mut parent, i);
+        let r = find(parent, i);
         by_root.entry(r).or_default().push(i);
     }
     let mut out: Vec<Group> = by_root

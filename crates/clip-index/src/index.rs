@@ -48,6 +48,8 @@ pub struct IndexReport {
     /// damage found in the source (truncated shards, incomplete samples)
     pub warnings: Vec<String>,
     pub seconds: f64,
+    /// the approximate index, when it was built or checked in this run
+    pub ann: Option<crate::ann::AnnReport>,
 }
 
 /// Options of a run.
@@ -60,6 +62,8 @@ pub struct IndexOptions {
     pub quiet: bool,
     /// `--shard i/n`: index only partition i of n (see [`in_partition`])
     pub part: Option<(usize, usize)>,
+    /// `--ann`: build the approximate index (and keep it up to date in later runs)
+    pub ann: bool,
 }
 
 impl Default for IndexOptions {
@@ -70,6 +74,7 @@ impl Default for IndexOptions {
             batch: 32,
             quiet: false,
             part: None,
+            ann: false,
         }
     }
 }
@@ -359,6 +364,7 @@ pub fn index(
         .collect();
     report.removed = removed.len();
     store.remove(&removed)?;
+    report.ann = store.refresh_ann(opts.ann)?;
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
 }

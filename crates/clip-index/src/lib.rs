@@ -1,8 +1,10 @@
 //! Semantic search over image collections, on the shared embedding pipeline (`clip_embed`):
 //! the incremental index ([`index`]) in an SQLite file ([`store`]) or PostgreSQL with pgvector
 //! ([`pg`]) behind one interface ([`backend`]), search with query algebra ([`search`]),
-//! near-duplicate groups ([`dedup`]) and reranking ([`rerank`]).
+//! near-duplicate groups ([`dedup`]), reranking ([`rerank`]) and the approximate index for large
+//! collections ([`ann`]).
 
+pub mod ann;
 pub mod backend;
 pub mod dedup;
 pub mod index;

@@ -446,6 +446,40 @@ impl Backend for PgStore {
         true
     }
 
+    /// PostgreSQL keeps its HNSW index itself; `--ann` measures its recall@10 against exact
+    /// search over the same vectors.
+    fn refresh_ann(&mut self, want: bool) -> Result<Option<crate::ann::AnnReport>, StoreError> {
+        if !want {
+            return Ok(None);
+        }
+        let m = crate::search::Matrix::load(self).map_err(|e| StoreError::Postgres {
+            url: self.url.clone(),
+            msg: e.to_string(),
+        })?;
+        let (recall_at_10, queries, exact_ms, ann_ms) = crate::ann::measure_recall(&m, |q| {
+            Ok(self
+                .nearest(q, 10, false)?
+                .into_iter()
+                .map(|(id, _, _)| id)
+                .collect())
+        })?;
+        let bytes: i64 = self
+            .client
+            .query_one("SELECT pg_relation_size('clip_images_hnsw')", &[])
+            .map_err(self.err())?
+            .get(0);
+        Ok(Some(crate::ann::AnnReport {
+            images: m.len(),
+            build_seconds: 0.0,
+            recall_at_10,
+            queries,
+            exact_ms,
+            ann_ms,
+            bytes: bytes as u64,
+            location: format!("{} (clip_images_hnsw)", self.url),
+        }))
+    }
+
     fn nearest(&mut self, q: &[f32], k: usize, captions: bool) -> Result<Vec<DbHit>, StoreError> {
         let sql = nearest_sql(captions);
         let v = self.param(q);

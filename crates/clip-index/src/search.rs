@@ -123,18 +123,28 @@ pub struct Searcher {
     pub emb: Embedder,
     /// the vectors in memory (`None` when the database searches with its own index)
     pub matrix: Option<Matrix>,
+    /// why an approximate index that was built is not used, for the user
+    pub note: Option<String>,
 }
 
 impl Searcher {
     /// Open `db` (a file or a `postgres://` URL) and load its model: `model` when given (it must
     /// be the one that made the index: same weights and config), else the model the index records.
+    /// Searches go through the approximate index (`clip index --ann`, or PostgreSQL's HNSW index)
+    /// when there is an up-to-date one, unless `exact` (images only: PostgreSQL's index is its
+    /// own).
     pub fn open(
         db: &str,
         model: Option<&str>,
         opts: &clip_embed::models::ModelOptions,
         batch: usize,
+        exact: bool,
     ) -> Result<Searcher, SearchError> {
         let mut store = crate::backend::open(db)?;
+        let note = store.ann_note();
+        if exact && !crate::is_postgres(db) {
+            store.exact_only();
+        }
         let spec = model.unwrap_or(&store.model().spec).to_owned();
         let emb = Embedder::load_with(&spec, opts, batch)?;
         store.check_model(&emb, &spec)?;
@@ -143,7 +153,12 @@ impl Searcher {
         } else {
             Some(Matrix::load(store.as_mut())?)
         };
-        Ok(Searcher { store, emb, matrix })
+        Ok(Searcher {
+            store,
+            emb,
+            matrix,
+            note,
+        })
     }
 
     /// The `k` nearest images of `query`.

@@ -140,6 +140,12 @@ pub struct SqliteStore {
     pub dtype: Dtype,
     /// held for writers: the exclusive lock on the database file
     _lock: Option<std::fs::File>,
+    /// readers: the approximate index, when one is built and up to date
+    ann: Option<crate::ann::Ann>,
+    /// readers: why an approximate index that was asked for is not used
+    ann_note: Option<String>,
+    /// readers with an approximate index: the caption vectors, loaded on first use
+    captions: Option<crate::search::Matrix>,
 }
 
 const SCHEMA: &str = "
@@ -211,6 +217,9 @@ impl SqliteStore {
             model: model.clone(),
             dtype,
             _lock: Some(lock),
+            ann: None,
+            ann_note: None,
+            captions: None,
         };
         let sql = |source| StoreError::Sql {
             path: p.clone(),
@@ -285,6 +294,9 @@ impl SqliteStore {
             },
             dtype: Dtype::F16,
             _lock: None,
+            ann: None,
+            ann_note: None,
+            captions: None,
         };
         let (model, dtype) = store.read_meta()?.ok_or_else(|| StoreError::NotAnIndex {
             path: p,
@@ -292,7 +304,156 @@ impl SqliteStore {
         })?;
         store.model = model;
         store.dtype = dtype;
+        store.load_ann();
         Ok(store)
+    }
+
+    /// A value of the `meta` table.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(self.sql())
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, value],
+            )
+            .map(|_| ())
+            .map_err(self.sql())
+    }
+
+    /// Memory-map the approximate index if one was built and nothing changed since.
+    fn load_ann(&mut self) {
+        let asked = self.meta("ann").ok().flatten().is_some_and(|v| v == "1");
+        let stamp = self.meta("ann_stamp").ok().flatten();
+        let file = crate::ann::sidecar(&self.path);
+        let stale = || {
+            format!(
+                "the approximate index {} is out of date (the index changed since it was built); \
+                 searching exactly. Run `clip index` on the same source to rebuild it",
+                file.display()
+            )
+        };
+        match stamp {
+            Some(s) if crate::ann::file_stamp(&file).as_deref() == Some(s.as_str()) => {
+                match crate::ann::Ann::open(&file, self.model.dim) {
+                    Ok(a) => self.ann = Some(a),
+                    Err(e) => self.ann_note = Some(format!("{e}; searching exactly")),
+                }
+            }
+            _ if asked => self.ann_note = Some(stale()),
+            _ => {}
+        }
+    }
+
+    /// Build (or rebuild) the approximate index when `want`, or when one was asked for before and
+    /// the index changed since; measure its recall@10. `None` when there was nothing to do.
+    pub fn refresh_ann(&mut self, want: bool) -> Result<Option<crate::ann::AnnReport>, StoreError> {
+        let asked = self.meta("ann")?.is_some_and(|v| v == "1");
+        if !want && !asked {
+            return Ok(None);
+        }
+        let file = crate::ann::sidecar(&self.path);
+        let fresh = self.meta("ann_stamp")?.is_some()
+            && self.meta("ann_stamp")? == crate::ann::file_stamp(&file);
+        if fresh && !want {
+            return Ok(None);
+        }
+        let m = crate::search::Matrix::load(self).map_err(|e| StoreError::Open {
+            path: self.path.display().to_string(),
+            msg: e.to_string(),
+        })?;
+        let t = std::time::Instant::now();
+        let ann = crate::ann::Ann::build(&m).map_err(|e| StoreError::Open {
+            path: file.display().to_string(),
+            msg: format!("building the approximate index: {e}"),
+        })?;
+        let build_seconds = t.elapsed().as_secs_f64();
+        ann.save(&file)?;
+        let stamp = crate::ann::file_stamp(&file).unwrap_or_default();
+        self.set_meta("ann", "1")?;
+        self.set_meta("ann_stamp", &stamp)?;
+        let (recall_at_10, queries, exact_ms, ann_ms) = crate::ann::measure_recall(&m, |q| {
+            Ok(ann.search(q, 10).into_iter().map(|(id, _)| id).collect())
+        })?;
+        Ok(Some(crate::ann::AnnReport {
+            images: m.len(),
+            build_seconds,
+            recall_at_10,
+            queries,
+            exact_ms,
+            ann_ms,
+            bytes: std::fs::metadata(&file).map_or(0, |m| m.len()),
+            location: file.display().to_string(),
+        }))
+    }
+
+    /// The approximate index in use, if any.
+    pub fn ann(&self) -> Option<&crate::ann::Ann> {
+        self.ann.as_ref()
+    }
+
+    /// Why an approximate index that was built is not used.
+    pub fn ann_note(&self) -> Option<&str> {
+        self.ann_note.as_deref()
+    }
+
+    /// Stop using the approximate index (`--exact`).
+    pub fn drop_ann(&mut self) {
+        self.ann = None;
+        self.ann_note = None;
+    }
+
+    /// The `k` nearest images (or captions) of `q`: images through the approximate index,
+    /// captions exactly (their vectors are loaded on first use).
+    pub fn nearest_ann(
+        &mut self,
+        q: &[f32],
+        k: usize,
+        captions: bool,
+    ) -> Result<Vec<(i64, String, f32)>, StoreError> {
+        let where_ = self.path.display().to_string();
+        let err = |e: crate::search::SearchError| StoreError::Open {
+            path: where_.clone(),
+            msg: e.to_string(),
+        };
+        if captions || self.ann.is_none() {
+            let m = if !captions {
+                crate::search::Matrix::load(self).map_err(err)?
+            } else {
+                match self.captions.take() {
+                    Some(m) => m,
+                    None => crate::search::Matrix::captions(self).map_err(err)?,
+                }
+            };
+            let hits = m
+                .top_k(q, k)
+                .into_iter()
+                .map(|h| (h.id, h.path, h.score))
+                .collect();
+            if captions {
+                self.captions = Some(m);
+            }
+            return Ok(hits);
+        }
+        let hits = self
+            .ann
+            .as_ref()
+            .map(|a| a.search(q, k))
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(hits.len());
+        for (id, score) in hits {
+            // a row removed since the graph was built cannot happen (the stamp would differ);
+            // skip it anyway rather than fail
+            if let Some(path) = self.path_of(id)? {
+                out.push((id, path, score));
+            }
+        }
+        Ok(out)
     }
 
     /// The stored model identity and dtype; `None` for a database without our tables.
@@ -383,6 +544,10 @@ impl SqliteStore {
             source,
         };
         let tx = self.conn.transaction().map_err(sql)?;
+        if !items.is_empty() {
+            tx.execute("DELETE FROM meta WHERE key = 'ann_stamp'", [])
+                .map_err(sql)?;
+        }
         for it in items {
             tx.execute("DELETE FROM images WHERE path = ?1", [&it.path])
                 .map_err(sql)?;
@@ -430,6 +595,10 @@ impl SqliteStore {
             source,
         };
         let tx = self.conn.transaction().map_err(sql)?;
+        if !ids.is_empty() {
+            tx.execute("DELETE FROM meta WHERE key = 'ann_stamp'", [])
+                .map_err(sql)?;
+        }
         for id in ids {
             tx.execute("DELETE FROM images WHERE id = ?1", [id])
                 .map_err(sql)?;
