@@ -223,6 +223,14 @@ fn bad_requests_get_their_status_and_reason() {
         422,
         "is a data URI",
     );
+    // texts whose first bytes end inside a character are texts (the data-URI check once
+    // panicked on them and dropped the connection), and are embedded like any other
+    let (st, out) = srv.post(
+        "/embed",
+        r#"{"inputs": ["ยぇי丨 ยनテ", "piÃ±ata Zürich", "dată: ✓"]}"#,
+    );
+    assert_eq!(st, 200, "{out}");
+    assert_eq!(as_rows(&json(&out)).len(), 3, "{out}");
     check(
         "/embed",
         r#"{"inputs": ["a dog""#,
@@ -530,4 +538,78 @@ fn an_index_made_by_another_model_is_refused_at_start() {
         "127.0.0.1:0",
     ]);
     assert!(err.contains("was made by model '"), "{err}");
+}
+
+/// Send a POST's head and the first `sent` bytes of `body` on a raw socket, leaving the rest unsent.
+fn half_sent(srv: &Server, path: &str, body: &[u8], sent: usize) -> std::net::TcpStream {
+    use std::io::Write;
+    let host = srv.base.trim_start_matches("http://");
+    let mut c = std::net::TcpStream::connect(host).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    c.write_all(&body[..sent]).unwrap();
+    c.flush().unwrap();
+    c
+}
+
+fn read_all(mut c: std::net::TcpStream) -> String {
+    use std::io::Read;
+    c.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn a_request_over_the_time_limit_gets_408_and_the_server_goes_on() {
+    let srv = Server::start(&["--model", &model(), "--timeout", "1"]);
+    // a client that stalls in the middle of its body holds no worker past the limit
+    let body = br#"{"inputs": ["a dog on a beach", "a cat"]}"#;
+    let t = std::time::Instant::now();
+    let c = half_sent(&srv, "/embed", body, 10);
+    let answer = read_all(c);
+    let waited = t.elapsed().as_secs_f64();
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "expected 408 Request Timeout, got: {answer}"
+    );
+    assert!(
+        (0.9..20.0).contains(&waited),
+        "answered after {waited:.2} s with --timeout 1"
+    );
+    // and the next request is served normally
+    let (st, out) = srv.post("/embed", std::str::from_utf8(body).unwrap());
+    assert_eq!(st, 200, "{out}");
+    assert_eq!(as_rows(&json(&out)).len(), 2);
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_then_exits_cleanly() {
+    let mut srv = Server::start(&["--model", &model()]);
+    let body = br#"{"inputs": ["a dog on a beach", "a cat", "two birds"]}"#;
+    let (st, want) = srv.post("/embed", std::str::from_utf8(body).unwrap());
+    assert_eq!(st, 200, "{want}");
+    // a request whose body is half sent when SIGTERM arrives
+    let mut c = half_sent(&srv, "/embed", body, 12);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    srv.sigterm();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        srv.child.try_wait().unwrap().is_none(),
+        "the server exited with a request in flight"
+    );
+    {
+        use std::io::Write;
+        c.write_all(&body[12..]).unwrap();
+    }
+    let answer = read_all(c);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let got = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    assert_close(&as_rows(&json(got)), &as_rows(&json(&want)));
+    let status = srv.wait_exit();
+    assert!(status.success(), "{status:?}");
 }

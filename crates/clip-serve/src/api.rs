@@ -176,7 +176,7 @@ impl Index {
         };
         if let Some(m) = &self.images {
             let row = *self.by_id.get(&id).ok_or_else(missing)?;
-            return Ok((m.paths[row].clone(), m.row(row).to_vec()));
+            return Ok((m.paths[row].clone(), m.row(row)));
         }
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         store
@@ -350,7 +350,8 @@ impl App {
 
 fn is_data_uri(t: &str) -> bool {
     let t = t.trim_start();
-    t.len() > 5 && t[..5].eq_ignore_ascii_case("data:") && t.contains(";base64,")
+    // `get`: the first five bytes may end inside a character (any text can arrive here)
+    t.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("data:")) && t.contains(";base64,")
 }
 
 /// Base64 (or a `data:…;base64,` URI) → bytes; `what` names the field in the error.

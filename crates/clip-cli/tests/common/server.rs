@@ -139,8 +139,17 @@ impl Server {
 
     /// SIGTERM, then the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.sigterm();
+        self.wait_exit()
+    }
+
+    pub fn sigterm(&self) {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    }
+
+    /// The exit status, waiting up to 30 s.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let t0 = std::time::Instant::now();
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
