@@ -549,6 +549,8 @@ fn an_approximate_index_is_built_with_its_recall_kept_up_to_date_and_never_used_
     assert_eq!(ann["queries"], 251, "{r}");
     let recall = ann["recall_at_10"].as_f64().unwrap();
     assert!(recall >= 0.95, "recall@10 {recall}");
+    // the search effort was calibrated: the smallest step reaching the target
+    assert_eq!(ann["ef"], 64, "{r}");
     assert!(side.exists() && ann["bytes"].as_u64().unwrap() > 251 * 2 * 16);
     // the text report prints the recall
     let (out, _) = ok_out(&[
@@ -561,7 +563,9 @@ fn an_approximate_index_is_built_with_its_recall_kept_up_to_date_and_never_used_
         "--ann",
     ]);
     assert!(
-        out.contains("approximate index ") && out.contains("recall@10 "),
+        out.contains("approximate index ")
+            && out.contains("recall@10 ")
+            && out.contains(" at ef 64;"),
         "{out}"
     );
 
@@ -617,6 +621,33 @@ fn an_approximate_index_is_built_with_its_recall_kept_up_to_date_and_never_used_
     // an unchanged collection does not rebuild it
     let r = index_json(s(&pics), &db, &[]);
     assert!(r["ann"].is_null(), "{r}");
+
+    // a search effort fixed by the user is measured, and kept when a change rebuilds the graph
+    let r = index_json(s(&pics), &db, &["--ann", "--ef", "300"]);
+    assert_eq!(r["ann"]["ef"], 300, "{r}");
+    assert!(r["ann"]["recall_at_10"].as_f64().unwrap() >= 0.95, "{r}");
+    std::fs::remove_file(&files[4]).unwrap();
+    let r = index_json(s(&pics), &db, &[]);
+    assert_eq!(
+        (&r["ann"]["images"], &r["ann"]["ef"]),
+        (&249.into(), &300.into()),
+        "{r}"
+    );
+    let r = index_json(s(&pics), &db, &["--ann", "--ef", "0"]);
+    assert_eq!(r["ann"]["ef"], 64, "0 calibrates again: {r}");
+    let o = clip(&[
+        "index",
+        s(&pics),
+        "--model",
+        &model(),
+        "--db",
+        s(&db),
+        "--ef",
+        "128",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--ann"), "--ef needs --ann: {err}");
 
     // a graph that does not match the index is never used: exact search, with a note
     std::fs::write(&side, b"not a graph").unwrap();

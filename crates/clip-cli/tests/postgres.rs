@@ -118,7 +118,13 @@ fn index_search_dedup_and_serve_on_postgres_match_the_sqlite_index() {
     let ann = &r["ann"];
     assert_eq!(ann["images"], 8, "{r}");
     assert!(ann["recall_at_10"].as_f64().unwrap() >= 0.95, "{r}");
-    assert!(ann["location"].as_str().unwrap().ends_with("(clip_images_hnsw)"), "{r}");
+    assert!(
+        ann["location"]
+            .as_str()
+            .unwrap()
+            .ends_with("(clip_images_hnsw)"),
+        "{r}"
+    );
     assert!(ann["bytes"].as_u64().unwrap() > 0, "{r}");
 
     // dedup finds the copy, as on SQLite
@@ -291,6 +297,22 @@ fn unreachable_servers_other_models_and_foreign_tables_are_clear_errors_that_cha
     }
     let err = fails(&["search", "--db", "postgres://127.0.0.1:notaport/x", "a cat"]);
     assert!(err.contains("not a valid connection URL"), "{err}");
+    // the graph's search effort is not PostgreSQL's: refused before connecting
+    let err = fails(&[
+        "index",
+        s(&pics),
+        "--model",
+        &model(),
+        "--db",
+        &url,
+        "--ann",
+        "--ef",
+        "100",
+    ]);
+    assert!(
+        err.contains("--ef sets the search effort of the SQLite index's HNSW graph; PostgreSQL's HNSW index searches with hnsw.ef_search = max(40, k)"),
+        "{err}"
+    );
 
     let pg = Postgres::start();
     let url = pg.url();

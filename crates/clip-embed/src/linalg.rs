@@ -38,6 +38,23 @@ pub fn matmul(
     rhs: &[f32],
     rhs_strides: (isize, isize),
 ) {
+    matmul_with(m, n, k, dst, lhs, lhs_strides, rhs, rhs_strides, true)
+}
+
+/// [`matmul`] on all threads (`parallel`) or on the calling thread only: for callers that
+/// already split the work over threads (small products inside a parallel loop).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_with(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    lhs: &[f32],
+    lhs_strides: (isize, isize),
+    rhs: &[f32],
+    rhs_strides: (isize, isize),
+    parallel: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -70,7 +87,11 @@ pub fn matmul(
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            if parallel {
+                gemm::Parallelism::Rayon(0)
+            } else {
+                gemm::Parallelism::None
+            },
         );
     }
 }

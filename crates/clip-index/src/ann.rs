@@ -13,6 +13,12 @@
 //! is in place. A search uses the graph only when the stamp matches the file, else it falls back
 //! to exact search and says so, so a stale graph never gives silently wrong answers.
 //! `clip index` rebuilds a stale graph once one has been asked for (`ann = 1` in the index).
+//!
+//! Search effort: recall at a fixed ef falls as collections grow and as their vectors spread
+//! (0.86 at ef = 64 on a million clustered 512-d vectors in `bench/bench_search.py`), so each build
+//! calibrates ef like FAISS's auto-tuning: the smallest of [`EF_STEPS`] whose measured recall@10
+//! reaches [`TARGET_RECALL`] (else the largest), kept in the index as `ann_ef` and used by every
+//! later search.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -20,7 +26,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use crate::search::{Matrix, top_k};
+use crate::search::Matrix;
 use crate::store::StoreError;
 
 /// HNSW parameters: links per node (M), candidate list while building (efConstruction) and
@@ -28,6 +34,9 @@ use crate::store::StoreError;
 pub const CONNECTIVITY: usize = 16;
 pub const EXPANSION_ADD: usize = 128;
 pub const EXPANSION_SEARCH: usize = 64;
+/// The recall@10 the build calibrates ef for, and the values of ef it tries in order.
+pub const TARGET_RECALL: f64 = 0.95;
+pub const EF_STEPS: [usize; 6] = [64, 128, 256, 512, 1024, 2048];
 /// Queries used to measure recall@10.
 pub const RECALL_QUERIES: usize = 1000;
 
@@ -43,6 +52,8 @@ pub struct AnnReport {
     /// median milliseconds per query, exact and approximate
     pub exact_ms: f64,
     pub ann_ms: f64,
+    /// the search effort (HNSW ef) these figures were measured with, and that searches use
+    pub ef: usize,
     /// the graph's size on disk
     pub bytes: u64,
     /// where it is
@@ -82,6 +93,10 @@ fn options(dim: usize) -> IndexOptions {
 /// An HNSW graph over image vectors; keys are image ids.
 pub struct Ann {
     index: Index,
+    /// the calibrated search effort
+    ef: usize,
+    /// the effort the index is set to now (raised to `2·k` for large k)
+    current: std::sync::atomic::AtomicUsize,
 }
 
 fn err(path: &Path, what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -100,9 +115,26 @@ impl Ann {
             .map_err(|e| e.to_string())?;
         (0..m.len())
             .into_par_iter()
-            .try_for_each(|i| index.add(m.ids[i] as u64, m.row(i)))
+            .try_for_each(|i| index.add(m.ids[i] as u64, &m.row(i)))
             .map_err(|e| e.to_string())?;
-        Ok(Ann { index })
+        Ok(Ann::with(index))
+    }
+
+    fn with(index: Index) -> Ann {
+        Ann {
+            index,
+            ef: EXPANSION_SEARCH,
+            current: EXPANSION_SEARCH.into(),
+        }
+    }
+
+    /// Search with effort `ef` from now on (at least `2·k`).
+    pub fn set_ef(&mut self, ef: usize) {
+        self.ef = ef.max(1);
+    }
+
+    pub fn ef(&self) -> usize {
+        self.ef
     }
 
     /// Save to `path` through a temporary file in the same folder (an interrupted save leaves
@@ -146,7 +178,7 @@ impl Ann {
         index
             .view(s)
             .map_err(|e| err(path, "opening the approximate index", e))?;
-        Ok(Ann { index })
+        Ok(Ann::with(index))
     }
 
     pub fn len(&self) -> usize {
@@ -159,9 +191,10 @@ impl Ann {
 
     /// The `k` nearest ids of the unit vector `q` with their cosines, best first.
     pub fn search(&self, q: &[f32], k: usize) -> Vec<(i64, f32)> {
-        if k > EXPANSION_SEARCH / 2 {
-            self.index
-                .change_expansion_search((2 * k).max(EXPANSION_SEARCH));
+        use std::sync::atomic::Ordering;
+        let want = self.ef.max(2 * k);
+        if self.current.swap(want, Ordering::Relaxed) != want {
+            self.index.change_expansion_search(want);
         }
         let Ok(m) = self.index.search(q, k) else {
             return Vec::new();
@@ -176,7 +209,7 @@ impl Ann {
 
 /// A query that is not an indexed vector: the normalised midpoint of rows `a` and `b`.
 fn midpoint(m: &Matrix, a: usize, b: usize) -> Vec<f32> {
-    let mut q: Vec<f32> = m.row(a).iter().zip(m.row(b)).map(|(x, y)| x + y).collect();
+    let mut q: Vec<f32> = m.row(a).iter().zip(&m.row(b)).map(|(x, y)| x + y).collect();
     let n = q.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
     q.iter_mut().for_each(|x| *x /= n);
     q
@@ -190,41 +223,159 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// recall@10 of `approx` against exact search over `m`, on up to [`RECALL_QUERIES`] queries that
-/// are midpoints of two indexed images chosen by a fixed-seed generator (so the query is never
-/// an indexed vector itself, which would flatter the graph); also the median time per query of
-/// both. Returns (recall, queries, exact ms, approximate ms).
-pub fn measure_recall(
-    m: &Matrix,
-    mut approx: impl FnMut(&[f32]) -> Result<Vec<i64>, StoreError>,
-) -> Result<(f64, usize, f64, f64), StoreError> {
-    let n = m.len();
-    if n == 0 {
-        return Ok((1.0, 0, 0.0, 0.0));
-    }
-    let nq = RECALL_QUERIES.min(n);
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % n as u64) as usize
-    };
-    let (mut hit, mut total) = (0usize, 0usize);
-    let (mut te, mut ta) = (Vec::with_capacity(nq), Vec::with_capacity(nq));
-    for _ in 0..nq {
-        let q = midpoint(m, next(), next());
-        let t = Instant::now();
-        let exact: Vec<i64> = top_k(&m.scores(&q), 10)
+/// Queries for measuring recall@10 over `m`, with their exact answers: up to
+/// [`RECALL_QUERIES`] midpoints of two indexed images chosen by a fixed-seed generator (so a query
+/// is never an indexed vector itself, which would flatter the graph).
+pub struct RecallProbe {
+    queries: Vec<Vec<f32>>,
+    exact: Vec<Vec<i64>>,
+    /// median milliseconds of one exact query
+    pub exact_ms: f64,
+}
+
+impl RecallProbe {
+    pub fn new(m: &Matrix) -> RecallProbe {
+        let n = m.len();
+        let nq = RECALL_QUERIES.min(n);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n.max(1) as u64) as usize
+        };
+        let queries: Vec<Vec<f32>> = (0..nq).map(|_| midpoint(m, next(), next())).collect();
+        // answers in one batched pass; single queries timed apart (what a search costs)
+        let exact = m
+            .top_k_batch(&queries.concat(), 10)
             .into_iter()
-            .map(|i| m.ids[i])
+            .map(|hits| hits.into_iter().map(|h| h.id).collect())
             .collect();
-        te.push(t.elapsed().as_secs_f64() * 1e3);
-        let t = Instant::now();
-        let got = approx(&q)?;
-        ta.push(t.elapsed().as_secs_f64() * 1e3);
-        hit += got.iter().take(10).filter(|id| exact.contains(id)).count();
-        total += exact.len();
+        let times = queries
+            .iter()
+            .take(9)
+            .map(|q| {
+                let t = Instant::now();
+                std::hint::black_box(m.top_k(q, 10));
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        RecallProbe {
+            queries,
+            exact,
+            exact_ms: median(times),
+        }
     }
-    Ok((hit as f64 / total.max(1) as f64, nq, median(te), median(ta)))
+
+    pub fn len(&self) -> usize {
+        self.queries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queries.is_empty()
+    }
+
+    /// recall@10 of `approx` and its median milliseconds per query.
+    pub fn measure(
+        &self,
+        mut approx: impl FnMut(&[f32]) -> Result<Vec<i64>, StoreError>,
+    ) -> Result<(f64, f64), StoreError> {
+        if self.queries.is_empty() {
+            return Ok((1.0, 0.0));
+        }
+        let (mut hit, mut total) = (0usize, 0usize);
+        let mut times = Vec::with_capacity(self.queries.len());
+        for (q, exact) in self.queries.iter().zip(&self.exact) {
+            let t = Instant::now();
+            let got = approx(q)?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            hit += got.iter().take(10).filter(|id| exact.contains(id)).count();
+            total += exact.len();
+        }
+        Ok((hit as f64 / total.max(1) as f64, median(times)))
+    }
+
+    /// recall@10 of the graph `ann` at its current search effort, and its median ms per query.
+    pub fn measure_ann(&self, ann: &Ann) -> (f64, f64) {
+        self.measure(|q| Ok(ann.search(q, 10).into_iter().map(|(id, _)| id).collect()))
+            .unwrap_or((0.0, 0.0))
+    }
+
+    /// Set `ann`'s search effort to the smallest of [`EF_STEPS`] reaching [`TARGET_RECALL`] (else
+    /// the largest): (ef, recall, approximate ms) at that effort.
+    pub fn calibrate(&self, ann: &mut Ann) -> (usize, f64, f64) {
+        let mut last = (EF_STEPS[0], 1.0, 0.0);
+        for ef in EF_STEPS {
+            ann.set_ef(ef);
+            let (recall, ms) = self.measure_ann(ann);
+            last = (ef, recall, ms);
+            if recall >= TARGET_RECALL {
+                break;
+            }
+        }
+        last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unit vectors in `d` dimensions around `c` random centres, with noise `noise`.
+    fn clustered(n: usize, d: usize, c: usize, noise: f32) -> Vec<f32> {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        let centres: Vec<f32> = (0..c * d).map(|_| next()).collect();
+        let mut out = Vec::with_capacity(n * d);
+        for i in 0..n {
+            let ci = i % c;
+            let v: Vec<f32> = (0..d)
+                .map(|j| centres[ci * d + j] + noise * next())
+                .collect();
+            let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+            out.extend(v.iter().map(|a| a / norm));
+        }
+        out
+    }
+
+    #[test]
+    fn calibration_picks_the_smallest_effort_that_reaches_the_target() {
+        // a spread-out collection (noise far above the clusters): ef 64 is not enough here
+        let (n, d) = (8000, 128);
+        let data = clustered(n, d, 50, 20.0);
+        let m = Matrix::from_rows((0..n as i64).collect(), vec![String::new(); n], &data, d);
+        let mut ann = Ann::build(&m).unwrap();
+        let probe = RecallProbe::new(&m);
+        assert_eq!(probe.len(), RECALL_QUERIES);
+        let (ef, recall, _) = probe.calibrate(&mut ann);
+        assert_eq!(ann.ef(), ef);
+        let at = |ann: &mut Ann, ef: usize| {
+            ann.set_ef(ef);
+            probe.measure_ann(ann).0
+        };
+        assert!(
+            ef > EF_STEPS[0],
+            "the data should need more than the first step"
+        );
+        let step = EF_STEPS.iter().position(|&e| e == ef).unwrap();
+        if recall >= TARGET_RECALL {
+            if step > 0 {
+                assert!(at(&mut ann, EF_STEPS[step - 1]) < TARGET_RECALL);
+            }
+        } else {
+            assert_eq!(ef, *EF_STEPS.last().unwrap());
+        }
+        assert_eq!(
+            at(&mut ann, ef),
+            recall,
+            "the same queries give the same recall"
+        );
+        // recall does not fall as the effort grows
+        assert!(at(&mut ann, 2048) >= at(&mut ann, 64));
+    }
 }

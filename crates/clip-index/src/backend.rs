@@ -56,8 +56,13 @@ pub trait Backend: Send {
             .collect())
     }
     /// Build, rebuild or check the approximate index (see [`crate::ann`]): when `want`, or when
-    /// one was asked for before and is out of date. `None` when there was nothing to do.
-    fn refresh_ann(&mut self, _want: bool) -> Result<Option<crate::ann::AnnReport>, StoreError> {
+    /// one was asked for before and is out of date; `ef` fixes its search effort (see
+    /// [`crate::IndexOptions::ef`]). `None` when there was nothing to do.
+    fn refresh_ann(
+        &mut self,
+        _want: bool,
+        _ef: Option<usize>,
+    ) -> Result<Option<crate::ann::AnnReport>, StoreError> {
         Ok(None)
     }
     /// Why an approximate index that was built is not used (it is out of date).
@@ -159,8 +164,12 @@ impl Backend for SqliteStore {
     fn nearest(&mut self, q: &[f32], k: usize, captions: bool) -> Result<Vec<DbHit>, StoreError> {
         self.nearest_ann(q, k, captions)
     }
-    fn refresh_ann(&mut self, want: bool) -> Result<Option<crate::ann::AnnReport>, StoreError> {
-        SqliteStore::refresh_ann(self, want)
+    fn refresh_ann(
+        &mut self,
+        want: bool,
+        ef: Option<usize>,
+    ) -> Result<Option<crate::ann::AnnReport>, StoreError> {
+        SqliteStore::refresh_ann(self, want, ef)
     }
     fn ann_note(&self) -> Option<String> {
         SqliteStore::ann_note(self).map(str::to_owned)

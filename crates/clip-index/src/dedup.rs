@@ -48,7 +48,7 @@ pub fn groups_by_neighbours<E>(
     let mut parent: Vec<usize> = (0..n).collect();
     let mut min_link = vec![f32::INFINITY; n];
     for a in 0..n {
-        for (id, c) in neighbours(m.row(a))? {
+        for (id, c) in neighbours(&m.row(a))? {
             let Some(&b) = row_of.get(&id) else { continue };
             if b == a || c < threshold {
                 continue;
@@ -71,13 +71,12 @@ fn link(parent: &mut [usize], min_link: &mut [f32], a: usize, b: usize, c: f32) 
 /// Groups of `m`'s rows linked by cosine ≥ `threshold`, largest first (then by first member).
 pub fn groups(m: &Matrix, threshold: f32) -> Vec<Group> {
     let n = m.len();
-    let d = m.dim;
     let mut parent: Vec<usize> = (0..n).collect();
     let mut min_link = vec![f32::INFINITY; n];
     const BLOCK: usize = 1024;
     for start in (0..n).step_by(BLOCK) {
         let rows = BLOCK.min(n - start);
-        let s = m.scores(&m.data[start * d..(start + rows) * d]); // [rows, n]
+        let s = m.scores(&m.rows(start, rows)); // [rows, n]
         for i in 0..rows {
             let a = start + i;
             for (b, &c) in s[i * n..(i + 1) * n].iter().enumerate().skip(a + 1) {
@@ -127,17 +126,16 @@ pub struct DedupRow {
 
 /// The members of `groups` as rows, group by group.
 pub fn rows(m: &Matrix, groups: &[Group]) -> Vec<DedupRow> {
-    let d = m.dim;
     let mut out = Vec::new();
     for (g, group) in groups.iter().enumerate() {
-        let first = &m.data[group.members[0] * d..(group.members[0] + 1) * d];
+        let first = m.row(group.members[0]);
         for &i in &group.members {
-            let v = &m.data[i * d..(i + 1) * d];
+            let v = m.row(i);
             out.push(DedupRow {
                 group: g,
                 id: m.ids[i],
                 path: m.paths[i].clone(),
-                cosine_to_first: v.iter().zip(first).map(|(a, b)| a * b).sum(),
+                cosine_to_first: v.iter().zip(&first).map(|(a, b)| a * b).sum(),
             });
         }
     }
@@ -164,12 +162,12 @@ mod tests {
             unit(&[0.0, 1.0, 1.0]),
             unit(&[0.0, 1.0, 1.0]),
         ];
-        let m = Matrix {
-            ids: (0..6).collect(),
-            paths: (0..6).map(|i| i.to_string()).collect(),
-            data: rows.concat(),
-            dim: 3,
-        };
+        let m = Matrix::from_rows(
+            (0..6).collect(),
+            (0..6).map(|i| i.to_string()).collect(),
+            &rows.concat(),
+            3,
+        );
         let g = groups(&m, 0.96);
         assert_eq!(g.len(), 2, "{g:?}");
         assert_eq!(g[0].members, vec![0, 1, 2]);

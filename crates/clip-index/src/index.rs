@@ -30,6 +30,8 @@ pub enum IndexError {
     Source { path: String, msg: String },
     #[error(transparent)]
     Embed(#[from] clip_embed::EmbedError),
+    #[error("{0}")]
+    Options(String),
 }
 
 /// What a run did.
@@ -64,6 +66,9 @@ pub struct IndexOptions {
     pub part: Option<(usize, usize)>,
     /// `--ann`: build the approximate index (and keep it up to date in later runs)
     pub ann: bool,
+    /// `--ef N`: search the approximate index with effort N instead of calibrating it (kept for
+    /// later rebuilds; 0 calibrates again)
+    pub ef: Option<usize>,
 }
 
 impl Default for IndexOptions {
@@ -75,6 +80,7 @@ impl Default for IndexOptions {
             quiet: false,
             part: None,
             ann: false,
+            ef: None,
         }
     }
 }
@@ -245,6 +251,13 @@ pub fn index(
     opts: &IndexOptions,
 ) -> Result<IndexReport, IndexError> {
     let t0 = std::time::Instant::now();
+    if opts.ef.is_some() && crate::is_postgres(db) {
+        return Err(IndexError::Options(
+            "--ef sets the search effort of the SQLite index's HNSW graph; PostgreSQL's HNSW index \
+             searches with hnsw.ef_search = max(40, k)"
+                .into(),
+        ));
+    }
     if let Some((i, n)) = opts.part
         && (n == 0 || i >= n)
     {
@@ -364,7 +377,7 @@ pub fn index(
         .collect();
     report.removed = removed.len();
     store.remove(&removed)?;
-    report.ann = store.refresh_ann(opts.ann)?;
+    report.ann = store.refresh_ann(opts.ann, opts.ef)?;
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -30,6 +30,8 @@ pub struct PgStore {
 const SCHEMA_VERSION: &str = "1";
 /// `pg_advisory_xact_lock` key for schema changes ("clip" in ASCII).
 const LOCK: i64 = 0x636c_6970;
+/// pgvector's default `hnsw.ef_search`; searches use `max(40, k)` (up to 1,000).
+const EF_SEARCH_MIN: usize = 40;
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
 pub fn redact(url: &str) -> String {
@@ -448,7 +450,11 @@ impl Backend for PgStore {
 
     /// PostgreSQL keeps its HNSW index itself; `--ann` measures its recall@10 against exact
     /// search over the same vectors.
-    fn refresh_ann(&mut self, want: bool) -> Result<Option<crate::ann::AnnReport>, StoreError> {
+    fn refresh_ann(
+        &mut self,
+        want: bool,
+        _ef: Option<usize>,
+    ) -> Result<Option<crate::ann::AnnReport>, StoreError> {
         if !want {
             return Ok(None);
         }
@@ -456,7 +462,8 @@ impl Backend for PgStore {
             url: self.url.clone(),
             msg: e.to_string(),
         })?;
-        let (recall_at_10, queries, exact_ms, ann_ms) = crate::ann::measure_recall(&m, |q| {
+        let probe = crate::ann::RecallProbe::new(&m);
+        let (recall_at_10, ann_ms) = probe.measure(|q| {
             Ok(self
                 .nearest(q, 10, false)?
                 .into_iter()
@@ -472,9 +479,10 @@ impl Backend for PgStore {
             images: m.len(),
             build_seconds: 0.0,
             recall_at_10,
-            queries,
-            exact_ms,
+            queries: probe.len(),
+            exact_ms: probe.exact_ms,
             ann_ms,
+            ef: EF_SEARCH_MIN,
             bytes: bytes as u64,
             location: format!("{} (clip_images_hnsw)", self.url),
         }))
@@ -484,7 +492,7 @@ impl Backend for PgStore {
         let sql = nearest_sql(captions);
         let v = self.param(q);
         let limit = k as i64;
-        let ef = k.clamp(40, 1000) as i64;
+        let ef = k.clamp(EF_SEARCH_MIN, 1000) as i64;
         let url = self.url.clone();
         let e = |e: postgres::Error| StoreError::Postgres {
             url: url.clone(),

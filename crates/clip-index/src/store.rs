@@ -341,7 +341,13 @@ impl SqliteStore {
         match stamp {
             Some(s) if crate::ann::file_stamp(&file).as_deref() == Some(s.as_str()) => {
                 match crate::ann::Ann::open(&file, self.model.dim) {
-                    Ok(a) => self.ann = Some(a),
+                    Ok(mut a) => {
+                        let ef = self.meta("ann_ef").ok().flatten();
+                        if let Some(ef) = ef.and_then(|v| v.parse().ok()) {
+                            a.set_ef(ef);
+                        }
+                        self.ann = Some(a);
+                    }
                     Err(e) => self.ann_note = Some(format!("{e}; searching exactly")),
                 }
             }
@@ -351,8 +357,14 @@ impl SqliteStore {
     }
 
     /// Build (or rebuild) the approximate index when `want`, or when one was asked for before and
-    /// the index changed since; measure its recall@10. `None` when there was nothing to do.
-    pub fn refresh_ann(&mut self, want: bool) -> Result<Option<crate::ann::AnnReport>, StoreError> {
+    /// the index changed since; measure its recall@10 at the calibrated search effort, or at `ef`
+    /// (kept as `ann_ef_fixed` for later rebuilds; `Some(0)` calibrates again). `None` when there
+    /// was nothing to do.
+    pub fn refresh_ann(
+        &mut self,
+        want: bool,
+        ef: Option<usize>,
+    ) -> Result<Option<crate::ann::AnnReport>, StoreError> {
         let asked = self.meta("ann")?.is_some_and(|v| v == "1");
         if !want && !asked {
             return Ok(None);
@@ -368,25 +380,40 @@ impl SqliteStore {
             msg: e.to_string(),
         })?;
         let t = std::time::Instant::now();
-        let ann = crate::ann::Ann::build(&m).map_err(|e| StoreError::Open {
+        let mut ann = crate::ann::Ann::build(&m).map_err(|e| StoreError::Open {
             path: file.display().to_string(),
             msg: format!("building the approximate index: {e}"),
         })?;
         let build_seconds = t.elapsed().as_secs_f64();
         ann.save(&file)?;
         let stamp = crate::ann::file_stamp(&file).unwrap_or_default();
+        let probe = crate::ann::RecallProbe::new(&m);
+        if let Some(ef) = ef {
+            self.set_meta("ann_ef_fixed", &ef.to_string())?;
+        }
+        let fixed = self
+            .meta("ann_ef_fixed")?
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&ef| ef > 0);
+        let (ef, recall_at_10, ann_ms) = match fixed {
+            Some(ef) => {
+                ann.set_ef(ef);
+                let (recall, ms) = probe.measure_ann(&ann);
+                (ef, recall, ms)
+            }
+            None => probe.calibrate(&mut ann),
+        };
+        self.set_meta("ann_ef", &ef.to_string())?;
         self.set_meta("ann", "1")?;
         self.set_meta("ann_stamp", &stamp)?;
-        let (recall_at_10, queries, exact_ms, ann_ms) = crate::ann::measure_recall(&m, |q| {
-            Ok(ann.search(q, 10).into_iter().map(|(id, _)| id).collect())
-        })?;
         Ok(Some(crate::ann::AnnReport {
             images: m.len(),
             build_seconds,
             recall_at_10,
-            queries,
-            exact_ms,
+            queries: probe.len(),
+            exact_ms: probe.exact_ms,
             ann_ms,
+            ef,
             bytes: std::fs::metadata(&file).map_or(0, |m| m.len()),
             location: file.display().to_string(),
         }))

@@ -6,6 +6,8 @@
 //!   clip-bench tokenize CORPUS_FILE REPEATS
 //!   clip-bench train  BATCH STEPS          (training step of the fixed small config)
 //!   clip-bench probe  TRAIN.safetensors TEST.safetensors C   (one L-BFGS probe fit; `bench/bench_probe.py`)
+//!   clip-bench search BASE.npy QUERIES.npy K BATCH REPEATS  (exact top-k; `bench/bench_search.py`)
+//!   clip-bench ann    BASE.npy QUERIES.npy K OUT.usearch    (HNSW build, ef calibration, search at each ef)
 
 #[path = "../alloc.rs"]
 mod alloc;
@@ -28,6 +30,26 @@ fn report(what: &str, items: usize, times: Vec<f64>) {
         "{}",
         serde_json::json!({ "bench": what, "items": items, "median_s": m, "items_per_s": items as f64 / m, "runs": times })
     );
+}
+
+/// A float32 `.npy` file: (shape, values).
+fn read_npy(path: &Path) -> Result<(Vec<u64>, Vec<f32>)> {
+    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+    let npy = npyz::NpyFile::new(&bytes[..])?;
+    let shape = npy.shape().to_vec();
+    Ok((shape, npy.into_vec::<f32>()?))
+}
+
+/// Unit rows of a float32 `[n, d]` `.npy` file as an index's matrix (ids 0..n).
+fn matrix_from_npy(path: &Path) -> Result<clip_index::Matrix> {
+    let (shape, data) = read_npy(path)?;
+    let (n, d) = (shape[0] as usize, shape[1] as usize);
+    Ok(clip_index::Matrix::from_rows(
+        (0..n as i64).collect(),
+        vec![String::new(); n],
+        &data,
+        d,
+    ))
 }
 
 /// The harness: one `match` over the benchmark names the Python scripts call (each arm loads, warms
@@ -181,7 +203,78 @@ fn main() -> Result<()> {
             }
             report("train", batch, times);
         }
-        _ => bail!("usage: clip-bench image|text|tokenize|train …"),
+        Some("search") => {
+            let t = Instant::now();
+            let m = matrix_from_npy(Path::new(&args[1]))?;
+            let load_s = t.elapsed().as_secs_f64();
+            let q = read_npy(Path::new(&args[2]))?.1;
+            let (k, batch, repeats) = (num(3)?, num(4)?, num(5)?);
+            let nq = q.len() / m.dim;
+            let mut times = Vec::new();
+            let mut ids = Vec::new();
+            for r in 0..=repeats {
+                let t = Instant::now();
+                ids.clear();
+                for start in (0..nq).step_by(batch) {
+                    let rows = batch.min(nq - start);
+                    let qs = &q[start * m.dim..(start + rows) * m.dim];
+                    ids.extend(m.top_k_batch(qs, k).into_iter().flatten().map(|h| h.id));
+                }
+                if r > 0 {
+                    times.push(t.elapsed().as_secs_f64()); // the first pass is warm-up
+                }
+            }
+            let med = median(times.clone());
+            println!(
+                "{}",
+                serde_json::json!({"bench": "search", "n": m.len(), "dim": m.dim, "queries": nq, "batch": batch,
+                    "median_s": med, "ms_per_query": med * 1e3 / nq as f64, "runs": times, "load_s": load_s,
+                    "bytes_per_vector_memory": m.bytes_per_vector(), "ids": ids})
+            );
+        }
+        Some("ann") => {
+            let m = matrix_from_npy(Path::new(&args[1]))?;
+            let q = read_npy(Path::new(&args[2]))?.1;
+            let k = num(3)?;
+            let nq = q.len() / m.dim;
+            let t = Instant::now();
+            let ann = clip_index::ann::Ann::build(&m).map_err(anyhow::Error::msg)?;
+            let build_s = t.elapsed().as_secs_f64();
+            ann.save(Path::new(&args[4]))?;
+            let bytes = std::fs::metadata(&args[4])?.len();
+            let mut ann = clip_index::ann::Ann::open(Path::new(&args[4]), m.dim)?;
+            // what `clip index --ann` would pick for this collection
+            let (calibrated_ef, calibrated_recall, _) =
+                clip_index::ann::RecallProbe::new(&m).calibrate(&mut ann);
+            let mut sweep = Vec::new();
+            for ef in clip_index::ann::EF_STEPS {
+                ann.set_ef(ef);
+                let mut times = Vec::new();
+                let mut ids: Vec<i64> = Vec::new();
+                for r in 0..3 {
+                    let t = Instant::now();
+                    let got: Vec<Vec<(i64, f32)>> = (0..nq)
+                        .map(|i| ann.search(&q[i * m.dim..(i + 1) * m.dim], k))
+                        .collect();
+                    times.push(t.elapsed().as_secs_f64());
+                    if r == 0 {
+                        ids = got
+                            .iter()
+                            .flat_map(|g| g.iter().map(|(id, _)| *id))
+                            .collect();
+                    }
+                }
+                let med = median(times);
+                sweep.push(serde_json::json!({"ef": ef, "ms_per_query": med * 1e3 / nq as f64, "ids": ids}));
+            }
+            println!(
+                "{}",
+                serde_json::json!({"bench": "ann", "n": m.len(), "queries": nq, "k": k, "build_s": build_s,
+                    "calibrated_ef": calibrated_ef, "calibrated_recall": calibrated_recall,
+                    "bytes_on_disk": bytes, "bytes_per_vector_disk": bytes as f64 / m.len() as f64, "sweep": sweep})
+            );
+        }
+        _ => bail!("usage: clip-bench image|text|tokenize|train|probe|search|ann …"),
     }
     Ok(())
 }
