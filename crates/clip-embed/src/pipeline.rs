@@ -245,10 +245,31 @@ impl Embedder {
             .collect()
     }
 
-    /// Embeddings `[N, D]` of token rows from [`Embedder::tokenize`], in one forward pass.
+    /// Embeddings `[N, D]` of token rows from [`Embedder::tokenize`], in input order. The text
+    /// tower cuts a batch to its longest row, so rows run in groups of similar length (see
+    /// [`length_groups`]): one long caption no longer makes every short one pay for its padding
+    /// (sentence-transformers sorts by length for the same reason). Rows are independent (causal
+    /// attention, features read at each row's end), so grouping changes no result.
     pub fn encode_tokens(&self, rows: &[Vec<u32>], raw: bool) -> Result<Vec<f32>, EmbedError> {
-        let f = self.clip.encode_text(rows)?.detach();
-        Ok(to_vec(&if raw { f } else { l2_normalize(f) }))
+        let lens: Vec<usize> = rows.iter().map(Vec::len).collect();
+        let groups = length_groups(&lens);
+        let run = |rows: &[Vec<u32>]| -> Result<Vec<f32>, EmbedError> {
+            let f = self.clip.encode_text(rows)?.detach();
+            Ok(to_vec(&if raw { f } else { l2_normalize(f) }))
+        };
+        if groups.len() <= 1 {
+            return run(rows);
+        }
+        let d = self.dim();
+        let mut out = vec![0f32; rows.len() * d];
+        for group in groups {
+            let sub: Vec<Vec<u32>> = group.iter().map(|&i| rows[i].clone()).collect();
+            let f = run(&sub)?;
+            for (&i, v) in group.iter().zip(f.chunks(d)) {
+                out[i * d..(i + 1) * d].copy_from_slice(v);
+            }
+        }
+        Ok(out)
     }
 
     /// The zero-shot classifier of `classes` × `templates` for this model.
@@ -321,5 +342,68 @@ impl Embedder {
             cache::write(p, &f, &key)?;
         }
         Ok(f)
+    }
+}
+
+/// A forward pass's fixed cost in tokens' worth of work (weights read once per pass, per-pass
+/// set-up), for [`length_groups`].
+const PASS_COST: usize = 16;
+
+/// Row indices in groups of similar length for the text tower: sorted by length, then cut so that
+/// the padded work, Σ over groups of (rows × longest + [`PASS_COST`]), is least (an exact
+/// dynamic programme over the sorted lengths; O(n²), n ≤ one batch).
+pub fn length_groups(lens: &[usize]) -> Vec<Vec<usize>> {
+    let n = lens.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| (lens[i], i));
+    let sorted: Vec<usize> = order.iter().map(|&i| lens[i]).collect();
+    // best[j]: least cost of the first j sorted rows; cut[j]: where its last group starts
+    let mut best = vec![usize::MAX; n + 1];
+    let mut cut = vec![0usize; n + 1];
+    best[0] = 0;
+    for j in 1..=n {
+        for i in 0..j {
+            let c = best[i] + (j - i) * sorted[j - 1] + PASS_COST;
+            if c < best[j] {
+                best[j] = c;
+                cut[j] = i;
+            }
+        }
+    }
+    let mut groups = Vec::new();
+    let mut j = n;
+    while j > 0 {
+        let i = cut[j];
+        groups.push(order[i..j].to_vec());
+        j = i;
+    }
+    groups.reverse();
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_of_similar_length_share_a_pass_and_long_ones_go_apart() {
+        // equal lengths: one pass
+        assert_eq!(length_groups(&[7; 10]), vec![(0..10).collect::<Vec<_>>()]);
+        // thirty short captions and two long ones: the long ones are not padded into the short pass
+        let mut lens = vec![9usize; 30];
+        lens.insert(3, 77);
+        lens.push(70);
+        let g = length_groups(&lens);
+        assert_eq!(g.len(), 2, "{g:?}");
+        assert_eq!(g[1], vec![31, 3], "{g:?}");
+        let mut all: Vec<usize> = g.concat();
+        all.sort();
+        assert_eq!(all, (0..32).collect::<Vec<_>>());
+        // a little variation is not worth another pass
+        assert_eq!(length_groups(&[9, 10, 11, 9]).len(), 1);
+        assert!(length_groups(&[]).is_empty());
     }
 }

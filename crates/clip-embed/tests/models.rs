@@ -512,3 +512,35 @@ fn siglip_tokenizer_from_its_own_hub_repository() {
         "{e}"
     );
 }
+
+/// Texts of very different lengths in one call (run in length groups inside) give each text's
+/// own embedding, in input order.
+#[test]
+fn mixed_length_texts_embed_as_they_do_alone_and_in_order() {
+    let emb = Embedder::load(case("hf_vit").to_str().unwrap(), 64).unwrap();
+    let long = "a very long caption of a red bicycle leaning on a wall near the sea at dusk, with gulls, \
+                boats, a lighthouse, two children, a dog and an ice cream stand in the background";
+    let mut texts: Vec<String> = (0..20).map(|i| format!("a dog {i}")).collect();
+    texts.insert(5, long.to_owned());
+    texts.push(format!("{long} and a cat"));
+    let rows = emb.tokenize(&texts, true).unwrap();
+    let groups =
+        clip_embed::pipeline::length_groups(&rows.iter().map(Vec::len).collect::<Vec<_>>());
+    assert!(
+        groups.len() > 1,
+        "the test needs several groups: {groups:?}"
+    );
+    let all = emb.embed_texts(&texts, true, false).unwrap();
+    let d = emb.dim();
+    for (i, t) in texts.iter().enumerate() {
+        let alone = emb
+            .embed_texts(std::slice::from_ref(t), true, false)
+            .unwrap();
+        let diff = alone
+            .iter()
+            .zip(&all[i * d..(i + 1) * d])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-5, "text {i}: {diff}");
+    }
+}
