@@ -40,9 +40,9 @@ pub struct IndexArgs {
     /// search, and keep it up to date in later runs (PostgreSQL: measure its HNSW index's recall)
     #[arg(long)]
     pub ann: bool,
-    /// Search the approximate index with this effort (HNSW ef) instead of the calibrated one
-    /// (the smallest of 64…2048 reaching recall@10 ≥ 0.95); kept for later rebuilds, 0 calibrates
-    /// again
+    /// Search the approximate index with this effort (HNSW ef; PostgreSQL: hnsw.ef_search, at
+    /// most 1,000) instead of the calibrated one (the smallest of 64…2048 reaching recall@10
+    /// ≥ 0.95); kept for later rebuilds, 0 calibrates again
     #[arg(long, requires = "ann", value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub ef: Option<u64>,
     /// Print the report as one JSON object

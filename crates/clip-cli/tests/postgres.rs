@@ -126,6 +126,29 @@ fn index_search_dedup_and_serve_on_postgres_match_the_sqlite_index() {
         "{r}"
     );
     assert!(ann["bytes"].as_u64().unwrap() > 0, "{r}");
+    // hnsw.ef_search is calibrated (8 rows: the first step is enough) and kept for searches
+    assert_eq!(ann["ef"], 40, "{r}");
+    let setting = |key: &str| {
+        pg.psql(&format!("SELECT value FROM clip_meta WHERE key = '{key}'"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(setting("ef_search"), "40");
+    // or fixed by the user (at most pgvector's 1,000), kept, and calibrated again with 0
+    let r = index(&pics, &url, &["--ann", "--ef", "300"]);
+    assert_eq!(r["ann"]["ef"], 300, "{r}");
+    assert_eq!(
+        (setting("ef_search"), setting("ef_search_fixed")),
+        ("300".into(), "300".into())
+    );
+    let r = index(&pics, &url, &["--ann"]);
+    assert_eq!(r["ann"]["ef"], 300, "{r}");
+    let r = index(&pics, &url, &["--ann", "--ef", "5000"]);
+    assert_eq!(r["ann"]["ef"], 1000, "{r}");
+    let r = index(&pics, &url, &["--ann", "--ef", "0"]);
+    assert_eq!(r["ann"]["ef"], 40, "{r}");
+    assert_eq!(setting("ef_search"), "40");
+    assert_eq!(all_rows(&url, "a photo"), rows, "searches are unchanged");
 
     // dedup finds the copy, as on SQLite
     let (out, err) = ok_out(&["dedup", "--db", &url, "--threshold", "0.999", "--csv"]);
@@ -297,22 +320,6 @@ fn unreachable_servers_other_models_and_foreign_tables_are_clear_errors_that_cha
     }
     let err = fails(&["search", "--db", "postgres://127.0.0.1:notaport/x", "a cat"]);
     assert!(err.contains("not a valid connection URL"), "{err}");
-    // the graph's search effort is not PostgreSQL's: refused before connecting
-    let err = fails(&[
-        "index",
-        s(&pics),
-        "--model",
-        &model(),
-        "--db",
-        &url,
-        "--ann",
-        "--ef",
-        "100",
-    ]);
-    assert!(
-        err.contains("--ef sets the search effort of the SQLite index's HNSW graph; PostgreSQL's HNSW index searches with hnsw.ef_search = max(40, k)"),
-        "{err}"
-    );
 
     let pg = Postgres::start();
     let url = pg.url();

@@ -613,3 +613,14 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_cleanly() {
     let status = srv.wait_exit();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn sigterm_as_soon_as_the_server_says_it_listens_is_a_clean_stop() {
+    // the handlers are installed before the address is printed (a SIGTERM in between once
+    // killed the process with the default action)
+    for _ in 0..5 {
+        let srv = Server::start(&["--model", &model()]);
+        let status = srv.terminate();
+        assert!(status.success(), "{status:?}");
+    }
+}

@@ -30,8 +30,6 @@ pub enum IndexError {
     Source { path: String, msg: String },
     #[error(transparent)]
     Embed(#[from] clip_embed::EmbedError),
-    #[error("{0}")]
-    Options(String),
 }
 
 /// What a run did.
@@ -251,13 +249,6 @@ pub fn index(
     opts: &IndexOptions,
 ) -> Result<IndexReport, IndexError> {
     let t0 = std::time::Instant::now();
-    if opts.ef.is_some() && crate::is_postgres(db) {
-        return Err(IndexError::Options(
-            "--ef sets the search effort of the SQLite index's HNSW graph; PostgreSQL's HNSW index \
-             searches with hnsw.ef_search = max(40, k)"
-                .into(),
-        ));
-    }
     if let Some((i, n)) = opts.part
         && (n == 0 || i >= n)
     {

@@ -25,13 +25,19 @@ pub struct PgStore {
     url: String,
     model: ModelId,
     dtype: Dtype,
+    /// `hnsw.ef_search` for searches (at least k), read from `clip_meta` on first use
+    ef: Option<usize>,
 }
 
 const SCHEMA_VERSION: &str = "1";
 /// `pg_advisory_xact_lock` key for schema changes ("clip" in ASCII).
 const LOCK: i64 = 0x636c_6970;
-/// pgvector's default `hnsw.ef_search`; searches use `max(40, k)` (up to 1,000).
+/// pgvector's default `hnsw.ef_search`, used until `clip index --ann` calibrates one; searches
+/// use at least k, at most pgvector's limit of 1,000.
 const EF_SEARCH_MIN: usize = 40;
+const EF_SEARCH_MAX: usize = 1000;
+/// The values of `hnsw.ef_search` the calibration tries, in order.
+const EF_SEARCH_STEPS: [usize; 6] = [40, 64, 128, 256, 512, 1000];
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
 pub fn redact(url: &str) -> String {
@@ -96,6 +102,7 @@ impl PgStore {
             url: redact(url),
             model: model.clone(),
             dtype,
+            ef: None,
         };
         let e = |e: postgres::Error| StoreError::Postgres {
             url: redact(url),
@@ -193,7 +200,28 @@ impl PgStore {
             url: redact(url),
             model,
             dtype,
+            ef: None,
         })
+    }
+
+    /// A value of `clip_meta` (settings beside the model identity).
+    fn meta(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .client
+            .query_opt("SELECT value FROM clip_meta WHERE key = $1", &[&key])
+            .map_err(self.err())?
+            .map(|r| r.get(0)))
+    }
+
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                "INSERT INTO clip_meta (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[&key, &value],
+            )
+            .map_err(self.err())?;
+        Ok(())
     }
 
     fn param(&self, v: &[f32]) -> Param {
@@ -448,12 +476,14 @@ impl Backend for PgStore {
         true
     }
 
-    /// PostgreSQL keeps its HNSW index itself; `--ann` measures its recall@10 against exact
-    /// search over the same vectors.
+    /// PostgreSQL keeps its HNSW index itself; `--ann` calibrates `hnsw.ef_search` as the SQLite
+    /// graph's ef is calibrated (the smallest of [`EF_SEARCH_STEPS`] reaching recall@10 ≥ 0.95
+    /// against exact search over the same vectors), or takes `ef` (kept as `ef_search_fixed`;
+    /// 0 calibrates again), and keeps it in `clip_meta` for later searches.
     fn refresh_ann(
         &mut self,
         want: bool,
-        _ef: Option<usize>,
+        ef: Option<usize>,
     ) -> Result<Option<crate::ann::AnnReport>, StoreError> {
         if !want {
             return Ok(None);
@@ -463,13 +493,33 @@ impl Backend for PgStore {
             msg: e.to_string(),
         })?;
         let probe = crate::ann::RecallProbe::new(&m);
-        let (recall_at_10, ann_ms) = probe.measure(|q| {
-            Ok(self
-                .nearest(q, 10, false)?
-                .into_iter()
-                .map(|(id, _, _)| id)
-                .collect())
-        })?;
+        if let Some(ef) = ef {
+            self.set_meta("ef_search_fixed", &ef.min(EF_SEARCH_MAX).to_string())?;
+        }
+        let fixed = self
+            .meta("ef_search_fixed")?
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&ef| ef > 0);
+        let steps: Vec<usize> = match fixed {
+            Some(ef) => vec![ef],
+            None => EF_SEARCH_STEPS.to_vec(),
+        };
+        let (mut recall_at_10, mut ann_ms, mut chosen) = (0.0, 0.0, EF_SEARCH_MIN);
+        for ef in steps {
+            self.ef = Some(ef);
+            (recall_at_10, ann_ms) = probe.measure(|q| {
+                Ok(self
+                    .nearest(q, 10, false)?
+                    .into_iter()
+                    .map(|(id, _, _)| id)
+                    .collect())
+            })?;
+            chosen = ef;
+            if recall_at_10 >= crate::ann::TARGET_RECALL {
+                break;
+            }
+        }
+        self.set_meta("ef_search", &chosen.to_string())?;
         let bytes: i64 = self
             .client
             .query_one("SELECT pg_relation_size('clip_images_hnsw')", &[])
@@ -482,7 +532,7 @@ impl Backend for PgStore {
             queries: probe.len(),
             exact_ms: probe.exact_ms,
             ann_ms,
-            ef: EF_SEARCH_MIN,
+            ef: chosen,
             bytes: bytes as u64,
             location: format!("{} (clip_images_hnsw)", self.url),
         }))
@@ -492,7 +542,18 @@ impl Backend for PgStore {
         let sql = nearest_sql(captions);
         let v = self.param(q);
         let limit = k as i64;
-        let ef = k.clamp(EF_SEARCH_MIN, 1000) as i64;
+        let ef = match self.ef {
+            Some(ef) => ef,
+            None => {
+                let ef = self
+                    .meta("ef_search")?
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(EF_SEARCH_MIN);
+                self.ef = Some(ef);
+                ef
+            }
+        };
+        let ef = ef.max(k).min(EF_SEARCH_MAX) as i64;
         let url = self.url.clone();
         let e = |e: postgres::Error| StoreError::Postgres {
             url: url.clone(),

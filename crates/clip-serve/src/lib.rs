@@ -105,9 +105,14 @@ pub fn serve(
         let addr = listener
             .local_addr()
             .map_err(|e| ServeError::Runtime(e.to_string()))?;
+        // the handlers are installed before anyone learns the address: a SIGTERM sent as soon as
+        // the server says it is ready must stop it gracefully, not kill it (the default action)
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
         ready(addr);
         axum::serve(listener, api::router(served, &opts))
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(shutdown_signal(term, int))
             .await
             .map_err(|e| ServeError::Runtime(e.to_string()))
     });
@@ -116,21 +121,22 @@ pub fn serve(
     result
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C) of the handlers installed at start.
+async fn shutdown_signal(
+    mut term: Option<tokio::signal::unix::Signal>,
+    mut int: Option<tokio::signal::unix::Signal>,
+) {
+    async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
                 s.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            None => std::future::pending::<()>().await,
         }
-    };
+    }
     tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        _ = recv(&mut term) => {},
+        _ = recv(&mut int) => {},
     }
     eprintln!("shutting down: finishing the requests in flight");
 }
