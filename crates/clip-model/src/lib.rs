@@ -5,6 +5,7 @@ pub mod capture;
 pub mod clip;
 pub mod config;
 pub mod error;
+pub mod fastmath;
 pub mod hf;
 pub mod pickle;
 pub mod resnet;

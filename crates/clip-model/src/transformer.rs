@@ -123,9 +123,24 @@ impl Act {
 pub fn activation<const D: usize>(x: Tensor<D>, act: Act) -> Tensor<D> {
     match act {
         Act::QuickGelu => x.clone() * sigmoid(x * 1.702),
-        Act::Gelu => gelu(x),
+        Act::Gelu => gelu_exact(x),
         Act::GeluTanh => gelu_approximate(x),
     }
+}
+
+/// Exact GELU: for tensors outside autodiff (inference) in one vectorised pass
+/// ([`crate::fastmath`]), else burn's op so that gradients flow.
+fn gelu_exact<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if x.is_autodiff() || x.dtype() != burn::tensor::DType::F32 {
+        return gelu(x);
+    }
+    let (shape, device) = (x.shape(), x.device());
+    let Ok(mut v) = x.clone().into_data().try_into_vec::<f32>() else {
+        return gelu(x);
+    };
+    drop(x);
+    crate::fastmath::gelu_slice(&mut v);
+    Tensor::from_data(TensorData::new(v, shape), &device)
 }
 
 /// Split `[B, L, H*hd]` into heads `[B, H, L, hd]`.
