@@ -14,7 +14,7 @@ use rayon::prelude::*;
 pub fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
-    let mut p = x2 * -2.726_142_2e-10 + 2.770_681_4e-8;
+    let mut p = x2 * -2.726_142e-10 + 2.770_681_4e-8;
     p = x2 * p + -2.101_024e-6;
     p = x2 * p + -5.692_506_4e-5;
     p = x2 * p + -7.349_906e-4;
