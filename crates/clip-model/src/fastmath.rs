@@ -28,33 +28,77 @@ pub fn erf(x: f32) -> f32 {
     p / q
 }
 
+/// e^x in f32 (Cephes' `expf`: x = n·ln2 + r, a degree-7 polynomial in r, 2^n put in the
+/// exponent bits; relative error < 2e-7), with rounding done by adding 1.5·2²³ so that no libm
+/// call stops the compiler from vectorising. Arguments are clamped to [-87.3, 88.3] (e^x stays
+/// a normal f32).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    let x = x.clamp(-87.3, 88.3);
+    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let mut p = 1.987_569_2e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// QuickGELU, x·σ(1.702x) (OpenAI's weights).
+#[inline(always)]
+pub fn quick_gelu(x: f32) -> f32 {
+    x / (1.0 + exp(-1.702 * x))
+}
+
 /// GELU, x·Φ(x) = x/2·(1 + erf(x/√2)).
 #[inline(always)]
 pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-#[inline(always)]
-fn gelu_slice_body(v: &mut [f32]) {
-    for x in v {
-        *x = gelu(*x);
-    }
+/// An elementwise function over a slice, compiled for AVX-512, for AVX2+FMA and for the
+/// baseline, picked at run time; `$f` must be `#[inline(always)]` so that each copy vectorises.
+macro_rules! slice_kernel {
+    ($name:ident, $f:path) => {
+        /// Apply the function to every value, in place, on all threads.
+        pub fn $name(v: &mut [f32]) {
+            #[inline(always)]
+            fn body(v: &mut [f32]) {
+                for x in v {
+                    *x = $f(*x);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            fn avx512(v: &mut [f32]) {
+                body(v)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2(v: &mut [f32]) {
+                body(v)
+            }
+            let kernel = kernel();
+            v.par_chunks_mut(1 << 14).for_each(|c| match kernel {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the features were detected on this CPU by `kernel`.
+                "avx512" => unsafe { avx512(c) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                "avx2" => unsafe { avx2(c) },
+                _ => body(c),
+            });
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn gelu_slice_avx512(v: &mut [f32]) {
-    gelu_slice_body(v)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn gelu_slice_avx2(v: &mut [f32]) {
-    gelu_slice_body(v)
-}
-
-/// Which kernel [`gelu_slice`] uses, for benchmarks and tests (`CLIP_NO_AVX512=1` forces AVX2).
-pub fn gelu_kernel() -> &'static str {
+/// Which kernel the slice functions use, for benchmarks and tests (`CLIP_NO_AVX512=1` forces
+/// AVX2).
+pub fn kernel() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx512f") && std::env::var_os("CLIP_NO_AVX512").is_none()
@@ -68,19 +112,8 @@ pub fn gelu_kernel() -> &'static str {
     "baseline"
 }
 
-/// GELU of every value, in place, on all threads.
-pub fn gelu_slice(v: &mut [f32]) {
-    let kernel = gelu_kernel();
-    v.par_chunks_mut(1 << 14).for_each(|c| match kernel {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the features were detected on this CPU by `gelu_kernel`.
-        "avx512" => unsafe { gelu_slice_avx512(c) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        "avx2" => unsafe { gelu_slice_avx2(c) },
-        _ => gelu_slice_body(c),
-    });
-}
+slice_kernel!(gelu_slice, gelu);
+slice_kernel!(quick_gelu_slice, quick_gelu);
 
 #[cfg(test)]
 mod tests {
@@ -125,13 +158,35 @@ mod tests {
                 "gelu({x}) = {g}, want {want}"
             );
         }
-        let mut base = xs.clone();
-        gelu_slice_body(&mut base);
-        for (a, b) in base.iter().zip(&v) {
-            assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{a} vs {b}");
+        for (x, g) in xs.iter().zip(&v) {
+            assert!((gelu(*x) - g).abs() <= 1e-6 * g.abs().max(1.0), "{x}: {g}");
         }
         assert_eq!(gelu(0.0), 0.0);
         assert!(gelu(f32::NAN).is_nan());
         assert!(gelu(-30.0).abs() < 1e-4 && (gelu(30.0) - 30.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn exp_and_quick_gelu_match_the_true_functions() {
+        let mut worst = 0f64;
+        for i in -87_000..=88_000 {
+            let x = i as f32 * 1e-3;
+            let want = (x as f64).exp();
+            worst = worst.max(((exp(x) as f64) - want).abs() / want);
+        }
+        assert!(worst < 2e-7, "max relative exp error {worst:e}");
+        assert!(exp(-1000.0) > 0.0 && exp(-1000.0) < 1e-37 && exp(1000.0).is_finite());
+        let xs: Vec<f32> = (-40_000..=40_000).map(|i| i as f32 * 1e-3).collect();
+        let mut v = xs.clone();
+        quick_gelu_slice(&mut v);
+        for (x, g) in xs.iter().zip(&v) {
+            let x64 = *x as f64;
+            let want = x64 / (1.0 + (-1.702 * x64).exp());
+            assert!(
+                (*g as f64 - want).abs() < 1e-6 * want.abs().max(1.0),
+                "quick_gelu({x}) = {g}, want {want}"
+            );
+        }
+        assert!(quick_gelu(f32::NAN).is_nan());
     }
 }

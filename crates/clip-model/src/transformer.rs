@@ -122,24 +122,30 @@ impl Act {
 /// Apply `act`.
 pub fn activation<const D: usize>(x: Tensor<D>, act: Act) -> Tensor<D> {
     match act {
-        Act::QuickGelu => x.clone() * sigmoid(x * 1.702),
-        Act::Gelu => gelu_exact(x),
+        Act::QuickGelu => elementwise(x, crate::fastmath::quick_gelu_slice, |x| {
+            x.clone() * sigmoid(x * 1.702)
+        }),
+        Act::Gelu => elementwise(x, crate::fastmath::gelu_slice, gelu),
         Act::GeluTanh => gelu_approximate(x),
     }
 }
 
-/// Exact GELU: for tensors outside autodiff (inference) in one vectorised pass
-/// ([`crate::fastmath`]), else burn's op so that gradients flow.
-fn gelu_exact<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+/// An activation: for f32 tensors outside autodiff (inference) in one vectorised pass of
+/// `fast` ([`crate::fastmath`]), else by burn's ops (`ops`) so that gradients flow.
+fn elementwise<const D: usize>(
+    x: Tensor<D>,
+    fast: fn(&mut [f32]),
+    ops: impl FnOnce(Tensor<D>) -> Tensor<D>,
+) -> Tensor<D> {
     if x.is_autodiff() || x.dtype() != burn::tensor::DType::F32 {
-        return gelu(x);
+        return ops(x);
     }
     let (shape, device) = (x.shape(), x.device());
     let Ok(mut v) = x.clone().into_data().try_into_vec::<f32>() else {
-        return gelu(x);
+        return ops(x);
     };
     drop(x);
-    crate::fastmath::gelu_slice(&mut v);
+    fast(&mut v);
     Tensor::from_data(TensorData::new(v, shape), &device)
 }
 
