@@ -95,8 +95,6 @@ pub struct Ann {
     index: Index,
     /// the calibrated search effort
     ef: usize,
-    /// the effort the index is set to now (raised to `2·k` for large k)
-    current: std::sync::atomic::AtomicUsize,
 }
 
 fn err(path: &Path, what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -124,7 +122,6 @@ impl Ann {
         Ann {
             index,
             ef: EXPANSION_SEARCH,
-            current: EXPANSION_SEARCH.into(),
         }
     }
 
@@ -191,11 +188,7 @@ impl Ann {
 
     /// The `k` nearest ids of the unit vector `q` with their cosines, best first.
     pub fn search(&self, q: &[f32], k: usize) -> Vec<(i64, f32)> {
-        use std::sync::atomic::Ordering;
-        let want = self.ef.max(2 * k);
-        if self.current.swap(want, Ordering::Relaxed) != want {
-            self.index.change_expansion_search(want);
-        }
+        self.index.change_expansion_search(self.ef.max(2 * k));
         let Ok(m) = self.index.search(q, k) else {
             return Vec::new();
         };
@@ -301,19 +294,41 @@ impl RecallProbe {
             .unwrap_or((0.0, 0.0))
     }
 
-    /// Set `ann`'s search effort to the smallest of [`EF_STEPS`] reaching [`TARGET_RECALL`] (else
-    /// the largest): (ef, recall, approximate ms) at that effort.
-    pub fn calibrate(&self, ann: &mut Ann) -> (usize, f64, f64) {
-        let mut last = (EF_STEPS[0], 1.0, 0.0);
-        for ef in EF_STEPS {
-            ann.set_ef(ef);
-            let (recall, ms) = self.measure_ann(ann);
+    /// The smallest of `steps` whose recall reaches [`TARGET_RECALL`] (else the last), with
+    /// `measure_at(ef)` giving (recall, ms) at an effort: (ef, recall, approximate ms) at the
+    /// effort chosen, which `measure_at` was called with last. A user's fixed effort is one step.
+    pub fn calibrate(
+        &self,
+        steps: &[usize],
+        mut measure_at: impl FnMut(usize) -> Result<(f64, f64), StoreError>,
+    ) -> Result<(usize, f64, f64), StoreError> {
+        let mut last = (steps.first().copied().unwrap_or(EXPANSION_SEARCH), 1.0, 0.0);
+        for &ef in steps {
+            let (recall, ms) = measure_at(ef)?;
             last = (ef, recall, ms);
             if recall >= TARGET_RECALL {
                 break;
             }
         }
-        last
+        Ok(last)
+    }
+
+    /// [`RecallProbe::calibrate`] for the graph `ann`, whose search effort it leaves at the one
+    /// chosen.
+    pub fn calibrate_ann(&self, ann: &mut Ann, steps: &[usize]) -> (usize, f64, f64) {
+        self.calibrate(steps, |ef| {
+            ann.set_ef(ef);
+            Ok(self.measure_ann(ann))
+        })
+        .unwrap_or((ann.ef(), 0.0, 0.0))
+    }
+}
+
+/// The efforts to try: the user's fixed one (`Some`, if above 0), else `steps`.
+pub fn efforts(fixed: Option<usize>, steps: &[usize]) -> Vec<usize> {
+    match fixed.filter(|&ef| ef > 0) {
+        Some(ef) => vec![ef],
+        None => steps.to_vec(),
     }
 }
 
@@ -352,7 +367,7 @@ mod tests {
         let mut ann = Ann::build(&m).unwrap();
         let probe = RecallProbe::new(&m);
         assert_eq!(probe.len(), RECALL_QUERIES);
-        let (ef, recall, _) = probe.calibrate(&mut ann);
+        let (ef, recall, _) = probe.calibrate_ann(&mut ann, &EF_STEPS);
         assert_eq!(ann.ef(), ef);
         let at = |ann: &mut Ann, ef: usize| {
             ann.set_ef(ef);

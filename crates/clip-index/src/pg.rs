@@ -496,29 +496,19 @@ impl Backend for PgStore {
         if let Some(ef) = ef {
             self.set_meta("ef_search_fixed", &ef.min(EF_SEARCH_MAX).to_string())?;
         }
-        let fixed = self
-            .meta("ef_search_fixed")?
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&ef| ef > 0);
-        let steps: Vec<usize> = match fixed {
-            Some(ef) => vec![ef],
-            None => EF_SEARCH_STEPS.to_vec(),
-        };
-        let (mut recall_at_10, mut ann_ms, mut chosen) = (0.0, 0.0, EF_SEARCH_MIN);
-        for ef in steps {
+        let fixed = self.meta("ef_search_fixed")?.and_then(|v| v.parse().ok());
+        let steps = crate::ann::efforts(fixed, &EF_SEARCH_STEPS);
+        let (chosen, recall_at_10, ann_ms) = probe.calibrate(&steps, |ef| {
             self.ef = Some(ef);
-            (recall_at_10, ann_ms) = probe.measure(|q| {
+            probe.measure(|q| {
                 Ok(self
                     .nearest(q, 10, false)?
                     .into_iter()
                     .map(|(id, _, _)| id)
                     .collect())
-            })?;
-            chosen = ef;
-            if recall_at_10 >= crate::ann::TARGET_RECALL {
-                break;
-            }
-        }
+            })
+        })?;
+        self.ef = Some(chosen);
         self.set_meta("ef_search", &chosen.to_string())?;
         let bytes: i64 = self
             .client

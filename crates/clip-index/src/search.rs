@@ -383,38 +383,51 @@ impl Matrix {
         self.len().div_ceil(tasks).div_ceil(BLOCK).max(1) * BLOCK
     }
 
-    /// Cosines of `queries` (`[m, dim]`, unit rows) against every row: `[m, n]`.
-    pub fn scores(&self, queries: &[f32]) -> Vec<f32> {
+    /// Walk every row in blocks, chunks of blocks spread over the threads: each chunk starts from
+    /// `init()` and `step(acc, first row, scores)` sees each block's cosines with `queries`
+    /// (`[m, rows]`, row-major). Returns (first row, accumulator) per chunk, in row order.
+    fn fold_blocks<T: Send>(
+        &self,
+        queries: &[f32],
+        init: impl Fn() -> T + Sync,
+        step: impl Fn(&mut T, usize, &[f32]) + Sync,
+    ) -> Vec<(usize, T)> {
         use rayon::prelude::*;
         let (n, d) = (self.len(), self.dim);
         let m = queries.len() / d;
         let chunk = self.chunk();
-        let parts: Vec<(usize, Vec<f32>)> = (0..n)
+        (0..n)
             .step_by(chunk)
             .collect::<Vec<_>>()
             .into_par_iter()
             .map(|start| {
                 let rows = chunk.min(n - start);
+                let mut acc = init();
                 let mut wide = vec![0f32; BLOCK * d];
-                let mut out = vec![0f32; m * rows];
                 let mut block = vec![0f32; m * BLOCK];
                 for b in (0..rows).step_by(BLOCK) {
                     let r = BLOCK.min(rows - b);
                     self.block(queries, start + b, r, &mut wide, &mut block);
-                    for q in 0..m {
-                        out[q * rows + b..q * rows + b + r]
-                            .copy_from_slice(&block[q * r..(q + 1) * r]);
-                    }
+                    step(&mut acc, start + b, &block[..m * r]);
                 }
-                (start, out)
+                (start, acc)
             })
-            .collect();
+            .collect()
+    }
+
+    /// Cosines of `queries` (`[m, dim]`, unit rows) against every row: `[m, n]`.
+    pub fn scores(&self, queries: &[f32]) -> Vec<f32> {
+        let n = self.len();
+        let m = queries.len() / self.dim;
         let mut s = vec![0f32; m * n];
-        for (start, out) in parts {
-            let rows = out.len() / m.max(1);
-            for q in 0..m {
-                s[q * n + start..q * n + start + rows]
-                    .copy_from_slice(&out[q * rows..(q + 1) * rows]);
+        // each chunk keeps its blocks (first row, [m, r] cosines); they land in `s` afterwards
+        let parts = self.fold_blocks(queries, Vec::new, |acc, row, block| {
+            acc.push((row, block.to_vec()))
+        });
+        for (row, block) in parts.into_iter().flat_map(|(_, blocks)| blocks) {
+            let r = block.len() / m.max(1);
+            for (q, cos) in block.chunks(r.max(1)).enumerate() {
+                s[q * n + row..q * n + row + r].copy_from_slice(cos);
             }
         }
         s
@@ -422,44 +435,27 @@ impl Matrix {
 
     /// The `k` best rows for each of `queries` (`[m, dim]`, unit rows), best first (ties by row).
     pub fn top_k_batch(&self, queries: &[f32], k: usize) -> Vec<Vec<Hit>> {
-        use rayon::prelude::*;
-        let (n, d) = (self.len(), self.dim);
-        let m = queries.len() / d;
-        let k = k.min(n);
-        let chunk = self.chunk();
+        let m = queries.len() / self.dim;
+        let k = k.min(self.len());
         let fresh = || (0..m).map(|_| TopK::new(k)).collect::<Vec<_>>();
-        let merged = if k == 0 {
-            fresh()
-        } else {
-            (0..n)
-                .step_by(chunk)
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .map(|start| {
-                    let rows = chunk.min(n - start);
-                    let mut heaps = fresh();
-                    let mut wide = vec![0f32; BLOCK * d];
-                    let mut block = vec![0f32; m * BLOCK];
-                    for b in (0..rows).step_by(BLOCK) {
-                        let r = BLOCK.min(rows - b);
-                        self.block(queries, start + b, r, &mut wide, &mut block);
-                        for (heap, s) in heaps.iter_mut().zip(block.chunks(r)) {
-                            for (j, &x) in s.iter().enumerate() {
-                                heap.push(Cand(x, start + b + j));
-                            }
-                        }
+        let mut merged = fresh();
+        if k > 0 && m > 0 {
+            let parts = self.fold_blocks(queries, fresh, |heaps, row, block| {
+                let r = block.len() / m;
+                for (heap, s) in heaps.iter_mut().zip(block.chunks(r)) {
+                    for (j, &x) in s.iter().enumerate() {
+                        heap.push(Cand(x, row + j));
                     }
-                    heaps
-                })
-                .reduce(fresh, |mut a, b| {
-                    for (x, y) in a.iter_mut().zip(b) {
-                        for c in y.heap {
-                            x.push(c);
-                        }
+                }
+            });
+            for (_, heaps) in parts {
+                for (x, y) in merged.iter_mut().zip(heaps) {
+                    for c in y.heap {
+                        x.push(c);
                     }
-                    a
-                })
-        };
+                }
+            }
+        }
         merged
             .into_iter()
             .map(|heap| {

@@ -391,18 +391,9 @@ impl SqliteStore {
         if let Some(ef) = ef {
             self.set_meta("ann_ef_fixed", &ef.to_string())?;
         }
-        let fixed = self
-            .meta("ann_ef_fixed")?
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&ef| ef > 0);
-        let (ef, recall_at_10, ann_ms) = match fixed {
-            Some(ef) => {
-                ann.set_ef(ef);
-                let (recall, ms) = probe.measure_ann(&ann);
-                (ef, recall, ms)
-            }
-            None => probe.calibrate(&mut ann),
-        };
+        let fixed = self.meta("ann_ef_fixed")?.and_then(|v| v.parse().ok());
+        let steps = crate::ann::efforts(fixed, &crate::ann::EF_STEPS);
+        let (ef, recall_at_10, ann_ms) = probe.calibrate_ann(&mut ann, &steps);
         self.set_meta("ann_ef", &ef.to_string())?;
         self.set_meta("ann", "1")?;
         self.set_meta("ann_stamp", &stamp)?;

@@ -97,19 +97,23 @@ macro_rules! slice_kernel {
 }
 
 /// Which kernel the slice functions use, for benchmarks and tests (`CLIP_NO_AVX512=1` forces
-/// AVX2).
+/// AVX2); decided once per process (every activation of every layer asks).
 pub fn kernel() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") && std::env::var_os("CLIP_NO_AVX512").is_none()
+    static KERNEL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    KERNEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
         {
-            return "avx512";
+            if std::is_x86_feature_detected!("avx512f")
+                && std::env::var_os("CLIP_NO_AVX512").is_none()
+            {
+                return "avx512";
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return "avx2";
+            }
         }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return "avx2";
-        }
-    }
-    "baseline"
+        "baseline"
+    })
 }
 
 slice_kernel!(gelu_slice, gelu);

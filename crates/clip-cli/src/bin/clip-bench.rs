@@ -244,8 +244,8 @@ fn main() -> Result<()> {
             let bytes = std::fs::metadata(&args[4])?.len();
             let mut ann = clip_index::ann::Ann::open(Path::new(&args[4]), m.dim)?;
             // what `clip index --ann` would pick for this collection
-            let (calibrated_ef, calibrated_recall, _) =
-                clip_index::ann::RecallProbe::new(&m).calibrate(&mut ann);
+            let (calibrated_ef, calibrated_recall, _) = clip_index::ann::RecallProbe::new(&m)
+                .calibrate_ann(&mut ann, &clip_index::ann::EF_STEPS);
             let mut sweep = Vec::new();
             for ef in clip_index::ann::EF_STEPS {
                 ann.set_ef(ef);
