@@ -11,6 +11,8 @@ Each round runs ours, then PyTorch, then ONNX Runtime, so machine noise hits all
 figures are medians over all timed runs. Text: the batch is 64 captions from testdata/tokenizer
 (the caption lines), which PyTorch and ONNX Runtime run at the fixed context of 77 while we cut the
 batch to its longest sequence (same results: the text tower is causal and reads features at EOT).
+FLOPs per image come from PyTorch's FLOP counter; the peak is `clip-bench peak` (independent FMA chains
+at the widest vector width, all threads), and each image row gives the fraction of it reached.
 Tokenizer: the whole 5,200-line corpus, ours vs Hugging Face `tokenizers` (CLIPTokenizerFast built from
 the same merges), both with the same thread count.
 """
@@ -106,6 +108,20 @@ def main():
     with open(cap_file, "w", encoding="utf-8") as f:
         f.write("\n".join(captions) + "\n")
 
+    # FLOPs per image (PyTorch's counter: 2 per multiply-add) and the CPU's measured FMA peak
+    from torch.utils.flop_counter import FlopCounterMode
+    flops = {}
+    for name in ["ViT-B-32", "RN50"]:
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            models[name][1].encode_image(torch.randn(1, 3, 224, 224))
+        flops[name] = fc.get_total_flops()
+    exe = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "clip-bench")
+    peak_line = subprocess.run([exe, "peak"], capture_output=True, text=True, check=True,
+                               env=dict(os.environ, RAYON_NUM_THREADS=str(args.threads))).stdout
+    peak = json.loads(peak_line.strip().splitlines()[-1])
+    print(f"FP32 peak measured on {args.threads} threads: {peak['gflops']:.0f} GFLOP/s ({peak['isa']}); "
+          f"per image: ViT-B-32 {flops['ViT-B-32'] / 1e9:.2f} GFLOP, RN50 {flops['RN50'] / 1e9:.2f} GFLOP", flush=True)
+
     cases = []
     for name, key in [("ViT-B-32", "vit"), ("RN50", "rn")]:
         d, model = models[name]
@@ -174,8 +190,14 @@ def main():
         line = f"{label:<40} ours {ips['ours']:9.1f}/s   {ref_name} {ips['ref']:9.1f}/s ({ips['ours'] / ips['ref']:.2f}x)"
         if "onnx" in ips:
             line += f"   ONNX Runtime {ips['onnx']:8.1f}/s ({ips['ours'] / ips['onnx']:.2f}x)"
+        model_name = {"vit": "ViT-B-32", "rn": "RN50"}.get(key.rstrip("0123456789"))
+        if model_name:
+            frac = {k: v * flops[model_name] / 1e9 / peak["gflops"] for k, v in ips.items()}
+            line += (f"   of peak: ours {frac['ours']:.0%}, PyTorch {frac['ref']:.0%}, "
+                     f"ONNX Runtime {frac['onnx']:.0%}")
         print(line, flush=True)
-    print(json.dumps({"threads": args.threads, "results": results}))
+    print(json.dumps({"threads": args.threads, "peak_gflops": peak["gflops"], "flops_per_image": flops,
+                      "results": results}))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 pub mod cache;
 pub mod check;
 pub mod features;
-pub mod linalg;
+pub use clip_model::linalg;
 pub mod models;
 pub mod output;
 pub mod pipeline;

@@ -52,6 +52,20 @@ impl Capture {
         }
     }
 
+    /// As [`Capture::offer`] for an activation held outside a tensor: `make` gives its shape and
+    /// values, and runs only when a pattern asks for `name()`.
+    pub fn offer_with(
+        &mut self,
+        name: impl FnOnce() -> String,
+        make: impl FnOnce() -> (Vec<usize>, Vec<f32>),
+    ) {
+        let name = name();
+        if self.wants(&name) {
+            let (shape, data) = make();
+            self.outputs.push(Activation { name, shape, data });
+        }
+    }
+
     /// The activation recorded under `name`.
     pub fn get(&self, name: &str) -> Option<&Activation> {
         self.outputs.iter().find(|a| a.name == name)

@@ -1,6 +1,7 @@
 //! The two-tower CLIP: `encode_image`, `encode_text`, logits, and saving under the checkpoint keys.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
@@ -9,6 +10,7 @@ use crate::capture::Capture;
 use crate::config::{ClipConfig, VisionKind};
 use crate::error::LoadError;
 use crate::resnet::{ModifiedResNet, ResNetDims};
+use crate::resnet_cpu::FoldedResNet;
 use crate::source::{
     Binding, Checkpoint, Init, Layout, RandomInit, RawTensor, Recorder, Source, param, to_vec,
     transpose,
@@ -41,9 +43,14 @@ pub struct ClipModule {
 /// A CLIP with its configuration and the checkpoint key of every parameter.
 #[derive(Debug)]
 pub struct Clip {
-    pub module: ClipModule,
+    /// The parameters; replaced only through [`Clip::set_module`], which drops what was derived
+    /// from them.
+    module: ClipModule,
     pub config: ClipConfig,
     pub bindings: Vec<Binding>,
+    /// A ResNet tower's convolutions with BatchNorm folded in, for CPU inference (built at the
+    /// first such call; `None` inside when the tower cannot take that path).
+    folded: OnceLock<Option<FoldedResNet>>,
 }
 
 impl Clip {
@@ -164,6 +171,7 @@ impl Clip {
             },
             config: config.clone(),
             bindings: rec.bindings,
+            folded: OnceLock::new(),
         })
     }
 
@@ -183,6 +191,18 @@ impl Clip {
         Clip::load(config, &mut RandomInit::new(seed), device)
     }
 
+    /// The parameters (what an optimiser reads and what gradients are taken of).
+    pub fn module(&self) -> &ClipModule {
+        &self.module
+    }
+
+    /// Replace the parameters (an optimiser's step); weights derived for inference are rebuilt
+    /// from the new ones at their next use.
+    pub fn set_module(&mut self, module: ClipModule) {
+        self.module = module;
+        self.folded = OnceLock::new();
+    }
+
     pub fn device(&self) -> Device {
         self.module.logit_scale.device()
     }
@@ -196,9 +216,25 @@ impl Clip {
     pub fn encode_image_with(&self, images: Tensor<4>, capture: Option<&mut Capture>) -> Tensor<2> {
         match &self.module.visual {
             VisualTower::Vit(v) => v.forward(images, capture),
-            VisualTower::ResNet(r) => r.forward(images, capture),
+            VisualTower::ResNet(r) => match self.folded_resnet(r, &images) {
+                Some(f) => f.forward(r, images, capture),
+                None => r.forward(images, capture),
+            },
             VisualTower::Timm(t) => t.forward(images, capture),
         }
+    }
+
+    /// The folded ResNet tower when `images` go through burn's CPU backend without autodiff.
+    fn folded_resnet(&self, r: &ModifiedResNet, images: &Tensor<4>) -> Option<&FoldedResNet> {
+        let plain = |t: &Tensor<4>| {
+            !t.is_autodiff() && t.dtype() == burn::tensor::DType::F32 && t.device() == crate::cpu()
+        };
+        if !plain(images) || !plain(&r.conv1.weight.val()) {
+            return None;
+        }
+        self.folded
+            .get_or_init(|| Some(FoldedResNet::new(r)))
+            .as_ref()
     }
 
     /// Token rows (as from the tokenizer, padded or not) → `[B, E]` unnormalised features.

@@ -182,7 +182,12 @@ pub struct AttentionPool2d {
 impl AttentionPool2d {
     fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let [b, c, h, w] = x.dims();
-        let x = x.reshape([b, c, h * w]).swap_dims(1, 2); // [B, HW, C]
+        self.forward_tokens(x.reshape([b, c, h * w]).swap_dims(1, 2))
+    }
+
+    /// The grid as tokens `[B, HW, C]` → `[B, E]`.
+    pub fn forward_tokens(&self, x: Tensor<3>) -> Tensor<2> {
+        let b = x.dims()[0];
         let mean = x.clone().mean_dim(1); // [B, 1, C]
         let x = Tensor::cat(vec![mean, x], 1) + self.positional_embedding.val().unsqueeze(); // [B, HW+1, C]
         let q = split_heads(self.q_proj.forward(x.clone().narrow(1, 0, 1)), self.heads); // [B, H, 1, hd]

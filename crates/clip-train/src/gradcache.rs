@@ -39,8 +39,8 @@ pub fn loss_and_grads(
         objective.loss(
             fi,
             ft,
-            clip.module.logit_scale.val().exp(),
-            clip.module.logit_bias.as_ref().map(|b| b.val()),
+            clip.module().logit_scale.val().exp(),
+            clip.module().logit_bias.as_ref().map(|b| b.val()),
         )
     };
     let n = texts.len();
@@ -51,7 +51,7 @@ pub fn loss_and_grads(
         let value = clip_model::source::to_vec(&loss)[0];
         return Ok((
             value,
-            GradientsParams::from_grads(loss.backward(), &clip.module),
+            GradientsParams::from_grads(loss.backward(), clip.module()),
         ));
     }
     let ranges: Vec<(usize, usize)> = (0..n)
@@ -76,8 +76,8 @@ pub fn loss_and_grads(
     let d_txt = all_txt.grad(&grads).expect("embedding gradient");
     let mut acc = GradientsAccumulator::<ClipModule>::new();
     acc.accumulate(
-        &clip.module,
-        GradientsParams::from_grads(grads, &clip.module),
+        clip.module(),
+        GradientsParams::from_grads(grads, clip.module()),
     ); // logit scale (and bias)
     // 3. each micro-batch again, with its graph, driven by its cached embedding gradients
     let device = clip.device();
@@ -87,8 +87,8 @@ pub fn loss_and_grads(
         let gt = Tensor::<2>::from_data(d_txt.clone().narrow(0, s, len).into_data(), &device);
         let surrogate = (fi * gi).sum() + (ft * gt).sum();
         acc.accumulate(
-            &clip.module,
-            GradientsParams::from_grads(surrogate.backward(), &clip.module),
+            clip.module(),
+            GradientsParams::from_grads(surrogate.backward(), clip.module()),
         );
     }
     Ok((value, acc.grads()))

@@ -93,7 +93,7 @@ impl AdamW {
             step: 0,
             moments: HashMap::new(),
             decay,
-            logit_scale: clip.module.logit_scale.id,
+            logit_scale: clip.module().logit_scale.id,
         }
     }
 
@@ -169,13 +169,13 @@ impl AdamW {
     pub fn step(&mut self, clip: &mut Clip, lr: f64, grads: GradientsParams) {
         self.step += 1;
         // `Module::map` consumes the module; a cheap clone (tensors are shared) takes its place
-        let module = clip.module.clone();
+        let module = clip.module().clone();
         let mut mapper = StepMapper {
             opt: self,
             grads,
             lr,
         };
-        clip.module = module.map(&mut mapper);
+        clip.set_module(module.map(&mut mapper));
     }
 }
 

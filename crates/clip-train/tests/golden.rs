@@ -143,14 +143,14 @@ fn three_training_steps_match_pytorch() {
         let images = tensor::<4>(&batch["images"], &device);
         let fi = l2_normalize(clip.encode_image(images));
         let ft = l2_normalize(clip.encode_text(&rows).unwrap());
-        let loss = clip_loss(fi, ft, clip.module.logit_scale.val().exp());
+        let loss = clip_loss(fi, ft, clip.module().logit_scale.val().exp());
         let got = to_vec(&loss)[0];
         let want = batch["losses"].data[step];
         assert!(
             (got - want).abs() <= 1e-5,
             "step {step}: loss {got} vs PyTorch {want}"
         );
-        let grads = GradientsParams::from_grads(loss.backward(), &clip.module);
+        let grads = GradientsParams::from_grads(loss.backward(), clip.module());
         opt.step(&mut clip, lr as f64, grads);
     }
     let want = read_safetensors(&d.join("final.safetensors")).unwrap();

@@ -1,4 +1,5 @@
-//! Single-precision matrix products on all threads through `gemm` (burn's tensors would copy the
+//! Single-precision matrix products through `gemm`: the CPU convolutions of [`crate::resnet_cpu`], and the
+//! scoring of evaluation and search (burn's tensors would copy the
 //! features in and out for each product; evaluation multiplies the same feature matrices hundreds of
 //! times). Every call checks that the matrices its strides describe lie inside the given slices
 //! before the `unsafe` call.
@@ -55,12 +56,69 @@ pub fn matmul_with(
     rhs_strides: (isize, isize),
     parallel: bool,
 ) {
+    product(
+        m,
+        n,
+        k,
+        dst,
+        false,
+        lhs,
+        lhs_strides,
+        rhs,
+        rhs_strides,
+        parallel,
+    )
+}
+
+/// `dst[m×n] += lhs[m×k] · rhs[k×n]` (row-major `dst`): the products of a convolution's bias,
+/// shortcut and taps land in one buffer without a separate addition pass.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_add(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    lhs: &[f32],
+    lhs_strides: (isize, isize),
+    rhs: &[f32],
+    rhs_strides: (isize, isize),
+    parallel: bool,
+) {
+    product(
+        m,
+        n,
+        k,
+        dst,
+        true,
+        lhs,
+        lhs_strides,
+        rhs,
+        rhs_strides,
+        parallel,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_strides: (isize, isize),
+    rhs: &[f32],
+    rhs_strides: (isize, isize),
+    parallel: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
     check("output", m, n, (1, n as isize), dst.len());
     if k == 0 {
-        dst[..m * n].fill(0.0);
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
         return;
     }
     check("left operand", m, k, lhs_strides, lhs.len());
@@ -75,14 +133,14 @@ pub fn matmul_with(
             dst.as_mut_ptr(),
             1,
             n as isize,
-            false,
+            accumulate,
             lhs.as_ptr(),
             lhs_strides.0,
             lhs_strides.1,
             rhs.as_ptr(),
             rhs_strides.0,
             rhs_strides.1,
-            0.0,
+            if accumulate { 1.0 } else { 0.0 },
             1.0,
             false,
             false,

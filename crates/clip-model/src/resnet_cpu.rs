@@ -1,0 +1,463 @@
+//! The ModifiedResNet image tower for CPU inference, the way ONNX Runtime runs it rather than the
+//! way the autodiff graph does: every BatchNorm folded into its convolution once, at first use
+//! (`w' = w·γ/√(σ²+ε)`, `b' = β − μ·γ/√(σ²+ε)`), activations kept channels-last (NHWC) from the
+//! stem to the attention pool, and each convolution one `gemm` over all pixels of the batch
+//! (1×1: straight on the activations; 3×3: on an im2col tile built from contiguous channel rows).
+//! The bias, the shortcut (identity or downsampling conv) and the block's last conv land in the
+//! same output buffer through `gemm`'s accumulation, so a Bottleneck makes one ReLU pass where
+//! the graph made BatchNorm, add and ReLU passes over NCHW tensors, each convolution converting to
+//! NHWC and back inside burn-flex (issue 11's profile: 16% of cycles in those conversions and
+//! passes, 15% in page faults of their buffers).
+//!
+//! Hand-written because no crate offers an inference-only CPU convolution that takes folded
+//! weights; the arithmetic is `gemm`'s (the crate burn-flex's own convolutions call). The attention
+//! pool at the end stays burn's ([`crate::resnet::AttentionPool2d`]): it is 2% of the work.
+//! [`crate::resnet::ModifiedResNet::forward`] stays the path for training (autodiff) and for other
+//! devices; a test holds the two to the same outputs on weights with non-trivial statistics.
+
+use burn::prelude::*;
+use rayon::prelude::*;
+
+use crate::capture::Capture;
+use crate::linalg::matmul_add;
+use crate::resnet::{BatchNorm2d, Conv2d, ModifiedResNet};
+use crate::source::to_vec;
+
+/// Values per im2col tile (32 MiB at f32): big enough that `gemm` packs each weight panel once
+/// per few thousand output pixels, small enough to stay in the last-level cache.
+const TILE_VALUES: usize = 1 << 23;
+/// Im2col tiles have at least this many rows (output pixels) when the layer has them.
+const MIN_TILE_ROWS: usize = 512;
+
+/// A batch of channels-last activations `[n, h, w, c]`.
+#[derive(Debug, Clone)]
+struct Act {
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    data: Vec<f32>,
+}
+
+impl Act {
+    /// `[n, c, h, w]` (burn's layout) as NHWC.
+    fn from_nchw(x: Tensor<4>) -> Act {
+        let [n, c, h, w] = x.dims();
+        let src = to_vec(&x);
+        let hw = h * w;
+        let mut data = vec![0f32; src.len()];
+        data.par_chunks_mut(hw * c)
+            .zip(src.par_chunks(hw * c))
+            .for_each(|(dst, img)| {
+                for (p, px) in dst.chunks_mut(c).enumerate() {
+                    for (ch, v) in px.iter_mut().enumerate() {
+                        *v = img[ch * hw + p];
+                    }
+                }
+            });
+        Act { n, h, w, c, data }
+    }
+
+    /// NHWC back to NCHW values (for captured block outputs).
+    fn to_nchw(&self) -> (Vec<usize>, Vec<f32>) {
+        let (hw, c) = (self.h * self.w, self.c);
+        let mut out = vec![0f32; self.data.len()];
+        out.par_chunks_mut(hw * c)
+            .zip(self.data.par_chunks(hw * c))
+            .for_each(|(dst, img)| {
+                for (p, px) in img.chunks(c).enumerate() {
+                    for (ch, v) in px.iter().enumerate() {
+                        dst[ch * hw + p] = *v;
+                    }
+                }
+            });
+        (vec![self.n, c, self.h, self.w], out)
+    }
+
+    fn pixels(&self) -> usize {
+        self.n * self.h * self.w
+    }
+
+    /// `k×k` average pooling with stride `k` (the anti-aliased downsampling).
+    fn avg_pool(self, k: usize) -> Act {
+        if k == 1 {
+            return self;
+        }
+        let (ho, wo, c) = (self.h / k, self.w / k, self.c);
+        let (w, h) = (self.w, self.h);
+        let scale = 1.0 / (k * k) as f32;
+        let mut data = vec![0f32; self.n * ho * wo * c];
+        data.par_chunks_mut(wo * c)
+            .enumerate()
+            .for_each(|(row, out)| {
+                let (b, oy) = (row / ho, row % ho);
+                for ky in 0..k {
+                    let line = &self.data[((b * h) + oy * k + ky) * w * c..][..w * c];
+                    for (ox, px) in out.chunks_mut(c).enumerate() {
+                        for kx in 0..k {
+                            let src = &line[(ox * k + kx) * c..][..c];
+                            for (o, s) in px.iter_mut().zip(src) {
+                                *o += s;
+                            }
+                        }
+                    }
+                }
+                for v in out.iter_mut() {
+                    *v *= scale;
+                }
+            });
+        Act {
+            n: self.n,
+            h: ho,
+            w: wo,
+            c,
+            data,
+        }
+    }
+}
+
+/// In place `max(x, 0)` (NaN stays NaN, as in PyTorch).
+fn relu(data: &mut [f32]) {
+    data.par_chunks_mut(1 << 14).for_each(|c| {
+        for v in c {
+            if *v < 0.0 {
+                *v = 0.0;
+            }
+        }
+    });
+}
+
+/// `rows` copies of `bias`, one per output pixel.
+fn bias_rows(bias: &[f32], rows: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows * bias.len()];
+    out.par_chunks_mut(bias.len() * 64).for_each(|chunk| {
+        for row in chunk.chunks_mut(bias.len()) {
+            row.copy_from_slice(bias);
+        }
+    });
+    out
+}
+
+/// A convolution with its BatchNorm folded in; weights as `[kh][kw][in][out]`, so that `gemm`
+/// (which computes the transposed product for a row-major output) reads them column-major and
+/// need not repack them on each call when few pixels share them (batch 1).
+#[derive(Debug)]
+struct ConvBn {
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl ConvBn {
+    fn fold(conv: &Conv2d, bn: &BatchNorm2d, stride: usize) -> ConvBn {
+        let [c_out, c_in, k, _] = conv.weight.dims();
+        let w = to_vec(&conv.weight.val());
+        let (gamma, beta) = (to_vec(&bn.weight.val()), to_vec(&bn.bias.val()));
+        let (mean, var) = (
+            to_vec(&bn.running_mean.val()),
+            to_vec(&bn.running_var.val()),
+        );
+        let mut weight = vec![0f32; w.len()];
+        let mut bias = vec![0f32; c_out];
+        for o in 0..c_out {
+            let scale = gamma[o] as f64 / (var[o] as f64 + 1e-5).sqrt();
+            bias[o] = (beta[o] as f64 - mean[o] as f64 * scale) as f32;
+            for i in 0..c_in {
+                for t in 0..k * k {
+                    weight[(t * c_in + i) * c_out + o] =
+                        (w[(o * c_in + i) * k * k + t] as f64 * scale) as f32;
+                }
+            }
+        }
+        ConvBn {
+            c_in,
+            c_out,
+            k,
+            stride,
+            pad: conv.padding,
+            weight,
+            bias,
+        }
+    }
+
+    fn out_size(&self, size: usize) -> usize {
+        (size + 2 * self.pad - self.k) / self.stride + 1
+    }
+
+    /// `out[pixels, c_out] += conv(x)` (no bias).
+    fn add_to(&self, x: &Act, out: &mut [f32]) {
+        debug_assert_eq!(x.c, self.c_in);
+        let (ho, wo) = (self.out_size(x.h), self.out_size(x.w));
+        let pixels = x.n * ho * wo;
+        let (c_in, c_out) = (self.c_in, self.c_out);
+        debug_assert_eq!(out.len(), pixels * c_out);
+        if self.k == 1 && self.stride == 1 {
+            let ci = c_in as isize;
+            matmul_add(
+                pixels,
+                c_out,
+                c_in,
+                out,
+                &x.data,
+                (1, ci),
+                &self.weight,
+                (1, c_out as isize),
+                true,
+            );
+            return;
+        }
+        let kk = self.k * self.k * c_in;
+        let rows = (TILE_VALUES / kk).max(MIN_TILE_ROWS).min(pixels);
+        let mut col = vec![0f32; rows * kk];
+        for p0 in (0..pixels).step_by(rows) {
+            let m = rows.min(pixels - p0);
+            col[..m * kk]
+                .par_chunks_mut(kk)
+                .with_min_len(32)
+                .enumerate()
+                .for_each(|(i, row)| self.gather(x, p0 + i, ho, wo, row));
+            matmul_add(
+                m,
+                c_out,
+                kk,
+                &mut out[p0 * c_out..(p0 + m) * c_out],
+                &col[..m * kk],
+                (1, kk as isize),
+                &self.weight,
+                (1, c_out as isize),
+                true,
+            );
+        }
+    }
+
+    /// The im2col row of output pixel `pix`: for each tap (kh, kw), the input pixel's channels.
+    fn gather(&self, x: &Act, pix: usize, ho: usize, wo: usize, row: &mut [f32]) {
+        let (b, r) = (pix / (ho * wo), pix % (ho * wo));
+        let (oy, ox) = (r / wo, r % wo);
+        let c = self.c_in;
+        for kh in 0..self.k {
+            let iy = (oy * self.stride + kh).wrapping_sub(self.pad);
+            for kw in 0..self.k {
+                let ix = (ox * self.stride + kw).wrapping_sub(self.pad);
+                let dst = &mut row[(kh * self.k + kw) * c..][..c];
+                if iy < x.h && ix < x.w {
+                    dst.copy_from_slice(&x.data[((b * x.h + iy) * x.w + ix) * c..][..c]);
+                } else {
+                    dst.fill(0.0);
+                }
+            }
+        }
+    }
+
+    /// `relu(conv(x) + b)` as a new activation.
+    fn run_relu(&self, x: &Act) -> Act {
+        let (h, w) = (self.out_size(x.h), self.out_size(x.w));
+        let mut data = bias_rows(&self.bias, x.n * h * w);
+        self.add_to(x, &mut data);
+        relu(&mut data);
+        Act {
+            n: x.n,
+            h,
+            w,
+            c: self.c_out,
+            data,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    conv1: ConvBn,
+    conv2: ConvBn,
+    conv3: ConvBn,
+    downsample: Option<ConvBn>,
+    stride: usize,
+}
+
+impl Block {
+    fn forward(&self, x: Act) -> Act {
+        let out = self.conv1.run_relu(&x);
+        let out = self.conv2.run_relu(&out).avg_pool(self.stride);
+        let pixels = out.pixels();
+        let mut sum = match &self.downsample {
+            Some(d) => {
+                let bias: Vec<f32> = self
+                    .conv3
+                    .bias
+                    .iter()
+                    .zip(&d.bias)
+                    .map(|(a, b)| a + b)
+                    .collect();
+                let mut sum = bias_rows(&bias, pixels);
+                d.add_to(&x.avg_pool(self.stride), &mut sum);
+                sum
+            }
+            None => {
+                // the identity shortcut: the input's buffer becomes the output's
+                let mut sum = x.data;
+                let bias = &self.conv3.bias;
+                sum.par_chunks_mut(bias.len() * 64).for_each(|chunk| {
+                    for row in chunk.chunks_mut(bias.len()) {
+                        for (v, b) in row.iter_mut().zip(bias) {
+                            *v += b;
+                        }
+                    }
+                });
+                sum
+            }
+        };
+        self.conv3.add_to(&out, &mut sum);
+        relu(&mut sum);
+        Act {
+            n: out.n,
+            h: out.h,
+            w: out.w,
+            c: self.conv3.c_out,
+            data: sum,
+        }
+    }
+}
+
+/// A ModifiedResNet's convolutions with BatchNorm folded in (built once per loaded model).
+#[derive(Debug)]
+pub struct FoldedResNet {
+    stem: [ConvBn; 3],
+    layers: Vec<Vec<Block>>,
+}
+
+impl FoldedResNet {
+    pub fn new(r: &ModifiedResNet) -> FoldedResNet {
+        let layers = r
+            .layers
+            .iter()
+            .map(|stage| {
+                stage
+                    .iter()
+                    .map(|b| Block {
+                        conv1: ConvBn::fold(&b.conv1, &b.bn1, 1),
+                        conv2: ConvBn::fold(&b.conv2, &b.bn2, 1),
+                        conv3: ConvBn::fold(&b.conv3, &b.bn3, 1),
+                        downsample: b
+                            .downsample
+                            .as_ref()
+                            .map(|d| ConvBn::fold(&d.conv, &d.bn, 1)),
+                        stride: b.stride,
+                    })
+                    .collect()
+            })
+            .collect();
+        FoldedResNet {
+            stem: [
+                ConvBn::fold(&r.conv1, &r.bn1, 2),
+                ConvBn::fold(&r.conv2, &r.bn2, 1),
+                ConvBn::fold(&r.conv3, &r.bn3, 1),
+            ],
+            layers,
+        }
+    }
+
+    /// `[B, 3, S, S]` → `[B, E]`, as [`ModifiedResNet::forward`] (same capture names); `r` is the
+    /// tower these weights were folded from (its attention pool finishes the pass).
+    pub fn forward(
+        &self,
+        r: &ModifiedResNet,
+        images: Tensor<4>,
+        mut capture: Option<&mut Capture>,
+    ) -> Tensor<2> {
+        let device = images.device();
+        let mut x = Act::from_nchw(images);
+        for conv in &self.stem {
+            x = conv.run_relu(&x);
+        }
+        x = x.avg_pool(2);
+        for (s, stage) in self.layers.iter().enumerate() {
+            for (i, block) in stage.iter().enumerate() {
+                x = block.forward(x);
+                if let Some(c) = capture.as_deref_mut() {
+                    c.offer_with(|| format!("visual.layer{}.{i}", s + 1), || x.to_nchw());
+                }
+            }
+        }
+        let tokens =
+            Tensor::<3>::from_data(TensorData::new(x.data, [x.n, x.h * x.w, x.c]), &device);
+        r.attnpool.forward_tokens(tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resnet::ResNetDims;
+    use crate::source::RandomInit;
+    use burn::module::{Module, ModuleMapper, Param};
+
+    /// BatchNorm statistics away from (γ 1, β 0, μ 0, σ² 1), so that folding is exercised.
+    struct Stats(u32);
+    impl ModuleMapper for Stats {
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if D != 1 {
+                return p;
+            }
+            self.0 += 1;
+            let t = p.val();
+            let n = t.dims()[0];
+            let k = self.0;
+            let v: Vec<f32> = (0..n)
+                .map(|i| 0.5 + ((i as u32 * 7 + k * 13) % 17) as f32 / 16.0)
+                .collect();
+            let dev = t.device();
+            p.map(|_| Tensor::from_data(TensorData::new(v, [n]), &dev))
+        }
+    }
+
+    #[test]
+    fn folded_tower_matches_the_graph() {
+        let device = crate::cpu();
+        let dims = ResNetDims {
+            image_size: 64,
+            layers: [1, 2, 1, 1],
+            width: 16,
+            heads: 2,
+            embed_dim: 24,
+        };
+        let r = ModifiedResNet::load(&mut RandomInit::new(3), dims, &device)
+            .unwrap()
+            .map(&mut Stats(0));
+        let folded = FoldedResNet::new(&r);
+        let n = 2 * 3 * 64 * 64;
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let images = || Tensor::<4>::from_data(TensorData::new(x.clone(), [2, 3, 64, 64]), &device);
+        let mut want_cap = Capture::new(["visual.layer2.1"]);
+        let want = to_vec(&r.forward(images(), Some(&mut want_cap)));
+        let mut got_cap = Capture::new(["visual.layer2.1"]);
+        let got = to_vec(&folded.forward(&r, images(), Some(&mut got_cap)));
+        assert_eq!(got.len(), want.len());
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(scale > 0.1, "outputs are not trivial ({scale})");
+        assert!(
+            diff <= 1e-4 * scale,
+            "max |Δ| {diff} at output scale {scale}"
+        );
+        let (a, b) = (&got_cap.outputs[0], &want_cap.outputs[0]);
+        assert_eq!(a.shape, b.shape);
+        let diff = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            diff <= 1e-4 * b.data.iter().fold(0f32, |m, v| m.max(v.abs())),
+            "capture differs by {diff}"
+        );
+    }
+}
