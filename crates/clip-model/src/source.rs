@@ -202,12 +202,34 @@ impl Source for RandomInit {
 
 /// Transpose a row-major `[rows, cols]` matrix.
 pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    // 32×32 tiles, output rows in parallel bands: a plain double loop writes with a stride of `rows`
+    // and missed the cache on every value (7% of `clip embed`'s time went to loading the weights)
+    const T: usize = 32;
+    assert_eq!(
+        data.len(),
+        rows * cols,
+        "transpose: {rows}×{cols} is not {}",
+        data.len()
+    );
     let mut out = vec![0.0; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = data[r * cols + c];
-        }
+    if rows == 0 || cols == 0 {
+        return out;
     }
+    out.par_chunks_mut(T * rows)
+        .enumerate()
+        .for_each(|(band, dst)| {
+            let c0 = band * T;
+            let cn = dst.len() / rows;
+            for r0 in (0..rows).step_by(T) {
+                for c in c0..c0 + cn {
+                    let line = &mut dst[(c - c0) * rows..][..rows];
+                    for r in r0..(r0 + T).min(rows) {
+                        line[r] = data[r * cols + c];
+                    }
+                }
+            }
+        });
     out
 }
 
@@ -266,4 +288,34 @@ pub fn to_vec<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
         .as_slice::<f32>()
         .expect("f32 data")
         .to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn blocked_transpose_matches_the_definition() {
+        // sizes around the 32-value tile, and degenerate ones
+        for (rows, cols) in [
+            (1, 1),
+            (1, 70),
+            (70, 1),
+            (31, 33),
+            (64, 32),
+            (100, 257),
+            (0, 5),
+        ] {
+            let data: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let t = super::transpose(&data, rows, cols);
+            assert_eq!(t.len(), data.len());
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        t[c * rows + r],
+                        data[r * cols + c],
+                        "{rows}×{cols} at ({r}, {c})"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -61,23 +61,48 @@ fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
     })
 }
 
-/// Convert little-endian element bytes to f32.
+/// The file mapped read-only: its values are converted to f32 straight from the page cache, where
+/// reading it first would allocate (and have the kernel zero) a second copy of every weight, which
+/// was most of the time a 600 MB checkpoint took to load. The map lives only while this loader
+/// converts it.
+fn map(path: &Path) -> Result<memmap2::Mmap, LoadError> {
+    let io = |source| LoadError::Io {
+        file: display(path),
+        source,
+    };
+    let f = std::fs::File::open(path).map_err(io)?;
+    // SAFETY: the map is read-only and private to this call; the one hazard is another process
+    // truncating the file while it is mapped (then reading faults), the caveat every safetensors
+    // loader that maps files (safetensors' own, candle, transformers) accepts.
+    unsafe { memmap2::Mmap::map(&f) }.map_err(io)
+}
+
+/// Convert little-endian element bytes to f32 (the element type chosen once, not per value, so
+/// that each loop vectorises; large tensors in parallel chunks).
 fn to_f32(bytes: &[u8], dtype: StorageType) -> Vec<f32> {
-    let n = dtype.size();
-    bytes
-        .chunks_exact(n)
-        .map(|c| match dtype {
-            StorageType::F32 => f32::from_le_bytes(c.try_into().expect("4")),
-            StorageType::F16 => f16::from_le_bytes(c.try_into().expect("2")).to_f32(),
-            StorageType::BF16 => bf16::from_le_bytes(c.try_into().expect("2")).to_f32(),
-            StorageType::F64 => f64::from_le_bytes(c.try_into().expect("8")) as f32,
-            StorageType::I64 => i64::from_le_bytes(c.try_into().expect("8")) as f32,
-            StorageType::I32 => i32::from_le_bytes(c.try_into().expect("4")) as f32,
-            StorageType::I16 => i16::from_le_bytes(c.try_into().expect("2")) as f32,
-            StorageType::I8 => c[0] as i8 as f32,
-            StorageType::U8 | StorageType::Bool => c[0] as f32,
-        })
-        .collect()
+    use rayon::prelude::*;
+    fn convert<const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> f32 + Sync) -> Vec<f32> {
+        let mut out = vec![0f32; bytes.len() / N];
+        out.par_chunks_mut(1 << 16)
+            .zip(bytes.par_chunks(N << 16))
+            .for_each(|(o, b)| {
+                for (v, c) in o.iter_mut().zip(b.chunks_exact(N)) {
+                    *v = f(c.try_into().expect("chunks of N"));
+                }
+            });
+        out
+    }
+    match dtype {
+        StorageType::F32 => convert::<4>(bytes, f32::from_le_bytes),
+        StorageType::F16 => convert::<2>(bytes, |c| f16::from_le_bytes(c).to_f32()),
+        StorageType::BF16 => convert::<2>(bytes, |c| bf16::from_le_bytes(c).to_f32()),
+        StorageType::F64 => convert::<8>(bytes, |c| f64::from_le_bytes(c) as f32),
+        StorageType::I64 => convert::<8>(bytes, |c| i64::from_le_bytes(c) as f32),
+        StorageType::I32 => convert::<4>(bytes, |c| i32::from_le_bytes(c) as f32),
+        StorageType::I16 => convert::<2>(bytes, |c| i16::from_le_bytes(c) as f32),
+        StorageType::I8 => convert::<1>(bytes, |c| c[0] as i8 as f32),
+        StorageType::U8 | StorageType::Bool => convert::<1>(bytes, |c| c[0] as f32),
+    }
 }
 
 /// Gather a strided view of a storage into a contiguous row-major tensor.
@@ -340,7 +365,7 @@ fn read_safetensors_as(
     weights_only: bool,
 ) -> Result<BTreeMap<String, RawTensor>, LoadError> {
     let file = display(path);
-    let bytes = read(path)?;
+    let bytes = map(path)?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| LoadError::format(&file, format!("not a valid safetensors file ({e})")))?;
     let mut out = BTreeMap::new();
@@ -410,4 +435,51 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), LoadError> {
         file: display(path),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_storage_type_converts_in_and_across_parallel_chunks() {
+        let n = (1 << 16) + 5; // one full chunk and a ragged one
+        let vals: Vec<f32> = (0..n).map(|i| (i % 200) as f32 - 100.0).collect(); // fits i8, exact in bf16
+        let bytes =
+            |f: &dyn Fn(f32) -> Vec<u8>| vals.iter().flat_map(|&v| f(v)).collect::<Vec<u8>>();
+        let cases: Vec<(StorageType, Vec<u8>)> = vec![
+            (StorageType::F32, bytes(&|v| v.to_le_bytes().to_vec())),
+            (
+                StorageType::F16,
+                bytes(&|v| f16::from_f32(v).to_le_bytes().to_vec()),
+            ),
+            (
+                StorageType::BF16,
+                bytes(&|v| bf16::from_f32(v).to_le_bytes().to_vec()),
+            ),
+            (
+                StorageType::F64,
+                bytes(&|v| (v as f64).to_le_bytes().to_vec()),
+            ),
+            (
+                StorageType::I64,
+                bytes(&|v| (v as i64).to_le_bytes().to_vec()),
+            ),
+            (
+                StorageType::I32,
+                bytes(&|v| (v as i32).to_le_bytes().to_vec()),
+            ),
+            (
+                StorageType::I16,
+                bytes(&|v| (v as i16).to_le_bytes().to_vec()),
+            ),
+            (StorageType::I8, bytes(&|v| vec![(v as i8) as u8])),
+        ];
+        for (dtype, b) in cases {
+            assert_eq!(to_f32(&b, dtype), vals, "{dtype:?}");
+        }
+        let u8s: Vec<u8> = (0..n).map(|i| (i % 256) as u8).collect();
+        let want: Vec<f32> = u8s.iter().map(|&v| v as f32).collect();
+        assert_eq!(to_f32(&u8s, StorageType::U8), want);
+    }
 }

@@ -126,7 +126,9 @@ mod peak {
             }
         }
         let mut out = [0f32; 8];
-        let sum = acc.iter().fold(_mm256_setzero_ps(), |s, r| _mm256_add_ps(s, *r));
+        let sum = acc
+            .iter()
+            .fold(_mm256_setzero_ps(), |s, r| _mm256_add_ps(s, *r));
         // SAFETY: `out` holds 8 floats.
         unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sum) };
         out.iter().sum()
