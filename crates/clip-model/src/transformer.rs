@@ -121,26 +121,46 @@ impl Act {
 
 /// Apply `act`.
 pub fn activation<const D: usize>(x: Tensor<D>, act: Act) -> Tensor<D> {
+    use crate::fastmath::{gelu_slice, gelu_tangent, quick_gelu_slice, quick_gelu_tangent};
     match act {
-        Act::QuickGelu => elementwise(x, crate::fastmath::quick_gelu_slice, |x| {
+        Act::QuickGelu => elementwise(x, quick_gelu_slice, quick_gelu_tangent, |x| {
             x.clone() * sigmoid(x * 1.702)
         }),
-        Act::Gelu => elementwise(x, crate::fastmath::gelu_slice, gelu),
+        Act::Gelu => elementwise(x, gelu_slice, gelu_tangent, gelu),
         Act::GeluTanh => gelu_approximate(x),
     }
 }
 
-/// An activation: for f32 tensors outside autodiff (inference) in one vectorised pass of
-/// `fast` ([`crate::fastmath`]), else by burn's ops (`ops`) so that gradients flow.
+/// An activation `f` over f32 tensors in vectorised passes ([`crate::fastmath`]); `ops` (burn's
+/// own ops) for other dtypes.
+///
+/// Inference: `fast` in place, one pass. Training (autodiff): burn-flex evaluates the `exp` inside
+/// σ (or `erf`) value by value through libm and keeps the chain's intermediates for its backward
+/// pass (13% of a training step in the issue-11 profile). Instead, one pass of `tangent` gives
+/// each value's slope `c = f'(x)` and offset `e = x·c − f(x)`, and the graph records
+/// `f(x) = x ⊙ c − e` with `c` and `e` constants: the same values (up to the rounding of one
+/// multiply-subtract) and the same gradient `∂L/∂x = ∂L/∂y ⊙ f'(x)`, from one multiplication in
+/// the backward pass.
 fn elementwise<const D: usize>(
     x: Tensor<D>,
     fast: fn(&mut [f32]),
+    tangent: fn(&mut [f32], &mut [f32]),
     ops: impl FnOnce(Tensor<D>) -> Tensor<D>,
 ) -> Tensor<D> {
-    if x.is_autodiff() || x.dtype() != burn::tensor::DType::F32 {
+    if x.dtype() != burn::tensor::DType::F32 {
         return ops(x);
     }
     let (shape, device) = (x.shape(), x.device());
+    if x.is_autodiff() {
+        let Ok(mut slope) = x.clone().inner().into_data().try_into_vec::<f32>() else {
+            return ops(x);
+        };
+        let mut offset = vec![0f32; slope.len()];
+        tangent(&mut slope, &mut offset);
+        let slope = Tensor::from_data(TensorData::new(slope, shape.clone()), &device);
+        let offset = Tensor::from_data(TensorData::new(offset, shape), &device);
+        return x * slope - offset;
+    }
     let Ok(mut v) = x.clone().into_data().try_into_vec::<f32>() else {
         return ops(x);
     };
