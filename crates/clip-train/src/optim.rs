@@ -13,6 +13,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use clip_model::Clip;
 use clip_model::source::Layout;
+use rayon::prelude::*;
 
 /// Hyper-parameters (the paper's: β2 0.98 / ε 1e-6 for ViTs, 0.999 / 1e-8 for ResNets; decay 0.2).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -211,14 +212,23 @@ impl ModuleMapper for StepMapper<'_> {
         } else {
             1.0
         };
-        for i in 0..p.len() {
-            // PyTorch's AdamW: decoupled decay, then the Adam step
-            p[i] *= decay;
-            moments.m[i] = b1 * moments.m[i] + (1.0 - b1) * g[i];
-            moments.v[i] = b2 * moments.v[i] + (1.0 - b2) * g[i] * g[i];
-            let denom = moments.v[i].sqrt() / bias2_sqrt as f32 + c.eps as f32;
-            p[i] -= step_size * moments.m[i] / denom;
-        }
+        let (bias2_sqrt, eps) = (bias2_sqrt as f32, c.eps as f32);
+        // in parallel chunks (each value's update is independent; the loop vectorises)
+        const CHUNK: usize = 1 << 14;
+        p.par_chunks_mut(CHUNK)
+            .zip(moments.m.par_chunks_mut(CHUNK))
+            .zip(moments.v.par_chunks_mut(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(((p, m), v), g)| {
+                for i in 0..p.len() {
+                    // PyTorch's AdamW: decoupled decay, then the Adam step
+                    p[i] *= decay;
+                    m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+                    v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+                    let denom = v[i].sqrt() / bias2_sqrt + eps;
+                    p[i] -= step_size * m[i] / denom;
+                }
+            });
         if id == self.opt.logit_scale {
             for x in &mut p {
                 *x = x.clamp(0.0, 100f32.ln());
