@@ -254,6 +254,35 @@ mod tests {
         assert!(quick_gelu(f32::NAN).is_nan());
     }
 
+    /// The AVX2 copies of the kernels (what a CPU without AVX-512 runs): this test binary's
+    /// fastmath tests again, in a child process with `CLIP_NO_AVX512=1`.
+    #[test]
+    fn avx2_kernels_pass_the_same_checks() {
+        if std::env::var_os("CLIP_NO_AVX512").is_some() {
+            // in the child: the override took effect
+            assert_ne!(kernel(), "avx512");
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["fastmath::tests::", "--test-threads", "1"])
+            .env("CLIP_NO_AVX512", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let passed: usize = stdout
+            .split("test result: ok. ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(passed >= 4, "the child ran {passed} tests: {stdout}");
+    }
+
     #[test]
     fn tangents_give_the_derivative_and_the_value_back() {
         let xs: Vec<f32> = (-16_000..=16_000).map(|i| i as f32 * 5e-4).collect();
