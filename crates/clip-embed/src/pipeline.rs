@@ -61,9 +61,9 @@ pub fn report_warnings(warnings: &[String]) {
 pub fn model_fingerprint(clip: &Clip) -> String {
     let mut f = Fingerprint::default();
     f.str(&serde_json::to_string(&clip.config).unwrap_or_default());
-    for (name, t) in clip.state_dict() {
-        f.str(&name).floats(&t.data);
-    }
+    clip.for_each_state(|name, t| {
+        f.str(name).floats(&t.data);
+    });
     format!("{:016x}", f.0)
 }
 

@@ -289,39 +289,48 @@ impl Clip {
 
     /// Parameters under their checkpoint keys, in checkpoint layout (open_clip/OpenAI keys).
     pub fn state_dict(&self) -> Vec<(String, RawTensor)> {
-        struct Collect(HashMap<ParamId, (Vec<usize>, Vec<f32>)>);
+        let mut out = Vec::with_capacity(self.bindings.len());
+        self.for_each_state(|key, raw| out.push((key.to_owned(), raw)));
+        out
+    }
+
+    /// [`Clip::state_dict`] one tensor at a time, in the same order: only one parameter is copied
+    /// out of the model at once (hashing a 600 MB model no longer holds a second copy of it).
+    pub fn for_each_state(&self, mut f: impl FnMut(&str, RawTensor)) {
+        /// Each parameter's tensor (a shared handle, not a copy) and how to copy it out, by id.
+        type Read = Box<dyn FnOnce() -> (Vec<usize>, Vec<f32>)>;
+        struct Collect(HashMap<ParamId, Read>);
         impl ModuleVisitor for Collect {
             fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
                 let t = p.val();
-                self.0.insert(p.id, (t.dims().to_vec(), to_vec(&t)));
+                self.0
+                    .insert(p.id, Box::new(move || (t.dims().to_vec(), to_vec(&t))));
             }
         }
         let mut c = Collect(HashMap::new());
         self.module.visit(&mut c);
-        self.bindings
-            .iter()
-            .map(|b| {
-                let (dims, data) =
-                    c.0.remove(&b.id)
-                        .expect("every bound parameter is in the module");
-                let raw = match &b.layout {
-                    // open_clip and OpenAI store the logit scale (and bias) as a 0-d tensor
-                    Layout::Same(_) if b.key == "logit_scale" || b.key == "logit_bias" => {
-                        RawTensor::new(vec![], data)
-                    }
-                    Layout::Same(_) => RawTensor::new(dims, data),
-                    Layout::Transposed { rows, cols } => {
-                        RawTensor::new(vec![*rows, *cols], transpose(&data, *cols, *rows))
-                    }
-                    Layout::FlatTransposed(shape) => {
-                        let rows = shape[0];
-                        let cols = data.len() / rows;
-                        RawTensor::new(shape.clone(), transpose(&data, cols, rows))
-                    }
-                };
-                (b.key.clone(), raw)
-            })
-            .collect()
+        for b in &self.bindings {
+            let read =
+                c.0.remove(&b.id)
+                    .expect("every bound parameter is in the module");
+            let (dims, data) = read();
+            let raw = match &b.layout {
+                // open_clip and OpenAI store the logit scale (and bias) as a 0-d tensor
+                Layout::Same(_) if b.key == "logit_scale" || b.key == "logit_bias" => {
+                    RawTensor::new(vec![], data)
+                }
+                Layout::Same(_) => RawTensor::new(dims, data),
+                Layout::Transposed { rows, cols } => {
+                    RawTensor::new(vec![*rows, *cols], transpose(&data, *cols, *rows))
+                }
+                Layout::FlatTransposed(shape) => {
+                    let rows = shape[0];
+                    let cols = data.len() / rows;
+                    RawTensor::new(shape.clone(), transpose(&data, cols, rows))
+                }
+            };
+            f(&b.key, raw);
+        }
     }
 }
 
