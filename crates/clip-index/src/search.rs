@@ -358,11 +358,12 @@ impl Matrix {
         let d = self.dim;
         let m = queries.len() / d;
         self.widen(start, rows, wide);
-        clip_embed::linalg::matmul_with(
+        clip_embed::linalg::matmul_into(
             m,
             rows,
             d,
             &mut out[..m * rows],
+            false,
             queries,
             (1, d as isize),
             &wide[..rows * d],

@@ -39,24 +39,7 @@ pub fn matmul(
     rhs: &[f32],
     rhs_strides: (isize, isize),
 ) {
-    matmul_with(m, n, k, dst, lhs, lhs_strides, rhs, rhs_strides, true)
-}
-
-/// [`matmul`] on all threads (`parallel`) or on the calling thread only: for callers that
-/// already split the work over threads (small products inside a parallel loop).
-#[allow(clippy::too_many_arguments)]
-pub fn matmul_with(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    lhs: &[f32],
-    lhs_strides: (isize, isize),
-    rhs: &[f32],
-    rhs_strides: (isize, isize),
-    parallel: bool,
-) {
-    product(
+    matmul_into(
         m,
         n,
         k,
@@ -66,40 +49,16 @@ pub fn matmul_with(
         lhs_strides,
         rhs,
         rhs_strides,
-        parallel,
-    )
-}
-
-/// `dst[m×n] += lhs[m×k] · rhs[k×n]` (row-major `dst`): the products of a convolution's bias,
-/// shortcut and taps land in one buffer without a separate addition pass.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul_add(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    lhs: &[f32],
-    lhs_strides: (isize, isize),
-    rhs: &[f32],
-    rhs_strides: (isize, isize),
-    parallel: bool,
-) {
-    product(
-        m,
-        n,
-        k,
-        dst,
         true,
-        lhs,
-        lhs_strides,
-        rhs,
-        rhs_strides,
-        parallel,
     )
 }
 
+/// `dst[m×n] = lhs[m×k] · rhs[k×n]`, or `+=` with `accumulate` (row-major `dst`), on all threads
+/// (`parallel`) or on the calling thread only (for callers that already split the work over
+/// threads). Accumulating, the products of a convolution's bias, shortcut and taps land in one
+/// buffer without a separate addition pass.
 #[allow(clippy::too_many_arguments)]
-fn product(
+pub fn matmul_into(
     m: usize,
     n: usize,
     k: usize,

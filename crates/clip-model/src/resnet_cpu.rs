@@ -19,7 +19,7 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 use crate::capture::Capture;
-use crate::linalg::matmul_add;
+use crate::linalg::matmul_into;
 use crate::resnet::{BatchNorm2d, Conv2d, ModifiedResNet};
 use crate::source::to_vec;
 
@@ -197,11 +197,12 @@ impl ConvBn {
         debug_assert_eq!(out.len(), pixels * c_out);
         if self.k == 1 && self.stride == 1 {
             let ci = c_in as isize;
-            matmul_add(
+            matmul_into(
                 pixels,
                 c_out,
                 c_in,
                 out,
+                true,
                 &x.data,
                 (1, ci),
                 &self.weight,
@@ -220,11 +221,12 @@ impl ConvBn {
                 .with_min_len(32)
                 .enumerate()
                 .for_each(|(i, row)| self.gather(x, p0 + i, ho, wo, row));
-            matmul_add(
+            matmul_into(
                 m,
                 c_out,
                 kk,
                 &mut out[p0 * c_out..(p0 + m) * c_out],
+                true,
                 &col[..m * kk],
                 (1, kk as isize),
                 &self.weight,
