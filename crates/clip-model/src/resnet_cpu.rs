@@ -130,6 +130,9 @@ fn relu(data: &mut [f32]) {
 /// `rows` copies of `bias`, one per output pixel.
 fn bias_rows(bias: &[f32], rows: usize) -> Vec<f32> {
     let mut out = vec![0f32; rows * bias.len()];
+    if out.is_empty() {
+        return out;
+    }
     out.par_chunks_mut(bias.len() * 64).for_each(|chunk| {
         for row in chunk.chunks_mut(bias.len()) {
             row.copy_from_slice(bias);
@@ -188,8 +191,10 @@ impl ConvBn {
         (size + 2 * self.pad - self.k) / self.stride + 1
     }
 
-    /// `out[pixels, c_out] += conv(x)` (no bias).
-    fn add_to(&self, x: &Act, out: &mut [f32]) {
+    /// `out[pixels, c_out] += conv(x)` (no bias); `col` is the im2col scratch buffer, kept across
+    /// convolutions so that it is neither reallocated nor zeroed for each (only its rows in use
+    /// are read, each written first).
+    fn add_to(&self, x: &Act, out: &mut [f32], col: &mut Vec<f32>) {
         debug_assert_eq!(x.c, self.c_in);
         let (ho, wo) = (self.out_size(x.h), self.out_size(x.w));
         let pixels = x.n * ho * wo;
@@ -213,7 +218,9 @@ impl ConvBn {
         }
         let kk = self.k * self.k * c_in;
         let rows = (TILE_VALUES / kk).max(MIN_TILE_ROWS).min(pixels);
-        let mut col = vec![0f32; rows * kk];
+        if col.len() < rows * kk {
+            col.resize(rows * kk, 0.0);
+        }
         for p0 in (0..pixels).step_by(rows) {
             let m = rows.min(pixels - p0);
             col[..m * kk]
@@ -256,10 +263,10 @@ impl ConvBn {
     }
 
     /// `relu(conv(x) + b)` as a new activation.
-    fn run_relu(&self, x: &Act) -> Act {
+    fn run_relu(&self, x: &Act, col: &mut Vec<f32>) -> Act {
         let (h, w) = (self.out_size(x.h), self.out_size(x.w));
         let mut data = bias_rows(&self.bias, x.n * h * w);
-        self.add_to(x, &mut data);
+        self.add_to(x, &mut data, col);
         relu(&mut data);
         Act {
             n: x.n,
@@ -281,9 +288,9 @@ struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: Act) -> Act {
-        let out = self.conv1.run_relu(&x);
-        let out = self.conv2.run_relu(&out).avg_pool(self.stride);
+    fn forward(&self, x: Act, col: &mut Vec<f32>) -> Act {
+        let out = self.conv1.run_relu(&x, col);
+        let out = self.conv2.run_relu(&out, col).avg_pool(self.stride);
         let pixels = out.pixels();
         let mut sum = match &self.downsample {
             Some(d) => {
@@ -295,7 +302,7 @@ impl Block {
                     .map(|(a, b)| a + b)
                     .collect();
                 let mut sum = bias_rows(&bias, pixels);
-                d.add_to(&x.avg_pool(self.stride), &mut sum);
+                d.add_to(&x.avg_pool(self.stride), &mut sum, col);
                 sum
             }
             None => {
@@ -312,7 +319,7 @@ impl Block {
                 sum
             }
         };
-        self.conv3.add_to(&out, &mut sum);
+        self.conv3.add_to(&out, &mut sum, col);
         relu(&mut sum);
         Act {
             n: out.n,
@@ -372,13 +379,14 @@ impl FoldedResNet {
     ) -> Tensor<2> {
         let device = images.device();
         let mut x = Act::from_nchw(images);
+        let mut col = Vec::new();
         for conv in &self.stem {
-            x = conv.run_relu(&x);
+            x = conv.run_relu(&x, &mut col);
         }
         x = x.avg_pool(2);
         for (s, stage) in self.layers.iter().enumerate() {
             for (i, block) in stage.iter().enumerate() {
-                x = block.forward(x);
+                x = block.forward(x, &mut col);
                 if let Some(c) = capture.as_deref_mut() {
                     c.offer_with(|| format!("visual.layer{}.{i}", s + 1), || x.to_nchw());
                 }
