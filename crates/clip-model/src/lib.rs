@@ -1,6 +1,7 @@
 //! CLIP models on burn: the ViT and ModifiedResNet image towers, the text tower, and every public
 //! checkpoint format (OpenAI TorchScript, open_clip state dicts, safetensors, Hugging Face).
 
+pub mod attention_cpu;
 pub mod capture;
 pub mod clip;
 pub mod config;

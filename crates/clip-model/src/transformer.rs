@@ -211,6 +211,18 @@ impl MultiheadAttention {
     pub fn forward(&self, x: Tensor<3>, causal: bool) -> Tensor<3> {
         let w = x.dims()[2];
         let qkv = linear(x, self.in_proj_weight.val(), Some(self.in_proj_bias.val())); // [B, L, 3W]
+        let plain = !qkv.is_autodiff()
+            && qkv.dtype() == burn::tensor::DType::F32
+            && qkv.device() == crate::cpu();
+        if plain && self.heads > 0 && w.is_multiple_of(self.heads) {
+            let [b, l, _] = qkv.dims();
+            let device = qkv.device();
+            if let Ok(packed) = qkv.clone().into_data().try_into_vec::<f32>() {
+                let out = crate::attention_cpu::attend(&packed, b, l, w, self.heads, causal);
+                let out = Tensor::<3>::from_data(TensorData::new(out, [b, l, w]), &device);
+                return self.out_proj.forward(out);
+            }
+        }
         let q = split_heads(qkv.clone().narrow(2, 0, w), self.heads); // [B, H, L, hd]
         let k = split_heads(qkv.clone().narrow(2, w, w), self.heads);
         let v = split_heads(qkv.narrow(2, 2 * w, w), self.heads);
