@@ -12,7 +12,11 @@ use clip_data::{
 };
 
 fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/images")
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("../../testdata/images")
 }
 
 fn golden() -> BTreeMap<String, (Vec<usize>, Vec<u8>)> {

@@ -13,9 +13,12 @@ use clip_model::weights::read_safetensors;
 use clip_model::{Clip, cpu};
 
 fn case(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/models")
-        .join(name)
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("../../testdata/models")
+    .join(name)
 }
 
 /// An empty offline cache (a miss fails at once).

@@ -9,9 +9,12 @@ use clip_model::weights::{read_checkpoint, write_safetensors};
 use clip_model::{Capture, ClipConfig, cpu, load_clip};
 
 fn case(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/models")
-        .join(name)
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("../../testdata/models")
+    .join(name)
 }
 
 /// The ViT case's tensors, edited, written as model.safetensors + config.json in a temp dir.

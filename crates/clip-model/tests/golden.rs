@@ -12,9 +12,12 @@ use clip_model::{cpu, load_clip};
 const TOL: f32 = 1e-4;
 
 fn case_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/models")
-        .join(name)
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("../../testdata/models")
+    .join(name)
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -15,9 +15,12 @@ use clip_model::weights::{
 use clip_model::{Clip, ClipConfig, cpu, load_clip, preset, save_clip};
 
 fn case(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/models")
-        .join(name)
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("../../testdata/models")
+    .join(name)
 }
 
 /// Max |Δ| of image features, text features and logits against the case's golden file.

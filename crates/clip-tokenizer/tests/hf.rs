@@ -7,9 +7,12 @@ use std::path::{Path, PathBuf};
 use clip_tokenizer::{HfTokenizer, TokenizeError};
 
 fn testdata(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata")
-        .join(rel)
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("../../testdata")
+    .join(rel)
 }
 
 fn canonicalize() -> serde_json::Map<String, serde_json::Value> {

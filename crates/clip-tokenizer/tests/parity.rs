@@ -6,9 +6,12 @@ use std::io::Read;
 use clip_tokenizer::Tokenizer;
 
 fn testdata(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/tokenizer")
-        .join(name)
+    std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("../../testdata/tokenizer")
+    .join(name)
 }
 
 #[test]

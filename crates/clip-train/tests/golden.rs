@@ -10,7 +10,11 @@ use clip_model::{Clip, cpu, l2_normalize};
 use clip_train::{AdamW, AdamWConfig, clip_loss};
 
 fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/train")
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("../../testdata/train")
 }
 
 fn tensor<const D: usize>(t: &RawTensor, device: &Device) -> Tensor<D> {
