@@ -226,9 +226,7 @@ impl Clip {
 
     /// The folded ResNet tower when `images` go through burn's CPU backend without autodiff.
     fn folded_resnet(&self, r: &ModifiedResNet, images: &Tensor<4>) -> Option<&FoldedResNet> {
-        let plain = |t: &Tensor<4>| {
-            !t.is_autodiff() && t.dtype() == burn::tensor::DType::F32 && t.device() == crate::cpu()
-        };
+        let plain = |t: &Tensor<4>| !t.is_autodiff() && crate::cpu_f32(t);
         if !plain(images) || !plain(&r.conv1.weight.val()) {
             return None;
         }
@@ -339,10 +337,8 @@ impl Clip {
 /// from a thread outside the pool, each one instead queued a job, woke a worker and put the caller
 /// to sleep until it finished — at batch 1, hundreds of such round trips per image (a tenth of
 /// RN50's time in the scheduler).
+/// (On a worker already, `rayon::scope` runs `f` in place.)
 pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() {
-        return f();
-    }
     rayon::scope(|_| f())
 }
 

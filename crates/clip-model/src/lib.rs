@@ -30,6 +30,13 @@ pub fn cpu() -> burn::prelude::Device {
     burn::prelude::Device::flex()
 }
 
+/// Whether `t` holds f32 values on the CPU backend (with or without autodiff): the tensors the
+/// hand-written CPU paths ([`fastmath`], [`resnet_cpu`], [`attention_cpu`]) may copy to the host
+/// and back. On another device that round trip would cost more than burn's own kernels save.
+pub(crate) fn cpu_f32<const D: usize>(t: &burn::prelude::Tensor<D>) -> bool {
+    t.dtype() == burn::tensor::DType::F32 && t.device().without_autodiff() == cpu()
+}
+
 /// The device the command-line tools run on: the first CUDA GPU when built with the `cuda`
 /// feature, else the CPU. Model code is written against burn's dispatching `Device`, so the same
 /// code runs on either (and under `device.autodiff()` for training).

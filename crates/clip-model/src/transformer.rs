@@ -131,8 +131,8 @@ pub fn activation<const D: usize>(x: Tensor<D>, act: Act) -> Tensor<D> {
     }
 }
 
-/// An activation `f` over f32 tensors in vectorised passes ([`crate::fastmath`]); `ops` (burn's
-/// own ops) for other dtypes.
+/// An activation `f` over f32 tensors on the CPU in vectorised passes ([`crate::fastmath`]);
+/// `ops` (burn's own ops) for other dtypes and devices.
 ///
 /// Inference: `fast` in place, one pass. Training (autodiff): burn-flex evaluates the `exp` inside
 /// σ (or `erf`) value by value through libm and keeps the chain's intermediates for its backward
@@ -147,7 +147,7 @@ fn elementwise<const D: usize>(
     tangent: fn(&mut [f32], &mut [f32]),
     ops: impl FnOnce(Tensor<D>) -> Tensor<D>,
 ) -> Tensor<D> {
-    if x.dtype() != burn::tensor::DType::F32 {
+    if !crate::cpu_f32(&x) {
         return ops(x);
     }
     let (shape, device) = (x.shape(), x.device());
@@ -211,10 +211,11 @@ impl MultiheadAttention {
     pub fn forward(&self, x: Tensor<3>, causal: bool) -> Tensor<3> {
         let w = x.dims()[2];
         let qkv = linear(x, self.in_proj_weight.val(), Some(self.in_proj_bias.val())); // [B, L, 3W]
-        let plain = !qkv.is_autodiff()
-            && qkv.dtype() == burn::tensor::DType::F32
-            && qkv.device() == crate::cpu();
-        if plain && self.heads > 0 && w.is_multiple_of(self.heads) {
+        if !qkv.is_autodiff()
+            && crate::cpu_f32(&qkv)
+            && self.heads > 0
+            && w.is_multiple_of(self.heads)
+        {
             let [b, l, _] = qkv.dims();
             let device = qkv.device();
             if let Ok(packed) = qkv.clone().into_data().try_into_vec::<f32>() {
