@@ -75,6 +75,37 @@ pub fn gelu_d(x: f32) -> (f32, f32) {
     (x * cdf, cdf + x * pdf)
 }
 
+/// `fn $name(kernel, args…)`: `$body` compiled for AVX-512, for AVX2+FMA and for the baseline,
+/// the copy run picked by `kernel` (from [`kernel`]); what `$body` calls must be
+/// `#[inline(always)]` so that each copy vectorises.
+macro_rules! multiversion {
+    (fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        fn $name(kernel: &str, $($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            fn avx512($($arg: $ty),*) {
+                body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2($($arg: $ty),*) {
+                body($($arg),*)
+            }
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the features were detected on this CPU by `kernel()`.
+                "avx512" => unsafe { avx512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                "avx2" => unsafe { avx2($($arg),*) },
+                _ => body($($arg),*),
+            }
+        }
+    };
+}
+
 /// A function's tangent line at each value, for the training graph (see
 /// [`crate::transformer::activation`]): `v` (the inputs) becomes the slopes `f'(x)` and `offset`
 /// the offsets `x·f'(x) − f(x)`, one vectorised pass on all threads, picked at run time like
@@ -84,72 +115,38 @@ macro_rules! tangent_kernel {
         /// Slopes into `v` (which holds the inputs), offsets into `offset` (same length).
         pub fn $name(v: &mut [f32], offset: &mut [f32]) {
             assert_eq!(v.len(), offset.len(), "one offset per value");
-            #[inline(always)]
-            fn body(v: &mut [f32], offset: &mut [f32]) {
-                for (x, o) in v.iter_mut().zip(offset) {
-                    let (y, d) = $f(*x);
-                    *o = *x * d - y;
-                    *x = d;
+            multiversion!(
+                fn run(v: &mut [f32], offset: &mut [f32]) {
+                    for (x, o) in v.iter_mut().zip(offset) {
+                        let (y, d) = $f(*x);
+                        *o = *x * d - y;
+                        *x = d;
+                    }
                 }
-            }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f")]
-            fn avx512(v: &mut [f32], o: &mut [f32]) {
-                body(v, o)
-            }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            fn avx2(v: &mut [f32], o: &mut [f32]) {
-                body(v, o)
-            }
+            );
             let kernel = kernel();
             v.par_chunks_mut(1 << 14)
                 .zip(offset.par_chunks_mut(1 << 14))
-                .for_each(|(c, o)| match kernel {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: the features were detected on this CPU by `kernel`.
-                    "avx512" => unsafe { avx512(c, o) },
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: as above.
-                    "avx2" => unsafe { avx2(c, o) },
-                    _ => body(c, o),
-                });
+                .for_each(|(c, o)| run(kernel, c, o));
         }
     };
 }
 
-/// An elementwise function over a slice, compiled for AVX-512, for AVX2+FMA and for the
-/// baseline, picked at run time; `$f` must be `#[inline(always)]` so that each copy vectorises.
+/// An elementwise function over a slice, in place, vectorised for the CPU at hand (see
+/// [`multiversion`]).
 macro_rules! slice_kernel {
     ($name:ident, $f:path) => {
         /// Apply the function to every value, in place, on all threads.
         pub fn $name(v: &mut [f32]) {
-            #[inline(always)]
-            fn body(v: &mut [f32]) {
-                for x in v {
-                    *x = $f(*x);
+            multiversion!(
+                fn run(v: &mut [f32]) {
+                    for x in v {
+                        *x = $f(*x);
+                    }
                 }
-            }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f")]
-            fn avx512(v: &mut [f32]) {
-                body(v)
-            }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            fn avx2(v: &mut [f32]) {
-                body(v)
-            }
+            );
             let kernel = kernel();
-            v.par_chunks_mut(1 << 14).for_each(|c| match kernel {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: the features were detected on this CPU by `kernel`.
-                "avx512" => unsafe { avx512(c) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above.
-                "avx2" => unsafe { avx2(c) },
-                _ => body(c),
-            });
+            v.par_chunks_mut(1 << 14).for_each(|c| run(kernel, c));
         }
     };
 }

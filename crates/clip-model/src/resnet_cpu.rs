@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use crate::capture::Capture;
 use crate::linalg::matmul_into;
 use crate::resnet::{BatchNorm2d, Conv2d, ModifiedResNet};
-use crate::source::to_vec;
+use crate::source::{to_vec, transpose};
 
 /// Values per im2col tile (32 MiB at f32): big enough that `gemm` packs each weight panel once
 /// per few thousand output pixels, small enough to stay in the last-level cache.
@@ -40,38 +40,25 @@ struct Act {
 }
 
 impl Act {
-    /// `[n, c, h, w]` (burn's layout) as NHWC.
+    /// `[n, c, h, w]` (burn's layout) as NHWC: each image's `[c, hw]` matrix transposed.
     fn from_nchw(x: Tensor<4>) -> Act {
         let [n, c, h, w] = x.dims();
-        let src = to_vec(&x);
-        let hw = h * w;
-        let mut data = vec![0f32; src.len()];
-        data.par_chunks_mut(hw * c)
-            .zip(src.par_chunks(hw * c))
-            .for_each(|(dst, img)| {
-                for (p, px) in dst.chunks_mut(c).enumerate() {
-                    for (ch, v) in px.iter_mut().enumerate() {
-                        *v = img[ch * hw + p];
-                    }
-                }
-            });
+        let data = to_vec(&x)
+            .chunks(c * h * w)
+            .flat_map(|img| transpose(img, c, h * w))
+            .collect();
         Act { n, h, w, c, data }
     }
 
     /// NHWC back to NCHW values (for captured block outputs).
     fn to_nchw(&self) -> (Vec<usize>, Vec<f32>) {
         let (hw, c) = (self.h * self.w, self.c);
-        let mut out = vec![0f32; self.data.len()];
-        out.par_chunks_mut(hw * c)
-            .zip(self.data.par_chunks(hw * c))
-            .for_each(|(dst, img)| {
-                for (p, px) in img.chunks(c).enumerate() {
-                    for (ch, v) in px.iter().enumerate() {
-                        dst[ch * hw + p] = *v;
-                    }
-                }
-            });
-        (vec![self.n, c, self.h, self.w], out)
+        let data = self
+            .data
+            .chunks(hw * c)
+            .flat_map(|img| transpose(img, hw, c))
+            .collect();
+        (vec![self.n, c, self.h, self.w], data)
     }
 
     fn pixels(&self) -> usize {
@@ -130,15 +117,22 @@ fn relu(data: &mut [f32]) {
 /// `rows` copies of `bias`, one per output pixel.
 fn bias_rows(bias: &[f32], rows: usize) -> Vec<f32> {
     let mut out = vec![0f32; rows * bias.len()];
-    if out.is_empty() {
-        return out;
+    add_rows(&mut out, bias);
+    out
+}
+
+/// Add `bias` to every row of `data` (rows of `bias.len()` values).
+fn add_rows(data: &mut [f32], bias: &[f32]) {
+    if bias.is_empty() {
+        return;
     }
-    out.par_chunks_mut(bias.len() * 64).for_each(|chunk| {
+    data.par_chunks_mut(bias.len() * 64).for_each(|chunk| {
         for row in chunk.chunks_mut(bias.len()) {
-            row.copy_from_slice(bias);
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
         }
     });
-    out
 }
 
 /// A convolution with its BatchNorm folded in; weights as `[kh][kw][in][out]`, so that `gemm`
@@ -308,14 +302,7 @@ impl Block {
             None => {
                 // the identity shortcut: the input's buffer becomes the output's
                 let mut sum = x.data;
-                let bias = &self.conv3.bias;
-                sum.par_chunks_mut(bias.len() * 64).for_each(|chunk| {
-                    for row in chunk.chunks_mut(bias.len()) {
-                        for (v, b) in row.iter_mut().zip(bias) {
-                            *v += b;
-                        }
-                    }
-                });
+                add_rows(&mut sum, &self.conv3.bias);
                 sum
             }
         };
