@@ -54,11 +54,16 @@ fn display(path: &Path) -> String {
     path.display().to_string()
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(path).map_err(|source| LoadError::Io {
+/// The error of an I/O operation on `path`.
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
+    move |source| LoadError::Io {
         file: display(path),
         source,
-    })
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(io(path))
 }
 
 /// The file mapped read-only: its values are converted to f32 straight from the page cache, where
@@ -66,15 +71,11 @@ fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
 /// was most of the time a 600 MB checkpoint took to load. The map lives only while this loader
 /// converts it.
 fn map(path: &Path) -> Result<memmap2::Mmap, LoadError> {
-    let io = |source| LoadError::Io {
-        file: display(path),
-        source,
-    };
-    let f = std::fs::File::open(path).map_err(io)?;
+    let f = std::fs::File::open(path).map_err(io(path))?;
     // SAFETY: the map is read-only and private to this call; the one hazard is another process
     // truncating the file while it is mapped (then reading faults), the caveat every safetensors
     // loader that maps files (safetensors' own, candle, transformers) accepts.
-    unsafe { memmap2::Mmap::map(&f) }.map_err(io)
+    unsafe { memmap2::Mmap::map(&f) }.map_err(io(path))
 }
 
 /// Convert little-endian element bytes to f32 (the element type chosen once, not per value, so
@@ -431,10 +432,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, RawTensor)]) -> Result
 /// Write `data` to `path` via a temporary file in the same directory and a rename, so a crash
 /// leaves either the old file or the new one.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), LoadError> {
-    clip_data::out::write_atomic(path, data).map_err(|source| LoadError::Io {
-        file: display(path),
-        source,
-    })
+    clip_data::out::write_atomic(path, data).map_err(io(path))
 }
 
 #[cfg(test)]
