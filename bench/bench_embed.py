@@ -24,7 +24,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "bench"))
+
 
 REFERENCE = r'''
 import json, os, sys, time
@@ -85,14 +85,14 @@ def main():
     args = ap.parse_args()
 
     import numpy as np
-    from bench_inference import export_onnx, prepare
+    from bench_inference import export_onnx, prepare, release_exe
     models = prepare(args.work)
     image_dir = os.path.join(args.work, f"embed-images-{args.images}")
     make_images(image_dir, args.images)
     ref_script = os.path.join(args.work, "ref_embed.py")
     with open(ref_script, "w") as f:
         f.write(REFERENCE)
-    exe = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "clip")
+    exe = release_exe("clip")
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
     from PIL import Image
     mpix = sum(np.prod(Image.open(os.path.join(image_dir, f)).size) for f in os.listdir(image_dir)) / 1e6

@@ -16,6 +16,8 @@ import argparse, glob, json, os, platform, shutil, subprocess, sys, tarfile, tim
 
 import numpy as np
 
+from bench_inference import release_exe
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ap = argparse.ArgumentParser()
 ap.add_argument("--emoji", type=int, default=1000)
@@ -26,7 +28,7 @@ ap.add_argument("--batch", type=int, default=32)
 ap.add_argument("--workers", type=int, default=2, help="reference DataLoader worker processes")
 ap.add_argument("--model", default="ViT-B-32")
 ap.add_argument("--work", default=os.path.join(ROOT, "runs", "bench_index"))
-ap.add_argument("--clip", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "clip"))
+ap.add_argument("--clip", default=release_exe("clip"))
 ap.add_argument("--reference-only", action="store_true", help=argparse.SUPPRESS)
 a = ap.parse_args()
 os.environ["OMP_NUM_THREADS"] = os.environ["RAYON_NUM_THREADS"] = str(a.threads)

@@ -27,11 +27,21 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def ours(args, *cmd):
-    exe = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "clip-bench")
+def release_exe(name):
+    """A binary of the release build (in $CARGO_TARGET_DIR when set)."""
+    return os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", name)
+
+
+def clip_bench(args, *cmd):
+    """The JSON line `clip-bench CMD…` prints, run on --threads threads."""
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
-    out = subprocess.run([exe, *map(str, cmd)], capture_output=True, text=True, env=env, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["runs"]
+    out = subprocess.run([release_exe("clip-bench"), *map(str, cmd)], capture_output=True, text=True, env=env,
+                         check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def ours(args, *cmd):
+    return clip_bench(args, *cmd)["runs"]
 
 
 def timed(fn, repeats):
@@ -115,10 +125,7 @@ def main():
         with FlopCounterMode(display=False) as fc:  # not under no_grad: its fused attention goes uncounted
             models[name][1].encode_image(torch.randn(1, 3, 224, 224))
         flops[name] = fc.get_total_flops()
-    exe = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "clip-bench")
-    peak_line = subprocess.run([exe, "peak"], capture_output=True, text=True, check=True,
-                               env=dict(os.environ, RAYON_NUM_THREADS=str(args.threads))).stdout
-    peak = json.loads(peak_line.strip().splitlines()[-1])
+    peak = clip_bench(args, "peak")
     print(f"FP32 peak measured on {args.threads} threads: {peak['gflops']:.0f} GFLOP/s ({peak['isa']}); "
           f"per image: ViT-B-32 {flops['ViT-B-32'] / 1e9:.2f} GFLOP, RN50 {flops['RN50'] / 1e9:.2f} GFLOP", flush=True)
 

@@ -11,6 +11,8 @@ Run bench/bench_index.py first (it makes the random ViT-B-32 weights and the pic
 """
 import argparse, base64, glob, json, os, platform, re, signal, socket, subprocess, tempfile, time, urllib.request
 
+from bench_inference import release_exe
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", default=os.path.join(ROOT, "runs", "bench_index", "ViT-B-32"))
@@ -18,7 +20,7 @@ ap.add_argument("--pictures", default=os.path.join(ROOT, "runs", "bench_index", 
 ap.add_argument("--clients", type=int, default=64)
 ap.add_argument("--duration", type=int, default=30)
 ap.add_argument("--threads", type=int, default=2)
-ap.add_argument("--clip", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "clip"))
+ap.add_argument("--clip", default=release_exe("clip"))
 a = ap.parse_args()
 
 

@@ -14,6 +14,8 @@ import os
 import statistics
 import sys
 
+from bench_inference import release_exe
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TORCH_STEP = r'''
@@ -70,7 +72,7 @@ def main():
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    exe = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "clip-bench")
+    exe = release_exe("clip-bench")
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
     ours, ref, ours_rss, ref_rss = [], [], [], []
     for _ in range(args.rounds):
