@@ -171,6 +171,91 @@ pub fn kernel() -> &'static str {
     })
 }
 
+/// The CPU's single-precision peak in FLOP/s on all of rayon's threads, measured: independent
+/// chains of fused multiply-adds at the vector width [`kernel`] picks, best of 5 runs (the
+/// ceiling `bench/bench_inference.py` divides achieved FLOP/s by).
+pub fn fma_peak() -> f64 {
+    const ITERS: usize = 1_250_000;
+    let kernel = kernel();
+    (0..5)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            let flops: f64 = rayon::broadcast(|_| peak::fma_flops(kernel, ITERS))
+                .iter()
+                .sum();
+            flops / t.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Chains of FMAs by hand: they must stay independent and in registers, which auto-vectorised
+/// loops do not promise.
+mod peak {
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    /// 12 chains hide the FMA latency on two pipes (4 cycles × 2 ports, with margin).
+    const CHAINS: usize = 12;
+
+    /// Runs `iters` rounds of `CHAINS` vector FMAs with `kernel`'s width; returns the FLOPs done.
+    pub fn fma_flops(kernel: &str, iters: usize) -> f64 {
+        #[cfg(target_arch = "x86_64")]
+        match kernel {
+            "avx512" => {
+                // SAFETY: `kernel()` detected AVX-512F on this CPU.
+                std::hint::black_box(unsafe { fma512(iters) });
+                return (iters * CHAINS * 16 * 2) as f64;
+            }
+            "avx2" => {
+                // SAFETY: `kernel()` detected AVX2 and FMA on this CPU.
+                std::hint::black_box(unsafe { fma256(iters) });
+                return (iters * CHAINS * 8 * 2) as f64;
+            }
+            _ => {}
+        }
+        let mut acc = [1f32; CHAINS];
+        for _ in 0..iters {
+            for a in &mut acc {
+                *a = a.mul_add(0.999_9, 1e-7);
+            }
+        }
+        std::hint::black_box(acc);
+        (iters * CHAINS * 2) as f64
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fma512(iters: usize) -> f32 {
+        let (a, b) = (_mm512_set1_ps(0.999_9), _mm512_set1_ps(1e-7));
+        let mut acc = [_mm512_set1_ps(1.0); CHAINS];
+        for _ in 0..iters {
+            for r in &mut acc {
+                *r = _mm512_fmadd_ps(*r, a, b);
+            }
+        }
+        acc.iter().map(|r| _mm512_reduce_add_ps(*r)).sum()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fma256(iters: usize) -> f32 {
+        let (a, b) = (_mm256_set1_ps(0.999_9), _mm256_set1_ps(1e-7));
+        let mut acc = [_mm256_set1_ps(1.0); CHAINS];
+        for _ in 0..iters {
+            for r in &mut acc {
+                *r = _mm256_fmadd_ps(*r, a, b);
+            }
+        }
+        let mut out = [0f32; 8];
+        let sum = acc
+            .iter()
+            .fold(_mm256_setzero_ps(), |s, r| _mm256_add_ps(s, *r));
+        // SAFETY: `out` holds 8 floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sum) };
+        out.iter().sum()
+    }
+}
+
 slice_kernel!(gelu_slice, gelu);
 slice_kernel!(quick_gelu_slice, quick_gelu);
 tangent_kernel!(gelu_tangent, gelu_d);

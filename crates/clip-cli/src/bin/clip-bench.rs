@@ -53,88 +53,6 @@ fn matrix_from_npy(path: &Path) -> Result<clip_index::Matrix> {
     ))
 }
 
-/// The CPU's single-precision peak, measured: independent chains of fused multiply-adds at the widest
-/// vector width the CPU has (the ceiling that `bench_inference.py` divides achieved FLOP/s by).
-mod peak {
-    #[cfg(target_arch = "x86_64")]
-    use std::arch::x86_64::*;
-
-    /// 12 chains hide the FMA latency on two pipes (4 cycles × 2 ports, with margin).
-    const CHAINS: usize = 12;
-
-    pub fn isa() -> &'static str {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return "avx512f";
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return "avx2+fma";
-            }
-        }
-        "scalar"
-    }
-
-    /// Runs `iters` rounds of `CHAINS` vector FMAs; returns the FLOPs done.
-    pub fn fma_flops(iters: usize) -> f64 {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if isa() == "avx512f" {
-                // SAFETY: the CPU has AVX-512F (checked above).
-                let s = unsafe { fma512(iters) };
-                std::hint::black_box(s);
-                return (iters * CHAINS * 16 * 2) as f64;
-            }
-            if isa() == "avx2+fma" {
-                // SAFETY: the CPU has AVX2 and FMA (checked above).
-                let s = unsafe { fma256(iters) };
-                std::hint::black_box(s);
-                return (iters * CHAINS * 8 * 2) as f64;
-            }
-        }
-        let mut acc = [1f32; CHAINS];
-        for _ in 0..iters {
-            for a in &mut acc {
-                *a = a.mul_add(0.999_9, 1e-7);
-            }
-        }
-        std::hint::black_box(acc);
-        (iters * CHAINS * 2) as f64
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn fma512(iters: usize) -> f32 {
-        let (a, b) = (_mm512_set1_ps(0.999_9), _mm512_set1_ps(1e-7));
-        let mut acc = [_mm512_set1_ps(1.0); CHAINS];
-        for _ in 0..iters {
-            for r in &mut acc {
-                *r = _mm512_fmadd_ps(*r, a, b);
-            }
-        }
-        acc.iter().map(|r| _mm512_reduce_add_ps(*r)).sum()
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn fma256(iters: usize) -> f32 {
-        let (a, b) = (_mm256_set1_ps(0.999_9), _mm256_set1_ps(1e-7));
-        let mut acc = [_mm256_set1_ps(1.0); CHAINS];
-        for _ in 0..iters {
-            for r in &mut acc {
-                *r = _mm256_fmadd_ps(*r, a, b);
-            }
-        }
-        let mut out = [0f32; 8];
-        let sum = acc
-            .iter()
-            .fold(_mm256_setzero_ps(), |s, r| _mm256_add_ps(s, *r));
-        // SAFETY: `out` holds 8 floats.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sum) };
-        out.iter().sum()
-    }
-}
-
 /// The harness: one `match` over the benchmark names the Python scripts call (each arm loads, warms
 /// up, times and prints one JSON line); kept in one place so the scripts' calls are easy to audit.
 fn main() -> Result<()> {
@@ -358,17 +276,10 @@ fn main() -> Result<()> {
             );
         }
         Some("peak") => {
-            let iters = 20_000_000 / 16;
-            let threads = rayon::current_num_threads();
-            let mut best = 0f64;
-            for _ in 0..5 {
-                let t = Instant::now();
-                let flops: f64 = rayon::broadcast(|_| peak::fma_flops(iters)).iter().sum();
-                best = best.max(flops / t.elapsed().as_secs_f64());
-            }
             println!(
                 "{}",
-                serde_json::json!({"bench": "peak", "threads": threads, "gflops": best / 1e9, "isa": peak::isa()})
+                serde_json::json!({"bench": "peak", "threads": rayon::current_num_threads(),
+                    "gflops": clip_model::fastmath::fma_peak() / 1e9, "isa": clip_model::fastmath::kernel()})
             );
         }
         _ => bail!("usage: clip-bench image|text|tokenize|train|probe|search|ann|peak …"),
