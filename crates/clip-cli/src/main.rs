@@ -133,6 +133,27 @@ impl ArchOptions {
         clip_embed::models::ModelOptions {
             arch: self.arch.clone(),
             quick_gelu: self.quick_gelu,
+            precision: None,
+        }
+    }
+}
+
+/// The precision of inference (shared by every command that embeds).
+#[derive(Args, Clone, Debug)]
+pub struct PrecisionOption {
+    /// Inference precision: f32 (the reference's numbers), bf16 (bf16 weights and inputs, f32
+    /// sums) or int8 (dynamic quantization, per-channel weight scales); on the CPU. `clip search`
+    /// and `clip serve --db` default to the precision the index was built with
+    #[arg(long, value_name = "f32|bf16|int8")]
+    pub precision: Option<clip_model::lowp::Precision>,
+}
+
+impl PrecisionOption {
+    /// `arch`'s model options with this precision.
+    pub fn model_options(&self, arch: &ArchOptions) -> clip_embed::models::ModelOptions {
+        clip_embed::models::ModelOptions {
+            precision: self.precision,
+            ..arch.model_options()
         }
     }
 }
@@ -142,6 +163,8 @@ impl ArchOptions {
 pub struct ImageOptions {
     #[command(flatten)]
     pub arch: ArchOptions,
+    #[command(flatten)]
+    pub precision: PrecisionOption,
     /// Composite transparent pixels onto white instead of dropping alpha
     #[arg(long)]
     pub flatten_alpha: bool,
@@ -168,7 +191,8 @@ impl ImageOptions {
 
     /// Load `spec` for embedding with these options.
     pub fn embedder(&self, spec: &str, batch: usize) -> Result<clip_embed::Embedder> {
-        let mut emb = clip_embed::Embedder::load_with(spec, &self.arch.model_options(), batch)?;
+        let opts = self.precision.model_options(&self.arch);
+        let mut emb = clip_embed::Embedder::load_with(spec, &opts, batch)?;
         emb.preprocess = self.preprocess(&emb.preprocess);
         Ok(emb)
     }

@@ -20,6 +20,8 @@ pub struct IndexArgs {
     pub model: String,
     #[command(flatten)]
     pub arch: crate::ArchOptions,
+    #[command(flatten)]
+    pub precision: crate::PrecisionOption,
     /// The index: a file (default: $CLIP_INDEX, else $XDG_DATA_HOME/clip-rs/index.db) or a
     /// postgres:// URL (PostgreSQL with pgvector)
     #[arg(long)]
@@ -89,7 +91,7 @@ pub fn index(args: &IndexArgs) -> Result<()> {
     }
     let emb = clip_embed::Embedder::load_with(
         &args.model,
-        &args.arch.model_options(),
+        &args.precision.model_options(&args.arch),
         args.batch_size as usize,
     )?;
     let opts = IndexOptions {
@@ -158,6 +160,8 @@ pub struct SearchArgs {
     pub model: Option<String>,
     #[command(flatten)]
     pub arch: crate::ArchOptions,
+    #[command(flatten)]
+    pub precision: crate::PrecisionOption,
     /// How many results
     #[arg(short = 'k', long = "top", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100000))]
     pub k: u64,
@@ -175,7 +179,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     let mut s = Searcher::open(
         &db,
         args.model.as_deref(),
-        &args.arch.model_options(),
+        &args.precision.model_options(&args.arch),
         32,
         args.exact,
     )?;
@@ -392,12 +396,22 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
             .filter(|p| p.is_file())
             .map(|p| p.display().to_string())
     });
-    let model = match (&args.model, &db) {
+    let indexed = db
+        .as_deref()
+        .map(|db| clip_index::open(db).map(|s| s.model().clone()))
+        .transpose()?;
+    let model = match (&args.model, &indexed) {
         (Some(m), _) => m.clone(),
-        (None, Some(db)) => clip_index::open(db)?.model().spec.clone(),
+        (None, Some(m)) => m.spec.clone(),
         (None, None) => DEFAULT_MODEL.to_owned(),
     };
-    let emb = args.image_opts.embedder(&model, args.max_batch as usize)?;
+    let mut image_opts = args.image_opts.clone();
+    if let (None, Some(m)) = (image_opts.precision.precision, &indexed) {
+        // the precision the index was built with
+        image_opts.precision.precision =
+            Some(clip_embed::pipeline::fingerprint_precision(&m.fingerprint));
+    }
+    let emb = image_opts.embedder(&model, args.max_batch as usize)?;
     let opts = clip_serve::ServeOptions {
         addr: args.addr,
         db,

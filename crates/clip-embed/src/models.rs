@@ -52,6 +52,9 @@ pub struct ModelOptions {
     pub arch: Option<String>,
     /// `--quick-gelu true|false`: the activation of a checkpoint that does not state it.
     pub quick_gelu: Option<bool>,
+    /// `--precision`: inference in bf16 or int8 ([`clip_model::lowp`]); `None`: f32, or for an
+    /// index's model the precision the index was built with.
+    pub precision: Option<clip_model::lowp::Precision>,
 }
 
 fn act(quick: bool) -> &'static str {

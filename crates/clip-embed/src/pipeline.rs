@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use clip_data::Preprocess;
 use clip_data::dataset::{EvalSet, Fingerprint};
+use clip_model::lowp::Precision;
 use clip_model::source::to_vec;
 use clip_model::{Clip, l2_normalize};
 use clip_tokenizer::TextTokenizer;
@@ -57,7 +58,8 @@ pub fn report_warnings(warnings: &[String]) {
     }
 }
 
-/// Fingerprint of a model: its config and every parameter value.
+/// Fingerprint of a model: its config and every parameter value (of an f32 model: see
+/// [`Embedder::set_precision`] for the others' suffix).
 pub fn model_fingerprint(clip: &Clip) -> String {
     let mut f = Fingerprint::default();
     f.str(&serde_json::to_string(&clip.config).unwrap_or_default());
@@ -65,6 +67,14 @@ pub fn model_fingerprint(clip: &Clip) -> String {
         f.str(name).floats(&t.data);
     });
     format!("{:016x}", f.0)
+}
+
+/// The precision a fingerprint from [`Embedder`] names (`…+bf16`, `…+int8`; f32 has no suffix).
+pub fn fingerprint_precision(fingerprint: &str) -> Precision {
+    fingerprint
+        .rsplit_once('+')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_default()
 }
 
 /// The default feature cache folder: `$XDG_CACHE_HOME/clip-rs/features` or
@@ -79,7 +89,8 @@ pub fn default_cache() -> Option<PathBuf> {
 /// A model ready to embed.
 pub struct Embedder {
     pub clip: Clip,
-    /// [`model_fingerprint`] of `clip`
+    /// [`model_fingerprint`] of `clip`, with `+bf16` or `+int8` for reduced precision (features,
+    /// caches and indexes of different precisions never mix)
     pub fingerprint: String,
     pub preprocess: Preprocess,
     /// items per forward pass (≥ 1)
@@ -142,10 +153,23 @@ impl Embedder {
         let clip = crate::models::load_with(spec, opts, &device)?;
         let tokenizer =
             crate::models::text_tokenizer(spec, &clip.config, &crate::models::Hub::from_env())?;
-        let emb = Self::new(clip, batch).with_tokenizer(tokenizer);
+        let mut emb = Self::new(clip, batch).with_tokenizer(tokenizer);
+        emb.set_precision(opts.precision.unwrap_or_default())?;
         clip_data::limits::check_image_batch(emb.batch, emb.preprocess.size, "batch size")
             .map_err(EmbedError::Image)?;
         Ok(emb)
+    }
+
+    /// Run inference in `precision` ([`Clip::set_precision`]); the fingerprint gains its name.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<(), EmbedError> {
+        if precision == self.clip.precision() {
+            return Ok(());
+        }
+        self.clip
+            .set_precision(precision)
+            .map_err(|e| EmbedError::Model(e.into()))?;
+        self.fingerprint = format!("{}+{precision}", self.fingerprint);
+        Ok(())
     }
 
     /// Cache features in `dir`.

@@ -317,6 +317,7 @@ fn bare_file_needs_its_architecture_stated() {
     let stated = ModelOptions {
         arch: Some(config.to_str().unwrap().into()),
         quick_gelu: None,
+        ..Default::default()
     };
     let clip = load_from(spec, &stated, &hub, &cpu()).unwrap();
     assert!(parity(&clip, "vit_openclip_pt") <= 1e-4);
@@ -326,6 +327,7 @@ fn bare_file_needs_its_architecture_stated() {
         &ModelOptions {
             arch: Some("ViT-B-32".into()),
             quick_gelu: None,
+            ..Default::default()
         },
         &hub,
     );
@@ -336,6 +338,7 @@ fn bare_file_needs_its_architecture_stated() {
         &ModelOptions {
             arch: Some("ViT-B-32-quickgelu:laion2b_s34b_b79k".into()),
             quick_gelu: None,
+            ..Default::default()
         },
         &hub,
     );
@@ -359,6 +362,7 @@ fn openai_torchscript_needs_no_flags() {
         &ModelOptions {
             arch: None,
             quick_gelu: Some(false),
+            ..Default::default()
         },
         &hub,
     );

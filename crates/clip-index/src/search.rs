@@ -146,7 +146,16 @@ impl Searcher {
             store.exact_only();
         }
         let spec = model.unwrap_or(&store.model().spec).to_owned();
-        let emb = Embedder::load_with(&spec, opts, batch)?;
+        // the precision the index was built with, unless the user names one
+        let opts = clip_embed::models::ModelOptions {
+            precision: opts
+                .precision
+                .or(Some(clip_embed::pipeline::fingerprint_precision(
+                    &store.model().fingerprint,
+                ))),
+            ..opts.clone()
+        };
+        let emb = Embedder::load_with(&spec, &opts, batch)?;
         store.check_model(&emb, &spec)?;
         let matrix = if store.has_ann() {
             None

@@ -9,6 +9,7 @@ use burn::prelude::*;
 use crate::capture::Capture;
 use crate::config::{ClipConfig, VisionKind};
 use crate::error::LoadError;
+use crate::lowp::Precision;
 use crate::resnet::{ModifiedResNet, ResNetDims};
 use crate::resnet_cpu::FoldedResNet;
 use crate::source::{
@@ -51,6 +52,8 @@ pub struct Clip {
     /// A ResNet tower's convolutions with BatchNorm folded in, for CPU inference (built at the
     /// first such call; `None` inside when the tower cannot take that path).
     folded: OnceLock<Option<FoldedResNet>>,
+    /// The precision of inference ([`Clip::set_precision`]).
+    precision: Precision,
 }
 
 impl Clip {
@@ -172,6 +175,7 @@ impl Clip {
             config: config.clone(),
             bindings: rec.bindings,
             folded: OnceLock::new(),
+            precision: Precision::F32,
         })
     }
 
@@ -201,6 +205,88 @@ impl Clip {
     pub fn set_module(&mut self, module: ClipModule) {
         self.module = module;
         self.folded = OnceLock::new();
+        self.precision = Precision::F32;
+    }
+
+    /// Bytes of weights held: the parameters (f32; emptied ones count 0), the packed layers of
+    /// reduced precision and the ResNet's folded convolutions once built.
+    pub fn weight_bytes(&self) -> usize {
+        struct Count(usize);
+        impl ModuleVisitor for Count {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                self.0 += p.val().shape().num_elements() * 4;
+            }
+        }
+        let mut c = Count(0);
+        self.module.visit(&mut c);
+        let packed = match &self.module.visual {
+            VisualTower::Vit(v) => v.transformer.packed_bytes(),
+            VisualTower::Timm(t) => {
+                let p = &t.attn_pool;
+                t.blocks.packed_bytes()
+                    + [&p.q, &p.kv, &p.proj, &p.mlp.c_fc, &p.mlp.c_proj]
+                        .iter()
+                        .map(|l| l.packed_bytes())
+                        .sum::<usize>()
+            }
+            VisualTower::ResNet(r) => {
+                let p = &r.attnpool;
+                [&p.q_proj, &p.k_proj, &p.v_proj, &p.c_proj]
+                    .iter()
+                    .map(|l| l.packed_bytes())
+                    .sum::<usize>()
+                    + self
+                        .folded
+                        .get()
+                        .and_then(|f| f.as_ref())
+                        .map_or(0, FoldedResNet::bytes)
+            }
+        };
+        c.0 + packed + self.module.text.transformer.packed_bytes()
+    }
+
+    /// The precision inference runs in.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Run inference in `precision` ([`crate::lowp`]): every transformer block's projections and
+    /// MLP, the pooling layers and the ResNet's folded convolutions are packed in bf16 or int8, and
+    /// their f32 weights freed. One way: afterwards the model serves CPU inference only (no
+    /// training, saving or fingerprinting: take the fingerprint first). Errors off the CPU and
+    /// when asked to go back to f32.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<(), LoadError> {
+        if precision == self.precision {
+            return Ok(());
+        }
+        if self.precision != Precision::F32 {
+            return Err(LoadError::Unsupported(format!(
+                "this model already runs in {}; load it again for {precision}",
+                self.precision
+            )));
+        }
+        if self.device() != crate::cpu() {
+            return Err(LoadError::Unsupported(format!(
+                "--precision {precision} runs on the CPU only (the model is on {:?})",
+                self.device()
+            )));
+        }
+        match &mut self.module.visual {
+            VisualTower::Vit(v) => v.transformer.set_precision(precision),
+            VisualTower::Timm(t) => {
+                t.blocks.set_precision(precision);
+                t.attn_pool.set_precision(precision);
+            }
+            VisualTower::ResNet(r) => {
+                let folded = FoldedResNet::new(r, precision);
+                r.attnpool.set_precision(precision);
+                r.empty_convolutions();
+                self.folded = OnceLock::from(Some(folded));
+            }
+        }
+        self.module.text.transformer.set_precision(precision);
+        self.precision = precision;
+        Ok(())
     }
 
     pub fn device(&self) -> Device {
@@ -218,7 +304,14 @@ impl Clip {
             VisualTower::Vit(v) => v.forward(images, capture),
             VisualTower::ResNet(r) => match self.folded_resnet(r, &images) {
                 Some(f) => f.forward(r, images, capture),
-                None => r.forward(images, capture),
+                None => {
+                    assert!(
+                        self.precision == Precision::F32,
+                        "a {} model runs on f32 CPU tensors without autodiff only",
+                        self.precision
+                    );
+                    r.forward(images, capture)
+                }
             },
             VisualTower::Timm(t) => t.forward(images, capture),
         })
@@ -231,7 +324,7 @@ impl Clip {
             return None;
         }
         self.folded
-            .get_or_init(|| Some(FoldedResNet::new(r)))
+            .get_or_init(|| Some(FoldedResNet::new(r, Precision::F32)))
             .as_ref()
     }
 
@@ -294,7 +387,14 @@ impl Clip {
 
     /// [`Clip::state_dict`] one tensor at a time, in the same order: only one parameter is copied
     /// out of the model at once (hashing a 600 MB model no longer holds a second copy of it).
+    ///
+    /// Panics on a model whose weights were packed by [`Clip::set_precision`] (they are gone).
     pub fn for_each_state(&self, mut f: impl FnMut(&str, RawTensor)) {
+        assert!(
+            self.precision == Precision::F32,
+            "the f32 weights of a {} model were freed; take its state before set_precision",
+            self.precision
+        );
         /// Each parameter's tensor (a shared handle, not a copy) and how to copy it out, by id.
         type Read = Box<dyn FnOnce() -> (Vec<usize>, Vec<f32>)>;
         struct Collect(HashMap<ParamId, Read>);

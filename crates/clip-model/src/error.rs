@@ -38,6 +38,9 @@ pub enum LoadError {
     },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A request the loaded model cannot serve (e.g. reduced precision off the CPU).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl LoadError {

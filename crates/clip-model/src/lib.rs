@@ -6,9 +6,11 @@ pub mod capture;
 pub mod clip;
 pub mod config;
 pub mod error;
+#[macro_use]
 pub mod fastmath;
 pub mod hf;
 pub mod linalg;
+pub mod lowp;
 pub mod pickle;
 pub mod resnet;
 pub mod resnet_cpu;

@@ -10,6 +10,7 @@ use burn::tensor::ops::{AvgPoolOptions, ConvOptions};
 
 use crate::capture::Capture;
 use crate::error::LoadError;
+use crate::lowp::Precision;
 use crate::source::{Init, Source, param, vector};
 use crate::transformer::{Linear, merge_heads, sdpa, split_heads};
 
@@ -180,6 +181,18 @@ pub struct AttentionPool2d {
 }
 
 impl AttentionPool2d {
+    /// Keep the four projections in `precision` for CPU inference.
+    pub fn set_precision(&mut self, precision: Precision) {
+        for l in [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.c_proj,
+        ] {
+            l.set_precision(precision);
+        }
+    }
+
     fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let [b, c, h, w] = x.dims();
         self.forward_tokens(x.reshape([b, c, h * w]).swap_dims(1, 2))
@@ -222,6 +235,26 @@ pub struct ResNetDims {
 }
 
 impl ModifiedResNet {
+    /// Replace every convolution's weight by an empty tensor, freeing it (once
+    /// [`crate::resnet_cpu::FoldedResNet`] holds folded copies and this tower serves inference only).
+    pub fn empty_convolutions(&mut self) {
+        let empty = |c: &mut Conv2d| {
+            let device = c.weight.device();
+            c.weight = Param::initialized(c.weight.id, Tensor::zeros([0, 1, 1, 1], &device));
+        };
+        for c in [&mut self.conv1, &mut self.conv2, &mut self.conv3] {
+            empty(c);
+        }
+        for b in self.layers.iter_mut().flatten() {
+            for c in [&mut b.conv1, &mut b.conv2, &mut b.conv3] {
+                empty(c);
+            }
+            if let Some(d) = &mut b.downsample {
+                empty(&mut d.conv);
+            }
+        }
+    }
+
     pub fn load(src: &mut dyn Source, d: ResNetDims, device: &Device) -> Result<Self, LoadError> {
         let w = d.width;
         let stem_conv1 = Conv2d::load(src, "visual.conv1", 3, w / 2, 3, device)?;

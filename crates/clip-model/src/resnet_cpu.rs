@@ -14,12 +14,15 @@
 //! pool at the end stays burn's ([`crate::resnet::AttentionPool2d`]): it is 2% of the work.
 //! [`crate::resnet::ModifiedResNet::forward`] stays the path for training (autodiff) and for other
 //! devices; a test holds the two to the same outputs on weights with non-trivial statistics.
+//! With reduced precision ([`crate::lowp`]) the folded weights are packed in bf16 or int8 and
+//! each convolution's product runs through [`PackedLinear`] instead of `gemm`.
 
 use burn::prelude::*;
 use rayon::prelude::*;
 
 use crate::capture::Capture;
 use crate::linalg::matmul_into;
+use crate::lowp::{PackedLinear, Precision};
 use crate::resnet::{BatchNorm2d, Conv2d, ModifiedResNet};
 use crate::source::{to_vec, transpose};
 
@@ -145,12 +148,15 @@ struct ConvBn {
     k: usize,
     stride: usize,
     pad: usize,
+    /// `[kh][kw][in][out]` in f32 (empty when `packed` holds it)
     weight: Vec<f32>,
     bias: Vec<f32>,
+    /// the weight in reduced precision
+    packed: Option<PackedLinear>,
 }
 
 impl ConvBn {
-    fn fold(conv: &Conv2d, bn: &BatchNorm2d, stride: usize) -> ConvBn {
+    fn fold(conv: &Conv2d, bn: &BatchNorm2d, stride: usize, precision: Precision) -> ConvBn {
         let [c_out, c_in, k, _] = conv.weight.dims();
         let w = to_vec(&conv.weight.val());
         let (gamma, beta) = (to_vec(&bn.weight.val()), to_vec(&bn.bias.val()));
@@ -170,6 +176,10 @@ impl ConvBn {
                 }
             }
         }
+        let packed = PackedLinear::new(&weight, k * k * c_in, c_out, None, precision);
+        if packed.is_some() {
+            weight = Vec::new();
+        }
         ConvBn {
             c_in,
             c_out,
@@ -178,6 +188,7 @@ impl ConvBn {
             pad: conv.padding,
             weight,
             bias,
+            packed,
         }
     }
 
@@ -195,6 +206,10 @@ impl ConvBn {
         let (c_in, c_out) = (self.c_in, self.c_out);
         debug_assert_eq!(out.len(), pixels * c_out);
         if self.k == 1 && self.stride == 1 {
+            if let Some(p) = &self.packed {
+                p.matmul_into(pixels, &x.data, c_in, out, true, false);
+                return;
+            }
             let ci = c_in as isize;
             matmul_into(
                 pixels,
@@ -222,11 +237,16 @@ impl ConvBn {
                 .with_min_len(32)
                 .enumerate()
                 .for_each(|(i, row)| self.gather(x, p0 + i, ho, wo, row));
+            let dst = &mut out[p0 * c_out..(p0 + m) * c_out];
+            if let Some(p) = &self.packed {
+                p.matmul_into(m, &col[..m * kk], kk, dst, true, false);
+                continue;
+            }
             matmul_into(
                 m,
                 c_out,
                 kk,
-                &mut out[p0 * c_out..(p0 + m) * c_out],
+                dst,
                 true,
                 &col[..m * kk],
                 (1, kk as isize),
@@ -326,7 +346,19 @@ pub struct FoldedResNet {
 }
 
 impl FoldedResNet {
-    pub fn new(r: &ModifiedResNet) -> FoldedResNet {
+    /// Bytes of the folded weights and biases (packed or f32).
+    pub fn bytes(&self) -> usize {
+        let conv = |c: &ConvBn| {
+            (c.weight.len() + c.bias.len()) * 4 + c.packed.as_ref().map_or(0, |p| p.bytes())
+        };
+        let blocks = self.layers.iter().flatten().map(|b| {
+            conv(&b.conv1) + conv(&b.conv2) + conv(&b.conv3) + b.downsample.as_ref().map_or(0, conv)
+        });
+        self.stem.iter().map(conv).sum::<usize>() + blocks.sum::<usize>()
+    }
+
+    /// Fold `r`'s convolutions, keeping their weights in `precision`.
+    pub fn new(r: &ModifiedResNet, precision: Precision) -> FoldedResNet {
         let layers = r
             .layers
             .iter()
@@ -334,13 +366,13 @@ impl FoldedResNet {
                 stage
                     .iter()
                     .map(|b| Block {
-                        conv1: ConvBn::fold(&b.conv1, &b.bn1, 1),
-                        conv2: ConvBn::fold(&b.conv2, &b.bn2, 1),
-                        conv3: ConvBn::fold(&b.conv3, &b.bn3, 1),
+                        conv1: ConvBn::fold(&b.conv1, &b.bn1, 1, precision),
+                        conv2: ConvBn::fold(&b.conv2, &b.bn2, 1, precision),
+                        conv3: ConvBn::fold(&b.conv3, &b.bn3, 1, precision),
                         downsample: b
                             .downsample
                             .as_ref()
-                            .map(|d| ConvBn::fold(&d.conv, &d.bn, 1)),
+                            .map(|d| ConvBn::fold(&d.conv, &d.bn, 1, precision)),
                         stride: b.stride,
                     })
                     .collect()
@@ -348,9 +380,9 @@ impl FoldedResNet {
             .collect();
         FoldedResNet {
             stem: [
-                ConvBn::fold(&r.conv1, &r.bn1, 2),
-                ConvBn::fold(&r.conv2, &r.bn2, 1),
-                ConvBn::fold(&r.conv3, &r.bn3, 1),
+                ConvBn::fold(&r.conv1, &r.bn1, 2, precision),
+                ConvBn::fold(&r.conv2, &r.bn2, 1, precision),
+                ConvBn::fold(&r.conv3, &r.bn3, 1, precision),
             ],
             layers,
         }
@@ -424,7 +456,7 @@ mod tests {
         let r = ModifiedResNet::load(&mut RandomInit::new(3), dims, &device)
             .unwrap()
             .map(&mut Stats(0));
-        let folded = FoldedResNet::new(&r);
+        let folded = FoldedResNet::new(&r, Precision::F32);
         let n = 2 * 3 * 64 * 64;
         let x: Vec<f32> = (0..n)
             .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)

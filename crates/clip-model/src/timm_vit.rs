@@ -11,6 +11,7 @@ use burn::prelude::*;
 
 use crate::capture::Capture;
 use crate::error::LoadError;
+use crate::lowp::Precision;
 use crate::source::{Init, Layout, Source, param, transpose};
 use crate::transformer::{
     LayerNorm, Linear, Mlp, Transformer, TransformerDims, merge_heads, sdpa, split_heads,
@@ -31,6 +32,14 @@ pub struct AttentionPoolLatent {
 }
 
 impl AttentionPoolLatent {
+    /// Keep the projections and the MLP in `precision` for CPU inference.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.q.set_precision(precision);
+        self.kv.set_precision(precision);
+        self.proj.set_precision(precision);
+        self.mlp.set_precision(precision);
+    }
+
     fn load(
         src: &mut dyn Source,
         key: &str,

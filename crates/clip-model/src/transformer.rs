@@ -2,6 +2,8 @@
 //! (OpenAI's `ResidualAttentionBlock` / `Transformer`), plus LayerNorm and Linear with checkpoint
 //! field names.
 
+use std::sync::Arc;
+
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, gelu_approximate, sigmoid};
@@ -10,7 +12,8 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::capture::Capture;
 use crate::error::LoadError;
-use crate::source::{Init, Source, param, param_t, vector};
+use crate::lowp::{PackedLinear, Precision};
+use crate::source::{Init, Source, param, param_t, to_vec, vector};
 
 /// LayerNorm over the last dimension (computed in f32 like OpenAI's subclass); eps 1e-5 unless
 /// the model says otherwise (SigLIP: 1e-6).
@@ -56,6 +59,45 @@ impl LayerNorm {
 pub struct Linear {
     pub weight: Param<Tensor<2>>,
     pub bias: Option<Param<Tensor<1>>>,
+    /// The weight in reduced precision ([`Linear::set_precision`]); `weight` is then emptied.
+    #[module(skip)]
+    pub packed: Option<Arc<PackedLinear>>,
+}
+
+/// `weight` (`[in, out]`) and `bias` packed for `precision` (`None` for f32 or when already
+/// packed); the f32 weight is replaced by an empty `[0, out]` tensor so that its memory is freed.
+fn pack_weight(
+    weight: &mut Param<Tensor<2>>,
+    bias: Option<&Param<Tensor<1>>>,
+    precision: Precision,
+) -> Option<Arc<PackedLinear>> {
+    let [k, n] = weight.dims();
+    if k == 0 {
+        return None;
+    }
+    let w = to_vec(&weight.val());
+    let b = bias.map(|b| to_vec(&b.val()));
+    let packed = PackedLinear::new(&w, k, n, b.as_deref(), precision)?;
+    let device = weight.device();
+    *weight = Param::initialized(weight.id, Tensor::zeros([0, n], &device));
+    Some(Arc::new(packed))
+}
+
+/// `x · W + b` by a packed weight, for f32 CPU inference tensors (`None` otherwise).
+fn packed_forward<const D: usize>(p: &PackedLinear, x: &Tensor<D>) -> Option<Tensor<D>> {
+    if x.is_autodiff() || !crate::cpu_f32(x) {
+        return None;
+    }
+    let mut dims = x.dims();
+    let k = dims[D - 1];
+    if k != p.k() {
+        return None;
+    }
+    let m = dims[..D - 1].iter().product();
+    let v = x.clone().into_data().try_into_vec::<f32>().ok()?;
+    let y = p.forward(&v, m);
+    dims[D - 1] = p.n();
+    Some(Tensor::from_data(TensorData::new(y, dims), &x.device()))
 }
 
 impl Linear {
@@ -87,11 +129,27 @@ impl Linear {
             } else {
                 None
             },
+            packed: None,
         })
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if let Some(y) = self.packed.as_ref().and_then(|p| packed_forward(p, &x)) {
+            return y;
+        }
         linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    }
+
+    /// Bytes held by the packed weight (0 in f32).
+    pub fn packed_bytes(&self) -> usize {
+        self.packed.as_ref().map_or(0, |p| p.bytes())
+    }
+
+    /// Keep the weight in `precision` (bf16 or int8; f32 leaves it as it is) for CPU inference.
+    pub fn set_precision(&mut self, precision: Precision) {
+        if self.packed.is_none() {
+            self.packed = pack_weight(&mut self.weight, self.bias.as_ref(), precision);
+        }
     }
 }
 
@@ -205,12 +263,34 @@ pub struct MultiheadAttention {
     pub in_proj_bias: Param<Tensor<1>>,
     pub out_proj: Linear,
     pub heads: usize,
+    /// The input projection in reduced precision ([`MultiheadAttention::set_precision`]).
+    #[module(skip)]
+    pub in_proj_packed: Option<Arc<PackedLinear>>,
 }
 
 impl MultiheadAttention {
+    /// Keep the projections in `precision` for CPU inference (see [`Linear::set_precision`]).
+    pub fn set_precision(&mut self, precision: Precision) {
+        if self.in_proj_packed.is_none() {
+            self.in_proj_packed = pack_weight(
+                &mut self.in_proj_weight,
+                Some(&self.in_proj_bias),
+                precision,
+            );
+        }
+        self.out_proj.set_precision(precision);
+    }
+
     pub fn forward(&self, x: Tensor<3>, causal: bool) -> Tensor<3> {
         let w = x.dims()[2];
-        let qkv = linear(x, self.in_proj_weight.val(), Some(self.in_proj_bias.val())); // [B, L, 3W]
+        let qkv = match self
+            .in_proj_packed
+            .as_ref()
+            .and_then(|p| packed_forward(p, &x))
+        {
+            Some(qkv) => qkv,
+            None => linear(x, self.in_proj_weight.val(), Some(self.in_proj_bias.val())), // [B, L, 3W]
+        };
         if !qkv.is_autodiff()
             && crate::cpu_f32(&qkv)
             && self.heads > 0
@@ -240,6 +320,12 @@ pub struct Mlp {
 }
 
 impl Mlp {
+    /// Keep both layers in `precision` for CPU inference.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.c_fc.set_precision(precision);
+        self.c_proj.set_precision(precision);
+    }
+
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         self.c_proj
             .forward(activation(self.c_fc.forward(x), self.act))
@@ -352,6 +438,7 @@ impl Transformer {
                     )?,
                     out_proj: Linear::load(src, &k("attn.out_proj"), w, w, true, proj_std, device)?,
                     heads: d.heads,
+                    in_proj_packed: None,
                 },
                 ln_1: LayerNorm::load_eps(src, &k("ln_1"), w, d.eps, device)?,
                 mlp: Mlp {
@@ -371,6 +458,26 @@ impl Transformer {
             });
         }
         Ok(Transformer { resblocks })
+    }
+
+    /// Bytes held by packed (reduced-precision) weights.
+    pub fn packed_bytes(&self) -> usize {
+        self.resblocks
+            .iter()
+            .map(|b| {
+                let l = [&b.attn.out_proj, &b.mlp.c_fc, &b.mlp.c_proj];
+                l.iter().map(|l| l.packed_bytes()).sum::<usize>()
+                    + b.attn.in_proj_packed.as_ref().map_or(0, |p| p.bytes())
+            })
+            .sum()
+    }
+
+    /// Keep every block's projections and MLP in `precision` for CPU inference.
+    pub fn set_precision(&mut self, precision: Precision) {
+        for b in &mut self.resblocks {
+            b.attn.set_precision(precision);
+            b.mlp.set_precision(precision);
+        }
     }
 
     /// Run the blocks; block `i`'s output is offered to `capture` as `{prefix}.resblocks.{i}`.

@@ -1,8 +1,8 @@
 //! Timing harness driven by `bench/bench_inference.py` (which runs PyTorch and ONNX Runtime beside it):
 //! prints one JSON line per measurement. Not part of the user-facing `clip` command.
 //!
-//!   clip-bench image  MODEL_DIR BATCH REPEATS
-//!   clip-bench text   MODEL_DIR CAPTIONS_FILE BATCH REPEATS
+//!   clip-bench image  MODEL_DIR BATCH REPEATS [f32|bf16|int8]
+//!   clip-bench text   MODEL_DIR CAPTIONS_FILE BATCH REPEATS [f32|bf16|int8]
 //!   clip-bench tokenize CORPUS_FILE REPEATS
 //!   clip-bench train  BATCH STEPS          (training step of the fixed small config)
 //!   clip-bench probe  TRAIN.safetensors TEST.safetensors C   (one L-BFGS probe fit; `bench/bench_probe.py`)
@@ -25,12 +25,39 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The process's resident memory in MB, now (`VmRSS`) or at its peak (`VmHWM`), from Linux's
+/// `/proc/self/status` (`None` elsewhere).
+fn rss_mb(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 fn report(what: &str, items: usize, times: Vec<f64>) {
+    report_model(what, items, times, None)
+}
+
+/// [`report`] with the model's weight memory (`clip_model::Clip::weight_bytes`) when given.
+fn report_model(what: &str, items: usize, times: Vec<f64>, clip: Option<&clip_model::Clip>) {
     let m = median(times.clone());
+    let weights_mb = clip.map(|c| c.weight_bytes() as f64 / (1 << 20) as f64);
     println!(
         "{}",
-        serde_json::json!({ "bench": what, "items": items, "median_s": m, "items_per_s": items as f64 / m, "runs": times })
+        serde_json::json!({ "bench": what, "items": items, "median_s": m, "items_per_s": items as f64 / m,
+                            "runs": times, "weights_mb": weights_mb,
+                            "rss_mb": rss_mb("VmRSS:"), "peak_rss_mb": rss_mb("VmHWM:") })
     );
+}
+
+/// A model directory loaded on the CPU, in the precision the optional argument `i` names.
+fn load(args: &[String], dir: usize, precision: usize) -> Result<clip_model::Clip> {
+    let mut clip = clip_model::load_clip(Path::new(&args[dir]), None, &clip_model::cpu())?;
+    if let Some(p) = args.get(precision) {
+        let p: clip_model::lowp::Precision = p.parse().map_err(anyhow::Error::msg)?;
+        clip.set_precision(p)?;
+    }
+    Ok(clip)
 }
 
 /// A float32 `.npy` file: (shape, values).
@@ -67,7 +94,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("image") => {
             let device = clip_model::cpu();
-            let clip = clip_model::load_clip(Path::new(&args[1]), None, &device)?;
+            let clip = load(&args, 1, 4)?;
             let (batch, repeats) = (num(2)?, num(3)?);
             let s = clip.config.image_size();
             let data: Vec<f32> = (0..batch * 3 * s * s)
@@ -86,11 +113,10 @@ fn main() -> Result<()> {
                     times.push(t.elapsed().as_secs_f64()); // first run is warm-up
                 }
             }
-            report("image", batch, times);
+            report_model("image", batch, times, Some(&clip));
         }
         Some("text") => {
-            let device = clip_model::cpu();
-            let clip = clip_model::load_clip(Path::new(&args[1]), None, &device)?;
+            let clip = load(&args, 1, 5)?;
             let lines: Vec<String> = std::fs::read_to_string(&args[2])?
                 .lines()
                 .map(str::to_owned)
@@ -117,7 +143,7 @@ fn main() -> Result<()> {
                     times.push(t.elapsed().as_secs_f64());
                 }
             }
-            report("text", rows.len(), times);
+            report_model("text", rows.len(), times, Some(&clip));
         }
         Some("tokenize") => {
             let lines: Vec<String> = std::fs::read_to_string(&args[1])?

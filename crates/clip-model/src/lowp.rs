@@ -1,0 +1,931 @@
+//! Reduced-precision inference (`--precision bf16|int8`): the weights of linear layers and
+//! convolutions stored in bf16 or int8, multiplied with f32 accumulation.
+//!
+//! - **bf16**: weights rounded to bf16 (nearest even); each activation row is rounded to bf16 too
+//!   and pairs of products are summed in f32 (AVX-512 BF16's `vdpbf16ps`, as oneDNN's bf16 path
+//!   does). Half the weight memory.
+//! - **int8**: dynamic quantization like ONNX Runtime's `quantize_dynamic`: weights symmetric
+//!   int8 with one scale per output channel, fixed at load; activations asymmetric uint8 with a
+//!   scale and zero point computed at run time — per row here (ORT uses one per tensor, which
+//!   loses more where rows differ in range, e.g. the class token against patch tokens).
+//!   Products are summed exactly in i32 (AVX-512 VNNI's `vpdpbusd`) and rescaled once:
+//!   `y = s_x·s_w·(Σ q_x·q_w − z_x·Σ q_w) + b`. A quarter of the weight memory.
+//!
+//! Hand-written because no crate in reach multiplies these types on the CPU: `gemm` takes
+//! f16/f32/f64 only, and burn-flex converts bf16 and quantized tensors to f32 before its matmul
+//! (no speed or memory gain). The micro-kernels hold a 6-row × 64-column tile in 24 registers
+//! over weights packed once at load into panels of 16 columns; on CPUs without AVX-512 BF16 or
+//! VNNI (or with `CLIP_NO_AVX512=1`) a portable kernel computes the same sums in the same order
+//! (bit-identical for int8, whose sums are exact integers).
+
+use std::fmt;
+use std::str::FromStr;
+
+use rayon::prelude::*;
+
+/// The numeric precision of inference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// single precision throughout (the reference's numbers)
+    #[default]
+    F32,
+    /// bf16 weights and matmul inputs, f32 accumulation
+    Bf16,
+    /// int8 weights (per-channel scales), uint8 activations (per-row scales), i32 accumulation
+    Int8,
+}
+
+impl Precision {
+    pub const NAMES: [&'static str; 3] = ["f32", "bf16", "int8"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            "int8" | "i8" => Ok(Precision::Int8),
+            _ => Err(format!(
+                "unknown precision '{s}' (known: {})",
+                Precision::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+/// Columns per weight panel (one 512-bit vector of f32 or i32 lanes).
+const LANES: usize = 16;
+/// Rows per micro-tile.
+const MR: usize = 6;
+/// Panels per micro-tile (64 columns): 6 × 4 accumulators + 4 weight vectors + 1 broadcast fit
+/// in the 32 vector registers.
+const NV: usize = 4;
+/// Rows per parallel task (a multiple of `MR`).
+const ROW_BLOCK: usize = 16 * MR;
+
+/// Weights packed by panel: for panel `p` and step `t`, 16 `u32` (one per column) each holding
+/// the column's values at `per` consecutive input indices (2 bf16 or 4 int8, low bits first).
+enum Weights {
+    Bf16(Vec<u32>),
+    Int8 {
+        q: Vec<u32>,
+        /// per output column
+        scale: Vec<f32>,
+        /// per output column: Σ_k q[k][j]
+        sum: Vec<i32>,
+    },
+}
+
+/// A `[k, n]` weight (input × output, row-major: burn's linear layout and the folded
+/// convolutions' `[kh][kw][in][out]`) in reduced precision, with its bias.
+pub struct PackedLinear {
+    k: usize,
+    n: usize,
+    /// input values per packed step: 2 (bf16) or 4 (int8)
+    per: usize,
+    bias: Vec<f32>,
+    w: Weights,
+}
+
+impl fmt::Debug for PackedLinear {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PackedLinear({}, {}×{})",
+            self.precision(),
+            self.k,
+            self.n
+        )
+    }
+}
+
+/// f32 → bf16 bits, rounding to nearest even (NaN stays NaN). Branch-free so that slices convert
+/// in vector registers.
+#[inline(always)]
+fn bf16_bits(x: f32) -> u32 {
+    let b = x.to_bits();
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1))) >> 16;
+    if x.is_nan() { 0x7fc0 } else { rounded }
+}
+
+#[inline(always)]
+fn bf16_value(bits: u32) -> f32 {
+    f32::from_bits(bits << 16)
+}
+
+impl PackedLinear {
+    /// Pack `w` (`k×n`, row-major) and `bias` (`n` values, or none) for `precision`; `None` for
+    /// f32 (nothing to pack). Panics when the slices do not have those sizes (callers pass
+    /// tensors whose shapes the loader checked).
+    pub fn new(
+        w: &[f32],
+        k: usize,
+        n: usize,
+        bias: Option<&[f32]>,
+        precision: Precision,
+    ) -> Option<PackedLinear> {
+        assert_eq!(w.len(), k * n, "weight is not {k}×{n}");
+        let bias = match bias {
+            Some(b) => {
+                assert_eq!(b.len(), n, "bias is not {n} values");
+                b.to_vec()
+            }
+            None => vec![0.0; n],
+        };
+        let per = match precision {
+            Precision::F32 => return None,
+            Precision::Bf16 => 2,
+            Precision::Int8 => 4,
+        };
+        let steps = k.div_ceil(per);
+        let panels = n.div_ceil(LANES);
+        let get = |kk: usize, j: usize| if kk < k && j < n { w[kk * n + j] } else { 0.0 };
+        let pack = |value: &(dyn Fn(usize, usize) -> u32 + Sync)| -> Vec<u32> {
+            let mut out = vec![0u32; panels * steps * LANES];
+            out.par_chunks_mut(steps * LANES)
+                .enumerate()
+                .for_each(|(p, panel)| {
+                    for t in 0..steps {
+                        for l in 0..LANES {
+                            let j = p * LANES + l;
+                            let mut word = 0u32;
+                            for i in 0..per {
+                                word |= value(t * per + i, j) << (i * 32 / per);
+                            }
+                            panel[t * LANES + l] = word;
+                        }
+                    }
+                });
+            out
+        };
+        let w = match precision {
+            Precision::Bf16 => Weights::Bf16(pack(&|kk, j| bf16_bits(get(kk, j)))),
+            _ => {
+                let scale: Vec<f32> = (0..n)
+                    .map(|j| {
+                        let max = (0..k).map(|kk| get(kk, j).abs()).fold(0.0f32, f32::max);
+                        if max > 0.0 && max.is_finite() {
+                            max / 127.0
+                        } else {
+                            1.0
+                        }
+                    })
+                    .collect();
+                let quant = |kk: usize, j: usize| -> i32 {
+                    if j >= n {
+                        return 0;
+                    }
+                    (get(kk, j) / scale[j]).round().clamp(-127.0, 127.0) as i32
+                };
+                let sum = (0..n)
+                    .map(|j| (0..k).map(|kk| quant(kk, j)).sum())
+                    .collect();
+                let q = pack(&|kk, j| (quant(kk, j) as i8 as u8) as u32);
+                Weights::Int8 { q, scale, sum }
+            }
+        };
+        Some(PackedLinear { k, n, per, bias, w })
+    }
+
+    pub fn precision(&self) -> Precision {
+        match self.w {
+            Weights::Bf16(_) => Precision::Bf16,
+            Weights::Int8 { .. } => Precision::Int8,
+        }
+    }
+
+    /// Input size.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Output size.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Bytes held (packed weights, scales, sums and bias).
+    pub fn bytes(&self) -> usize {
+        let w = match &self.w {
+            Weights::Bf16(q) => q.len() * 4,
+            Weights::Int8 { q, scale, sum } => q.len() * 4 + scale.len() * 4 + sum.len() * 4,
+        };
+        w + self.bias.len() * 4
+    }
+
+    fn steps(&self) -> usize {
+        self.k.div_ceil(self.per)
+    }
+
+    /// `y[m×n] = x[m×k] · W + b` with `x` row-major.
+    pub fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let mut y = vec![0f32; m * self.n];
+        self.matmul_into(m, x, self.k, &mut y, false, true);
+        y
+    }
+
+    /// `dst[m×n] (+)= x · W (+ b)`: rows of `x` start `ld` values apart (`ld ≥ k`); `dst` is
+    /// row-major; with `accumulate` the product is added to what `dst` holds, with `add_bias` the
+    /// bias too. Runs on all of rayon's threads. Panics when a slice is too short.
+    pub fn matmul_into(
+        &self,
+        m: usize,
+        x: &[f32],
+        ld: usize,
+        dst: &mut [f32],
+        accumulate: bool,
+        add_bias: bool,
+    ) {
+        let (k, n) = (self.k, self.n);
+        assert!(ld >= k, "row stride {ld} is below the row length {k}");
+        assert!(dst.len() >= m * n, "output holds fewer than {m}×{n} values");
+        if m == 0 || n == 0 {
+            return;
+        }
+        assert!(
+            x.len() >= (m - 1) * ld + k,
+            "input holds fewer than {m} rows of {k}"
+        );
+        let fast = fast_kernels(self.precision());
+        let steps = self.steps();
+        // each row of x rounded or quantized once, into `steps` packed words
+        let mut a = vec![0u32; m * steps];
+        let mut row_scale = vec![(1f32, 0i32); m];
+        match self.w {
+            Weights::Bf16(_) => a
+                .par_chunks_mut(steps)
+                .enumerate()
+                .for_each(|(r, out)| pack_row_bf16(&x[r * ld..r * ld + k], out)),
+            Weights::Int8 { .. } => a
+                .par_chunks_mut(steps)
+                .zip(row_scale.par_iter_mut())
+                .enumerate()
+                .for_each(|(r, (out, s))| *s = quantize_row(&x[r * ld..r * ld + k], out)),
+        }
+        let col_blocks = n.div_ceil(NV * LANES);
+        let row_blocks = m.div_ceil(ROW_BLOCK);
+        let out = SharedOut(dst.as_mut_ptr());
+        (0..row_blocks * col_blocks)
+            .into_par_iter()
+            .for_each(|task| {
+                let (rb, cb) = (task / col_blocks, task % col_blocks);
+                let c0 = cb * NV * LANES;
+                let panels = (n - c0).div_ceil(LANES).min(NV);
+                let r_end = ((rb + 1) * ROW_BLOCK).min(m);
+                let mut r0 = rb * ROW_BLOCK;
+                while r0 < r_end {
+                    let rows = (r_end - r0).min(MR);
+                    let mut tile = Tile::default();
+                    self.tile(
+                        &a[r0 * steps..],
+                        steps,
+                        rows,
+                        c0 / LANES,
+                        panels,
+                        fast,
+                        &mut tile,
+                    );
+                    let cols = (n - c0).min(panels * LANES);
+                    for r in 0..rows {
+                        // SAFETY: tasks cover disjoint (row block × column block) rectangles of
+                        // `dst`, checked above to hold m×n values; this task writes only row
+                        // r0 + r < m, columns c0 .. c0 + cols ≤ n.
+                        let row = unsafe {
+                            std::slice::from_raw_parts_mut(out.get().add((r0 + r) * n + c0), cols)
+                        };
+                        self.finish(&tile, r, c0, row_scale[r0 + r], row, accumulate, add_bias);
+                    }
+                    r0 += rows;
+                }
+            });
+    }
+
+    /// One micro-tile: `rows` rows of packed activations × `panels` panels from `p0`.
+    #[allow(clippy::too_many_arguments)]
+    fn tile(
+        &self,
+        a: &[u32],
+        steps: usize,
+        rows: usize,
+        p0: usize,
+        panels: usize,
+        fast: bool,
+        tile: &mut Tile,
+    ) {
+        let (w, int) = match &self.w {
+            Weights::Bf16(q) => (q, false),
+            Weights::Int8 { q, .. } => (q, true),
+        };
+        let b = &w[p0 * steps * LANES..(p0 + panels) * steps * LANES];
+        let a = &a[..rows * steps];
+        macro_rules! go {
+            ($r:literal, $v:literal) => {
+                kernel::<$r, $v>(a, b, steps, int, fast, tile)
+            };
+        }
+        macro_rules! by_panels {
+            ($r:literal) => {
+                match panels {
+                    1 => go!($r, 1),
+                    2 => go!($r, 2),
+                    3 => go!($r, 3),
+                    _ => go!($r, 4),
+                }
+            };
+        }
+        match rows {
+            1 => by_panels!(1),
+            2 => by_panels!(2),
+            3 => by_panels!(3),
+            4 => by_panels!(4),
+            5 => by_panels!(5),
+            _ => by_panels!(6),
+        }
+    }
+
+    /// Row `r` of a finished tile into `out` (columns `c0..`): rescaled (int8), plus the bias.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        tile: &Tile,
+        r: usize,
+        c0: usize,
+        (sx, zx): (f32, i32),
+        out: &mut [f32],
+        accumulate: bool,
+        add_bias: bool,
+    ) {
+        let cols = out.len();
+        let bias = &self.bias[c0..c0 + cols];
+        let mut v = [0f32; NV * LANES];
+        match &self.w {
+            Weights::Bf16(_) => v[..cols].copy_from_slice(&tile.f[r][..cols]),
+            Weights::Int8 { scale, sum, .. } => {
+                for (j, v) in v[..cols].iter_mut().enumerate() {
+                    let exact = tile.i[r][j] - zx * sum[c0 + j];
+                    *v = exact as f32 * (sx * scale[c0 + j]);
+                }
+            }
+        }
+        for (j, o) in out.iter_mut().enumerate() {
+            let y = v[j] + if add_bias { bias[j] } else { 0.0 };
+            *o = if accumulate { *o + y } else { y };
+        }
+    }
+}
+
+/// The output pointer shared by the tasks of one product (each writes its own rectangle).
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: the tasks write disjoint parts of the buffer, which outlives the parallel loop.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+impl SharedOut {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// A micro-tile's sums: f32 (bf16) or i32 (int8).
+struct Tile {
+    f: [[f32; NV * LANES]; MR],
+    i: [[i32; NV * LANES]; MR],
+}
+
+impl Default for Tile {
+    fn default() -> Tile {
+        Tile {
+            f: [[0.0; NV * LANES]; MR],
+            i: [[0; NV * LANES]; MR],
+        }
+    }
+}
+
+/// A row rounded to bf16, two values per word (the lower index in the low half).
+fn pack_row_bf16(x: &[f32], out: &mut [u32]) {
+    pack_bf16_into(crate::fastmath::kernel(), x, out)
+}
+
+multiversion!(
+    fn pack_bf16_into(x: &[f32], out: &mut [u32]) {
+        let pairs = x.chunks_exact(2);
+        let last = pairs.remainder().first().copied();
+        for (o, p) in out.iter_mut().zip(pairs) {
+            *o = bf16_bits(p[0]) | (bf16_bits(p[1]) << 16);
+        }
+        if let Some(v) = last {
+            out[x.len() / 2] = bf16_bits(v);
+        }
+    }
+);
+
+/// A row quantized to uint8, four values per word: returns (scale, zero point) with
+/// `x ≈ scale·(q − zero)`; the range always includes 0 (so padding and zeros are exact).
+fn quantize_row(x: &[f32], out: &mut [u32]) -> (f32, i32) {
+    quantize_row_with(fast_kernels(Precision::Int8), x, out)
+}
+
+/// [`quantize_row`] by the AVX-512 code when `fast` (checked by the caller), else portably; both
+/// give the same bytes.
+fn quantize_row_with(fast: bool, x: &[f32], out: &mut [u32]) -> (f32, i32) {
+    let (lo, hi, nan) = {
+        #[cfg(target_arch = "x86_64")]
+        if fast {
+            // SAFETY: `fast` means the CPU has AVX-512 (see `fast_kernels`).
+            unsafe { avx512::range(x) }
+        } else {
+            range(x)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        range(x)
+    };
+    let range = hi - lo;
+    if nan || !(range > 0.0 && range.is_finite()) {
+        out.fill(0);
+        return (if nan || range.is_nan() { f32::NAN } else { 1.0 }, 0);
+    }
+    let scale = range / 255.0;
+    let zero = (-lo / scale).round().clamp(0.0, 255.0);
+    #[cfg(target_arch = "x86_64")]
+    if fast {
+        // SAFETY: as above; `out` holds ⌈len/4⌉ words (asserted inside).
+        unsafe { avx512::quantize(x, 1.0 / scale, zero, out) };
+        return (scale, zero as i32);
+    }
+    quantize_into(crate::fastmath::kernel(), x, 1.0 / scale, zero, out);
+    (scale, zero as i32)
+}
+
+/// (min(0, x), max(0, x), whether x holds a NaN).
+fn range(x: &[f32]) -> (f32, f32, bool) {
+    let (mut lo, mut hi, mut nan) = (0f32, 0f32, false);
+    for &v in x {
+        lo = if v < lo { v } else { lo };
+        hi = if v > hi { v } else { hi };
+        nan |= v.is_nan();
+    }
+    (lo, hi, nan)
+}
+
+multiversion!(
+    fn quantize_into(x: &[f32], inv: f32, zero: f32, out: &mut [u32]) {
+        // round half to even by the 1.5·2²³ trick (the values lie in [0, 255] after the shift), so
+        // that the loop has no libm call and vectorises
+        const MAGIC: f32 = 12_582_912.0;
+        let q = |v: f32| (((v * inv + zero) + MAGIC) - MAGIC).clamp(0.0, 255.0) as u32;
+        let quads = x.chunks_exact(4);
+        let rest = quads.remainder();
+        for (o, c) in out.iter_mut().zip(quads) {
+            *o = q(c[0]) | (q(c[1]) << 8) | (q(c[2]) << 16) | (q(c[3]) << 24);
+        }
+        if !rest.is_empty() {
+            // the padding bytes stay 0: they meet the weights' zero padding rows
+            let mut word = 0;
+            for (s, &v) in rest.iter().enumerate() {
+                word |= q(v) << (8 * s);
+            }
+            out[x.len() / 4] = word;
+        }
+    }
+);
+
+/// Whether this CPU runs the AVX-512 kernel for `precision` (BF16 or VNNI), unless
+/// `CLIP_NO_AVX512` is set; else the portable one.
+pub fn fast_kernels(precision: Precision) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::fastmath::kernel() != "avx512" {
+            return false;
+        }
+        match precision {
+            Precision::Bf16 => std::is_x86_feature_detected!("avx512bf16"),
+            Precision::Int8 => std::is_x86_feature_detected!("avx512vnni"),
+            Precision::F32 => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = precision;
+        false
+    }
+}
+
+/// `R` rows × `V` panels of `Σ_t a[r][t] · b[p][t]` into `tile`, by the AVX-512 kernel when
+/// `fast` (the caller checked the CPU) or the portable one.
+fn kernel<const R: usize, const V: usize>(
+    a: &[u32],
+    b: &[u32],
+    steps: usize,
+    int: bool,
+    fast: bool,
+    tile: &mut Tile,
+) {
+    assert!(a.len() >= R * steps && b.len() >= V * steps * LANES);
+    #[cfg(target_arch = "x86_64")]
+    if fast {
+        // SAFETY: `fast` is true only when `fast_kernels` found the instructions; the slices
+        // hold R rows and V panels of `steps` words (asserted above).
+        unsafe {
+            if int {
+                avx512::int8::<R, V>(a.as_ptr(), b.as_ptr(), steps, &mut tile.i);
+            } else {
+                avx512::bf16::<R, V>(a.as_ptr(), b.as_ptr(), steps, &mut tile.f);
+            }
+        }
+        return;
+    }
+    let _ = fast;
+    if int {
+        portable_int8::<R, V>(a, b, steps, &mut tile.i);
+    } else {
+        portable_bf16::<R, V>(a, b, steps, &mut tile.f);
+    }
+}
+
+/// `vdpbf16ps`'s arithmetic per lane: the odd product, then the even one, each added in f32.
+fn portable_bf16<const R: usize, const V: usize>(
+    a: &[u32],
+    b: &[u32],
+    steps: usize,
+    out: &mut [[f32; NV * LANES]; MR],
+) {
+    for r in 0..R {
+        let mut acc = [0f32; NV * LANES];
+        for t in 0..steps {
+            let x = a[r * steps + t];
+            let (x0, x1) = (bf16_value(x & 0xffff), bf16_value(x >> 16));
+            for v in 0..V {
+                let panel = &b[(v * steps + t) * LANES..][..LANES];
+                for (l, &w) in panel.iter().enumerate() {
+                    let c = &mut acc[v * LANES + l];
+                    *c += x1 * bf16_value(w >> 16);
+                    *c += x0 * bf16_value(w & 0xffff);
+                }
+            }
+        }
+        out[r] = acc;
+    }
+}
+
+/// `vpdpbusd`'s arithmetic per lane: four u8 × i8 products added to an i32.
+fn portable_int8<const R: usize, const V: usize>(
+    a: &[u32],
+    b: &[u32],
+    steps: usize,
+    out: &mut [[i32; NV * LANES]; MR],
+) {
+    for r in 0..R {
+        let mut acc = [0i32; NV * LANES];
+        for t in 0..steps {
+            let x = a[r * steps + t].to_le_bytes();
+            for v in 0..V {
+                let panel = &b[(v * steps + t) * LANES..][..LANES];
+                for (l, &w) in panel.iter().enumerate() {
+                    let w = w.to_le_bytes();
+                    let mut s = 0i32;
+                    for i in 0..4 {
+                        s += x[i] as i32 * w[i] as i8 as i32;
+                    }
+                    acc[v * LANES + l] += s;
+                }
+            }
+        }
+        out[r] = acc;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{LANES, MR, NV};
+    use std::arch::x86_64::*;
+
+    /// [`super::range`] 16 values at a time.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn range(x: &[f32]) -> (f32, f32, bool) {
+        let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut nan: __mmask16 = 0;
+        let chunks = x.chunks_exact(16);
+        let rest = chunks.remainder();
+        for c in chunks {
+            // SAFETY: 16 values in the chunk.
+            let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+            lo = _mm512_min_ps(lo, v);
+            hi = _mm512_max_ps(hi, v);
+            nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        }
+        let (l, h, n) = super::range(rest);
+        (
+            _mm512_reduce_min_ps(lo).min(l),
+            _mm512_reduce_max_ps(hi).max(h),
+            nan != 0 || n,
+        )
+    }
+
+    /// [`super::quantize_into`] 16 values at a time: `round_even(v·inv + zero)` clamped to
+    /// [0, 255], narrowed to bytes.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn quantize(x: &[f32], inv: f32, zero: f32, out: &mut [u32]) {
+        assert!(out.len() >= x.len().div_ceil(4));
+        let (inv_v, zero_v, top) = (
+            _mm512_set1_ps(inv),
+            _mm512_set1_ps(zero),
+            _mm512_set1_ps(255.0),
+        );
+        let chunks = x.chunks_exact(16);
+        let done = x.len() - chunks.remainder().len();
+        for (i, c) in chunks.enumerate() {
+            // SAFETY: 16 values in the chunk; 4 words of `out` at 4i (asserted above).
+            unsafe {
+                // multiply, then add: two roundings, as the portable loop does
+                let v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(c.as_ptr()), inv_v), zero_v);
+                let v =
+                    _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+                let v = _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), top);
+                let bytes = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v));
+                _mm_storeu_si128(out.as_mut_ptr().add(4 * i).cast(), bytes);
+            }
+        }
+        if done < x.len() {
+            super::quantize_into("baseline", &x[done..], inv, zero, &mut out[done / 4..]);
+        }
+    }
+
+    /// `R×V` tile of bf16 pair dot products; `a`: R rows of `steps` words, `b`: V panels of
+    /// `steps × 16` words.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn bf16<const R: usize, const V: usize>(
+        a: *const u32,
+        b: *const u32,
+        steps: usize,
+        out: &mut [[f32; NV * LANES]; MR],
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        for t in 0..steps {
+            let mut w = [_mm512_setzero_si512(); V];
+            for (v, w) in w.iter_mut().enumerate() {
+                // SAFETY (all reads): inside the V panels and R rows the caller sized.
+                *w = unsafe { _mm512_loadu_si512(b.add((v * steps + t) * LANES).cast()) };
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_epi32(unsafe { *a.add(r * steps + t) } as i32);
+                for v in 0..V {
+                    // SAFETY: both are 512-bit vectors; bf16 pairs reinterpreted bit for bit
+                    let (x, w) = unsafe {
+                        (
+                            std::mem::transmute::<__m512i, __m512bh>(x),
+                            std::mem::transmute::<__m512i, __m512bh>(w[v]),
+                        )
+                    };
+                    acc[v] = _mm512_dpbf16_ps(acc[v], x, w);
+                }
+            }
+        }
+        for r in 0..R {
+            for v in 0..V {
+                unsafe { _mm512_storeu_ps(out[r][v * LANES..].as_mut_ptr(), acc[r][v]) };
+            }
+        }
+    }
+
+    /// `R×V` tile of u8 × i8 quad dot products, summed in i32.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub unsafe fn int8<const R: usize, const V: usize>(
+        a: *const u32,
+        b: *const u32,
+        steps: usize,
+        out: &mut [[i32; NV * LANES]; MR],
+    ) {
+        let mut acc = [[_mm512_setzero_si512(); V]; R];
+        for t in 0..steps {
+            let mut w = [_mm512_setzero_si512(); V];
+            for (v, w) in w.iter_mut().enumerate() {
+                // SAFETY (all reads): inside the V panels and R rows the caller sized.
+                *w = unsafe { _mm512_loadu_si512(b.add((v * steps + t) * LANES).cast()) };
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_epi32(unsafe { *a.add(r * steps + t) } as i32);
+                for v in 0..V {
+                    acc[v] = _mm512_dpbusd_epi32(acc[v], x, w[v]);
+                }
+            }
+        }
+        for r in 0..R {
+            for v in 0..V {
+                unsafe { _mm512_storeu_si512(out[r][v * LANES..].as_mut_ptr().cast(), acc[r][v]) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        // a fixed pseudo-random sequence in [-1, 1) with a few larger values
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                let v = (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0;
+                if i % 97 == 0 { 4.0 * v } else { v }
+            })
+            .collect()
+    }
+
+    fn reference(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut y = vec![0f64; m * n];
+        for r in 0..m {
+            for j in 0..n {
+                y[r * n + j] = b[j] as f64
+                    + (0..k)
+                        .map(|i| x[r * k + i] as f64 * w[i * n + j] as f64)
+                        .sum::<f64>();
+            }
+        }
+        y
+    }
+
+    /// The error each output may have: from rounding x and w (half a quantization step each, or
+    /// bf16's relative 2^-9) plus f32 summation, per output.
+    fn bound(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, p: Precision) -> Vec<f64> {
+        let mut out = vec![0f64; m * n];
+        for r in 0..m {
+            let row = &x[r * k..(r + 1) * k];
+            let (lo, hi) = row
+                .iter()
+                .fold((0f32, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
+            let sx = ((hi - lo) / 255.0) as f64;
+            for j in 0..n {
+                let sw = (0..k).map(|i| w[i * n + j].abs()).fold(0f32, f32::max) as f64 / 127.0;
+                let mut b = 0f64;
+                for i in 0..k {
+                    let (xv, wv) = (x[r * k + i].abs() as f64, w[i * n + j].abs() as f64);
+                    b += match p {
+                        Precision::Bf16 => xv * wv * (2.0 * 2f64.powi(-9) + 2f64.powi(-18)),
+                        _ => xv * sw / 2.0 + wv * sx / 2.0 + sx * sw / 4.0,
+                    } + xv * wv * k as f64 * f32::EPSILON as f64;
+                }
+                out[r * n + j] = b + 1e-6;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn names_parse_and_unknown_ones_are_listed() {
+        assert_eq!("int8".parse::<Precision>(), Ok(Precision::Int8));
+        assert_eq!("BF16".parse::<Precision>(), Ok(Precision::Bf16));
+        let e = "fp8".parse::<Precision>().unwrap_err();
+        assert!(e.contains("'fp8'") && e.contains("f32, bf16, int8"), "{e}");
+        assert!(PackedLinear::new(&[0.0; 4], 2, 2, None, Precision::F32).is_none());
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        // 1 + 2^-8 lies halfway between bf16 neighbours 1 and 1 + 2^-7: ties go to the even one (1)
+        assert_eq!(bf16_bits(1.0 + 2f32.powi(-8)), 0x3f80);
+        // 1 + 3·2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6 (even)
+        assert_eq!(bf16_bits(1.0 + 3.0 * 2f32.powi(-8)), 0x3f82);
+        assert_eq!(bf16_value(bf16_bits(-2.5)), -2.5);
+        assert!(bf16_value(bf16_bits(f32::NAN)).is_nan());
+        assert_eq!(bf16_value(bf16_bits(f32::INFINITY)), f32::INFINITY);
+    }
+
+    #[test]
+    fn quantized_rows_reconstruct_within_half_a_step() {
+        let x = data(37, 3);
+        let mut q = vec![0u32; 10];
+        let (s, z) = quantize_row(&x, &mut q);
+        let bytes: Vec<u8> = q.iter().flat_map(|w| w.to_le_bytes()).collect();
+        for (i, &v) in x.iter().enumerate() {
+            let back = s * (bytes[i] as i32 - z) as f32;
+            assert!((back - v).abs() <= 0.5 * s + 1e-6, "{i}: {v} → {back}");
+        }
+        assert_eq!(bytes[37..40], [0; 3], "padding bytes are zero");
+        // a constant-zero row quantizes to zeros with scale 1
+        assert_eq!(quantize_row(&[0.0; 8], &mut q[..2]), (1.0, 0));
+    }
+
+    /// Sizes that exercise every tile shape: rows not a multiple of 6, columns not a multiple
+    /// of 16 or 64, input sizes not a multiple of 2 or 4, and more than one row block.
+    const SHAPES: [(usize, usize, usize); 4] =
+        [(1, 7, 5), (13, 45, 70), (50, 67, 130), (200, 9, 33)];
+
+    #[test]
+    fn products_match_f64_within_each_precisions_error() {
+        for (m, k, n) in SHAPES {
+            let (x, w, b) = (data(m * k, 1), data(k * n, 2), data(n, 3));
+            let want = reference(&x, &w, &b, m, k, n);
+            for p in [Precision::Bf16, Precision::Int8] {
+                let packed = PackedLinear::new(&w, k, n, Some(&b), p).unwrap();
+                let got = packed.forward(&x, m);
+                let bound = bound(&x, &w, m, k, n, p);
+                let mut inexact = false;
+                for (i, (g, v)) in got.iter().zip(&want).enumerate() {
+                    let e = (*g as f64 - v).abs();
+                    assert!(
+                        e <= bound[i],
+                        "{p} {m}×{k}×{n} [{i}]: {g} vs {v} (bound {})",
+                        bound[i]
+                    );
+                    inexact |= e > 1e-5 * v.abs();
+                }
+                assert!(inexact, "{p} gave f32's exact results: nothing was rounded");
+            }
+        }
+    }
+
+    #[test]
+    fn strided_rows_accumulate_without_bias() {
+        let (m, k, n, ld) = (9, 20, 33, 29);
+        let x = data(m * ld, 4);
+        let w = data(k * n, 5);
+        let b = vec![100.0; n];
+        let dense: Vec<f32> = (0..m)
+            .flat_map(|r| x[r * ld..r * ld + k].to_vec())
+            .collect();
+        for p in [Precision::Bf16, Precision::Int8] {
+            let packed = PackedLinear::new(&w, k, n, Some(&b), p).unwrap();
+            let plain = packed.forward(&dense, m);
+            let mut dst = vec![1.0f32; m * n];
+            packed.matmul_into(m, &x, ld, &mut dst, true, false);
+            for (d, p) in dst.iter().zip(&plain) {
+                assert!((d - (1.0 + p - 100.0)).abs() < 1e-4, "{d} vs {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn fast_and_portable_quantization_agree() {
+        if !fast_kernels(Precision::Int8) {
+            eprintln!("no AVX-512 quantizer on this CPU");
+            return;
+        }
+        for len in [1, 15, 16, 17, 64, 333] {
+            let x = data(len, len as u32);
+            let (mut a, mut b) = (vec![0u32; len.div_ceil(4)], vec![0u32; len.div_ceil(4)]);
+            assert_eq!(
+                quantize_row_with(true, &x, &mut a),
+                quantize_row_with(false, &x, &mut b)
+            );
+            assert_eq!(a, b, "length {len}");
+        }
+    }
+
+    #[test]
+    fn fast_and_portable_kernels_agree() {
+        for (m, k, n) in SHAPES {
+            let (x, w) = (data(m * k, 6), data(k * n, 7));
+            for p in [Precision::Bf16, Precision::Int8] {
+                if !fast_kernels(p) {
+                    eprintln!("{p}: this CPU has no AVX-512 kernel; only the portable one ran");
+                    continue;
+                }
+                let packed = PackedLinear::new(&w, k, n, None, p).unwrap();
+                let steps = packed.steps();
+                let mut a = vec![0u32; m.min(MR) * steps];
+                for r in 0..m.min(MR) {
+                    match p {
+                        Precision::Bf16 => {
+                            pack_row_bf16(&x[r * k..(r + 1) * k], &mut a[r * steps..][..steps])
+                        }
+                        _ => {
+                            quantize_row(&x[r * k..(r + 1) * k], &mut a[r * steps..][..steps]);
+                        }
+                    }
+                }
+                let panels = n.div_ceil(LANES).min(NV);
+                let rows = m.min(MR);
+                let (mut fast, mut slow) = (Tile::default(), Tile::default());
+                packed.tile(&a, steps, rows, 0, panels, true, &mut fast);
+                packed.tile(&a, steps, rows, 0, panels, false, &mut slow);
+                for r in 0..rows {
+                    assert_eq!(fast.i[r], slow.i[r], "{p} int sums, row {r}");
+                    for (f, s) in fast.f[r].iter().zip(&slow.f[r]) {
+                        assert!((f - s).abs() <= 1e-5 * (1.0 + s.abs()), "{p}: {f} vs {s}");
+                    }
+                }
+            }
+        }
+    }
+}
