@@ -12,11 +12,11 @@ removed before each round so every round embeds every image.
 
     python bench/bench_index.py [--emoji 1000] [--photos 250] [--rounds 3] [--threads 2] [--batch 32]
 """
-import argparse, glob, json, os, platform, shutil, subprocess, sys, tarfile, time
+import argparse, glob, json, os, shutil, subprocess, sys, tarfile, time
 
 import numpy as np
 
-from bench_inference import release_exe
+from bench_inference import cpu_model, release_exe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ap = argparse.ArgumentParser()
@@ -32,13 +32,6 @@ ap.add_argument("--clip", default=release_exe("clip"))
 ap.add_argument("--reference-only", action="store_true", help=argparse.SUPPRESS)
 a = ap.parse_args()
 os.environ["OMP_NUM_THREADS"] = os.environ["RAYON_NUM_THREADS"] = str(a.threads)
-
-
-def cpu_model():
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def reference(images, model_dir):

@@ -19,6 +19,7 @@ the same merges), both with the same thread count.
 import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def release_exe(name):
     """A binary of the release build (in $CARGO_TARGET_DIR when set)."""
     return os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", name)
+
+
+def cpu_model():
+    """The CPU's model name, for every figure a benchmark prints."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def clip_bench(args, *cmd):

@@ -23,7 +23,6 @@ pretrained checkpoints (run `clip embed --model ViT-B-32:openai --precision int8
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -31,17 +30,10 @@ import subprocess
 import sys
 import tempfile
 
-from bench_inference import clip_bench, export_onnx, prepare, release_exe, timed
+from bench_inference import clip_bench, cpu_model, export_onnx, prepare, release_exe, timed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRECISIONS = ["f32", "bf16", "int8"]
-
-
-def cpu_model():
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def real_data(args):

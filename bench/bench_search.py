@@ -11,9 +11,11 @@ FAISS's exact answer.
 
     python bench/bench_search.py [--n 1000000] [--dim 512] [--queries 256] [--rounds 3] [--threads 2]
 """
-import argparse, json, os, platform, subprocess, tempfile, time
+import argparse, json, os, subprocess, tempfile, time
 
 import numpy as np
+
+from bench_inference import cpu_model
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--n", type=int, default=1_000_000)
@@ -32,14 +34,6 @@ import faiss  # noqa: E402  (after the thread settings)
 faiss.omp_set_num_threads(a.threads)
 
 
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def unit(x):

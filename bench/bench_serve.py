@@ -9,9 +9,9 @@ admission queue is full). The client shares the machine's cores with the server,
 
 Run bench/bench_index.py first (it makes the random ViT-B-32 weights and the pictures).
 """
-import argparse, base64, glob, json, os, platform, re, signal, socket, subprocess, tempfile, time, urllib.request
+import argparse, base64, glob, json, os, re, signal, socket, subprocess, tempfile, time, urllib.request
 
-from bench_inference import release_exe
+from bench_inference import cpu_model, release_exe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ap = argparse.ArgumentParser()
@@ -22,13 +22,6 @@ ap.add_argument("--duration", type=int, default=30)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--clip", default=release_exe("clip"))
 a = ap.parse_args()
-
-
-def cpu_model():
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def free_port():

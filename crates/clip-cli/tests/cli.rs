@@ -4,15 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{clip, fails, model, root};
-
-fn image(name: &str) -> String {
-    root()
-        .join("testdata/images")
-        .join(name)
-        .display()
-        .to_string()
-}
+use common::{clip, fails, image, model, root};
 
 fn ok(args: &[&str]) -> String {
     common::ok_out(args).0

@@ -5,18 +5,10 @@
 use std::path::Path;
 
 mod common;
-use common::{clip, fails, model, ok_out, pictures_of, root};
+use common::{clip, fails, image, model, ok_out, pictures_of};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn image(name: &str) -> String {
-    root()
-        .join("testdata/images")
-        .join(name)
-        .display()
-        .to_string()
 }
 
 /// `clip embed` of two images and two texts in `precision`: the .jsonl rows' vectors.

@@ -221,25 +221,10 @@ impl Clip {
         self.module.visit(&mut c);
         let packed = match &self.module.visual {
             VisualTower::Vit(v) => v.transformer.packed_bytes(),
-            VisualTower::Timm(t) => {
-                let p = &t.attn_pool;
-                t.blocks.packed_bytes()
-                    + [&p.q, &p.kv, &p.proj, &p.mlp.c_fc, &p.mlp.c_proj]
-                        .iter()
-                        .map(|l| l.packed_bytes())
-                        .sum::<usize>()
-            }
+            VisualTower::Timm(t) => t.blocks.packed_bytes() + t.attn_pool.packed_bytes(),
             VisualTower::ResNet(r) => {
-                let p = &r.attnpool;
-                [&p.q_proj, &p.k_proj, &p.v_proj, &p.c_proj]
-                    .iter()
-                    .map(|l| l.packed_bytes())
-                    .sum::<usize>()
-                    + self
-                        .folded
-                        .get()
-                        .and_then(|f| f.as_ref())
-                        .map_or(0, FoldedResNet::bytes)
+                let folded = self.folded.get().and_then(|f| f.as_ref());
+                r.attnpool.packed_bytes() + folded.map_or(0, FoldedResNet::bytes)
             }
         };
         c.0 + packed + self.module.text.transformer.packed_bytes()

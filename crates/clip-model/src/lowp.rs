@@ -23,6 +23,10 @@ use std::str::FromStr;
 
 use rayon::prelude::*;
 
+mod kernels;
+pub use kernels::fast_kernels;
+use kernels::{Tile, bf16_bits, kernel, pack_row_bf16, quantize_row};
+
 /// The numeric precision of inference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -116,20 +120,6 @@ impl fmt::Debug for PackedLinear {
     }
 }
 
-/// f32 → bf16 bits, rounding to nearest even (NaN stays NaN). Branch-free so that slices convert
-/// in vector registers.
-#[inline(always)]
-fn bf16_bits(x: f32) -> u32 {
-    let b = x.to_bits();
-    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1))) >> 16;
-    if x.is_nan() { 0x7fc0 } else { rounded }
-}
-
-#[inline(always)]
-fn bf16_value(bits: u32) -> f32 {
-    f32::from_bits(bits << 16)
-}
-
 impl PackedLinear {
     /// Pack `w` (`k×n`, row-major) and `bias` (`n` values, or none) for `precision`; `None` for
     /// f32 (nothing to pack). Panics when the slices do not have those sizes (callers pass
@@ -156,7 +146,6 @@ impl PackedLinear {
         };
         let steps = k.div_ceil(per);
         let panels = n.div_ceil(LANES);
-        let get = |kk: usize, j: usize| if kk < k && j < n { w[kk * n + j] } else { 0.0 };
         let pack = |value: &(dyn Fn(usize, usize) -> u32 + Sync)| -> Vec<u32> {
             let mut out = vec![0u32; panels * steps * LANES];
             out.par_chunks_mut(steps * LANES)
@@ -167,7 +156,10 @@ impl PackedLinear {
                             let j = p * LANES + l;
                             let mut word = 0u32;
                             for i in 0..per {
-                                word |= value(t * per + i, j) << (i * 32 / per);
+                                let kk = t * per + i;
+                                if kk < k && j < n {
+                                    word |= value(kk, j) << (i * 32 / per);
+                                }
                             }
                             panel[t * LANES + l] = word;
                         }
@@ -176,28 +168,42 @@ impl PackedLinear {
             out
         };
         let w = match precision {
-            Precision::Bf16 => Weights::Bf16(pack(&|kk, j| bf16_bits(get(kk, j)))),
+            Precision::Bf16 => Weights::Bf16(pack(&|kk, j| bf16_bits(w[kk * n + j]))),
             _ => {
-                let scale: Vec<f32> = (0..n)
-                    .map(|j| {
-                        let max = (0..k).map(|kk| get(kk, j).abs()).fold(0.0f32, f32::max);
-                        if max > 0.0 && max.is_finite() {
-                            max / 127.0
+                // per column: the largest magnitude (row by row, so that memory is read in order)
+                let mut max = vec![0f32; n];
+                for row in w.chunks_exact(n.max(1)) {
+                    for (m, v) in max.iter_mut().zip(row) {
+                        *m = m.max(v.abs());
+                    }
+                }
+                let scale: Vec<f32> = max
+                    .iter()
+                    .map(|&m| {
+                        if m > 0.0 && m.is_finite() {
+                            m / 127.0
                         } else {
                             1.0
                         }
                     })
                     .collect();
-                let quant = |kk: usize, j: usize| -> i32 {
-                    if j >= n {
-                        return 0;
+                // each weight quantized once, row-major
+                let mut quant = vec![0i8; k * n];
+                quant
+                    .par_chunks_mut(n.max(1))
+                    .zip(w.par_chunks(n.max(1)))
+                    .for_each(|(q, row)| {
+                        for ((q, v), s) in q.iter_mut().zip(row).zip(&scale) {
+                            *q = (v / s).round().clamp(-127.0, 127.0) as i8;
+                        }
+                    });
+                let mut sum = vec![0i32; n];
+                for row in quant.chunks_exact(n.max(1)) {
+                    for (s, &q) in sum.iter_mut().zip(row) {
+                        *s += q as i32;
                     }
-                    (get(kk, j) / scale[j]).round().clamp(-127.0, 127.0) as i32
-                };
-                let sum = (0..n)
-                    .map(|j| (0..k).map(|kk| quant(kk, j)).sum())
-                    .collect();
-                let q = pack(&|kk, j| (quant(kk, j) as i8 as u8) as u32);
+                }
+                let q = pack(&|kk, j| quant[kk * n + j] as u8 as u32);
                 Weights::Int8 { q, scale, sum }
             }
         };
@@ -290,9 +296,10 @@ impl PackedLinear {
                 let panels = (n - c0).div_ceil(LANES).min(NV);
                 let r_end = ((rb + 1) * ROW_BLOCK).min(m);
                 let mut r0 = rb * ROW_BLOCK;
+                // every tile call overwrites the rows and panels that `finish` then reads
+                let mut tile = Tile::default();
                 while r0 < r_end {
                     let rows = (r_end - r0).min(MR);
-                    let mut tile = Tile::default();
                     self.tile(
                         &a[r0 * steps..],
                         steps,
@@ -403,339 +410,9 @@ impl SharedOut {
     }
 }
 
-/// A micro-tile's sums: f32 (bf16) or i32 (int8).
-struct Tile {
-    f: [[f32; NV * LANES]; MR],
-    i: [[i32; NV * LANES]; MR],
-}
-
-impl Default for Tile {
-    fn default() -> Tile {
-        Tile {
-            f: [[0.0; NV * LANES]; MR],
-            i: [[0; NV * LANES]; MR],
-        }
-    }
-}
-
-/// A row rounded to bf16, two values per word (the lower index in the low half).
-fn pack_row_bf16(x: &[f32], out: &mut [u32]) {
-    pack_bf16_into(crate::fastmath::kernel(), x, out)
-}
-
-multiversion!(
-    fn pack_bf16_into(x: &[f32], out: &mut [u32]) {
-        let pairs = x.chunks_exact(2);
-        let last = pairs.remainder().first().copied();
-        for (o, p) in out.iter_mut().zip(pairs) {
-            *o = bf16_bits(p[0]) | (bf16_bits(p[1]) << 16);
-        }
-        if let Some(v) = last {
-            out[x.len() / 2] = bf16_bits(v);
-        }
-    }
-);
-
-/// A row quantized to uint8, four values per word: returns (scale, zero point) with
-/// `x ≈ scale·(q − zero)`; the range always includes 0 (so padding and zeros are exact).
-fn quantize_row(x: &[f32], out: &mut [u32]) -> (f32, i32) {
-    quantize_row_with(fast_kernels(Precision::Int8), x, out)
-}
-
-/// [`quantize_row`] by the AVX-512 code when `fast` (checked by the caller), else portably; both
-/// give the same bytes.
-fn quantize_row_with(fast: bool, x: &[f32], out: &mut [u32]) -> (f32, i32) {
-    let (lo, hi, nan) = {
-        #[cfg(target_arch = "x86_64")]
-        if fast {
-            // SAFETY: `fast` means the CPU has AVX-512 (see `fast_kernels`).
-            unsafe { avx512::range(x) }
-        } else {
-            range(x)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        range(x)
-    };
-    let range = hi - lo;
-    if nan || !(range > 0.0 && range.is_finite()) {
-        out.fill(0);
-        return (if nan || range.is_nan() { f32::NAN } else { 1.0 }, 0);
-    }
-    let scale = range / 255.0;
-    let zero = (-lo / scale).round().clamp(0.0, 255.0);
-    #[cfg(target_arch = "x86_64")]
-    if fast {
-        // SAFETY: as above; `out` holds ⌈len/4⌉ words (asserted inside).
-        unsafe { avx512::quantize(x, 1.0 / scale, zero, out) };
-        return (scale, zero as i32);
-    }
-    quantize_into(crate::fastmath::kernel(), x, 1.0 / scale, zero, out);
-    (scale, zero as i32)
-}
-
-/// (min(0, x), max(0, x), whether x holds a NaN).
-fn range(x: &[f32]) -> (f32, f32, bool) {
-    let (mut lo, mut hi, mut nan) = (0f32, 0f32, false);
-    for &v in x {
-        lo = if v < lo { v } else { lo };
-        hi = if v > hi { v } else { hi };
-        nan |= v.is_nan();
-    }
-    (lo, hi, nan)
-}
-
-multiversion!(
-    fn quantize_into(x: &[f32], inv: f32, zero: f32, out: &mut [u32]) {
-        // round half to even by the 1.5·2²³ trick (the values lie in [0, 255] after the shift), so
-        // that the loop has no libm call and vectorises
-        const MAGIC: f32 = 12_582_912.0;
-        let q = |v: f32| (((v * inv + zero) + MAGIC) - MAGIC).clamp(0.0, 255.0) as u32;
-        let quads = x.chunks_exact(4);
-        let rest = quads.remainder();
-        for (o, c) in out.iter_mut().zip(quads) {
-            *o = q(c[0]) | (q(c[1]) << 8) | (q(c[2]) << 16) | (q(c[3]) << 24);
-        }
-        if !rest.is_empty() {
-            // the padding bytes stay 0: they meet the weights' zero padding rows
-            let mut word = 0;
-            for (s, &v) in rest.iter().enumerate() {
-                word |= q(v) << (8 * s);
-            }
-            out[x.len() / 4] = word;
-        }
-    }
-);
-
-/// Whether this CPU runs the AVX-512 kernel for `precision` (BF16 or VNNI), unless
-/// `CLIP_NO_AVX512` is set; else the portable one.
-pub fn fast_kernels(precision: Precision) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::fastmath::kernel() != "avx512" {
-            return false;
-        }
-        match precision {
-            Precision::Bf16 => std::is_x86_feature_detected!("avx512bf16"),
-            Precision::Int8 => std::is_x86_feature_detected!("avx512vnni"),
-            Precision::F32 => false,
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = precision;
-        false
-    }
-}
-
-/// `R` rows × `V` panels of `Σ_t a[r][t] · b[p][t]` into `tile`, by the AVX-512 kernel when
-/// `fast` (the caller checked the CPU) or the portable one.
-fn kernel<const R: usize, const V: usize>(
-    a: &[u32],
-    b: &[u32],
-    steps: usize,
-    int: bool,
-    fast: bool,
-    tile: &mut Tile,
-) {
-    assert!(a.len() >= R * steps && b.len() >= V * steps * LANES);
-    #[cfg(target_arch = "x86_64")]
-    if fast {
-        // SAFETY: `fast` is true only when `fast_kernels` found the instructions; the slices
-        // hold R rows and V panels of `steps` words (asserted above).
-        unsafe {
-            if int {
-                avx512::int8::<R, V>(a.as_ptr(), b.as_ptr(), steps, &mut tile.i);
-            } else {
-                avx512::bf16::<R, V>(a.as_ptr(), b.as_ptr(), steps, &mut tile.f);
-            }
-        }
-        return;
-    }
-    let _ = fast;
-    if int {
-        portable_int8::<R, V>(a, b, steps, &mut tile.i);
-    } else {
-        portable_bf16::<R, V>(a, b, steps, &mut tile.f);
-    }
-}
-
-/// `vdpbf16ps`'s arithmetic per lane: the odd product, then the even one, each added in f32.
-fn portable_bf16<const R: usize, const V: usize>(
-    a: &[u32],
-    b: &[u32],
-    steps: usize,
-    out: &mut [[f32; NV * LANES]; MR],
-) {
-    for r in 0..R {
-        let mut acc = [0f32; NV * LANES];
-        for t in 0..steps {
-            let x = a[r * steps + t];
-            let (x0, x1) = (bf16_value(x & 0xffff), bf16_value(x >> 16));
-            for v in 0..V {
-                let panel = &b[(v * steps + t) * LANES..][..LANES];
-                for (l, &w) in panel.iter().enumerate() {
-                    let c = &mut acc[v * LANES + l];
-                    *c += x1 * bf16_value(w >> 16);
-                    *c += x0 * bf16_value(w & 0xffff);
-                }
-            }
-        }
-        out[r] = acc;
-    }
-}
-
-/// `vpdpbusd`'s arithmetic per lane: four u8 × i8 products added to an i32.
-fn portable_int8<const R: usize, const V: usize>(
-    a: &[u32],
-    b: &[u32],
-    steps: usize,
-    out: &mut [[i32; NV * LANES]; MR],
-) {
-    for r in 0..R {
-        let mut acc = [0i32; NV * LANES];
-        for t in 0..steps {
-            let x = a[r * steps + t].to_le_bytes();
-            for v in 0..V {
-                let panel = &b[(v * steps + t) * LANES..][..LANES];
-                for (l, &w) in panel.iter().enumerate() {
-                    let w = w.to_le_bytes();
-                    let mut s = 0i32;
-                    for i in 0..4 {
-                        s += x[i] as i32 * w[i] as i8 as i32;
-                    }
-                    acc[v * LANES + l] += s;
-                }
-            }
-        }
-        out[r] = acc;
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::{LANES, MR, NV};
-    use std::arch::x86_64::*;
-
-    /// [`super::range`] 16 values at a time.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn range(x: &[f32]) -> (f32, f32, bool) {
-        let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        let mut nan: __mmask16 = 0;
-        let chunks = x.chunks_exact(16);
-        let rest = chunks.remainder();
-        for c in chunks {
-            // SAFETY: 16 values in the chunk.
-            let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
-            lo = _mm512_min_ps(lo, v);
-            hi = _mm512_max_ps(hi, v);
-            nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-        }
-        let (l, h, n) = super::range(rest);
-        (
-            _mm512_reduce_min_ps(lo).min(l),
-            _mm512_reduce_max_ps(hi).max(h),
-            nan != 0 || n,
-        )
-    }
-
-    /// [`super::quantize_into`] 16 values at a time: `round_even(v·inv + zero)` clamped to
-    /// [0, 255], narrowed to bytes.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn quantize(x: &[f32], inv: f32, zero: f32, out: &mut [u32]) {
-        assert!(out.len() >= x.len().div_ceil(4));
-        let (inv_v, zero_v, top) = (
-            _mm512_set1_ps(inv),
-            _mm512_set1_ps(zero),
-            _mm512_set1_ps(255.0),
-        );
-        let chunks = x.chunks_exact(16);
-        let done = x.len() - chunks.remainder().len();
-        for (i, c) in chunks.enumerate() {
-            // SAFETY: 16 values in the chunk; 4 words of `out` at 4i (asserted above).
-            unsafe {
-                // multiply, then add: two roundings, as the portable loop does
-                let v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(c.as_ptr()), inv_v), zero_v);
-                let v =
-                    _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
-                let v = _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), top);
-                let bytes = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v));
-                _mm_storeu_si128(out.as_mut_ptr().add(4 * i).cast(), bytes);
-            }
-        }
-        if done < x.len() {
-            super::quantize_into("baseline", &x[done..], inv, zero, &mut out[done / 4..]);
-        }
-    }
-
-    /// `R×V` tile of bf16 pair dot products; `a`: R rows of `steps` words, `b`: V panels of
-    /// `steps × 16` words.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn bf16<const R: usize, const V: usize>(
-        a: *const u32,
-        b: *const u32,
-        steps: usize,
-        out: &mut [[f32; NV * LANES]; MR],
-    ) {
-        let mut acc = [[_mm512_setzero_ps(); V]; R];
-        for t in 0..steps {
-            let mut w = [_mm512_setzero_si512(); V];
-            for (v, w) in w.iter_mut().enumerate() {
-                // SAFETY (all reads): inside the V panels and R rows the caller sized.
-                *w = unsafe { _mm512_loadu_si512(b.add((v * steps + t) * LANES).cast()) };
-            }
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_epi32(unsafe { *a.add(r * steps + t) } as i32);
-                for v in 0..V {
-                    // SAFETY: both are 512-bit vectors; bf16 pairs reinterpreted bit for bit
-                    let (x, w) = unsafe {
-                        (
-                            std::mem::transmute::<__m512i, __m512bh>(x),
-                            std::mem::transmute::<__m512i, __m512bh>(w[v]),
-                        )
-                    };
-                    acc[v] = _mm512_dpbf16_ps(acc[v], x, w);
-                }
-            }
-        }
-        for r in 0..R {
-            for v in 0..V {
-                unsafe { _mm512_storeu_ps(out[r][v * LANES..].as_mut_ptr(), acc[r][v]) };
-            }
-        }
-    }
-
-    /// `R×V` tile of u8 × i8 quad dot products, summed in i32.
-    #[target_feature(enable = "avx512f,avx512vnni")]
-    pub unsafe fn int8<const R: usize, const V: usize>(
-        a: *const u32,
-        b: *const u32,
-        steps: usize,
-        out: &mut [[i32; NV * LANES]; MR],
-    ) {
-        let mut acc = [[_mm512_setzero_si512(); V]; R];
-        for t in 0..steps {
-            let mut w = [_mm512_setzero_si512(); V];
-            for (v, w) in w.iter_mut().enumerate() {
-                // SAFETY (all reads): inside the V panels and R rows the caller sized.
-                *w = unsafe { _mm512_loadu_si512(b.add((v * steps + t) * LANES).cast()) };
-            }
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_epi32(unsafe { *a.add(r * steps + t) } as i32);
-                for v in 0..V {
-                    acc[v] = _mm512_dpbusd_epi32(acc[v], x, w[v]);
-                }
-            }
-        }
-        for r in 0..R {
-            for v in 0..V {
-                unsafe { _mm512_storeu_si512(out[r][v * LANES..].as_mut_ptr().cast(), acc[r][v]) };
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::kernels::{bf16_value, quantize_row_with};
     use super::*;
 
     fn data(len: usize, seed: u32) -> Vec<f32> {

@@ -193,6 +193,14 @@ impl AttentionPool2d {
         }
     }
 
+    /// Bytes held by the packed projections.
+    pub fn packed_bytes(&self) -> usize {
+        [&self.q_proj, &self.k_proj, &self.v_proj, &self.c_proj]
+            .iter()
+            .map(|l| l.packed_bytes())
+            .sum()
+    }
+
     fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let [b, c, h, w] = x.dims();
         self.forward_tokens(x.reshape([b, c, h * w]).swap_dims(1, 2))

@@ -40,6 +40,14 @@ impl AttentionPoolLatent {
         self.mlp.set_precision(precision);
     }
 
+    /// Bytes held by the packed projections and MLP.
+    pub fn packed_bytes(&self) -> usize {
+        self.q.packed_bytes()
+            + self.kv.packed_bytes()
+            + self.proj.packed_bytes()
+            + self.mlp.packed_bytes()
+    }
+
     fn load(
         src: &mut dyn Source,
         key: &str,

@@ -281,6 +281,11 @@ impl MultiheadAttention {
         self.out_proj.set_precision(precision);
     }
 
+    /// Bytes held by the packed projections.
+    pub fn packed_bytes(&self) -> usize {
+        self.in_proj_packed.as_ref().map_or(0, |p| p.bytes()) + self.out_proj.packed_bytes()
+    }
+
     pub fn forward(&self, x: Tensor<3>, causal: bool) -> Tensor<3> {
         let w = x.dims()[2];
         let qkv = match self
@@ -324,6 +329,11 @@ impl Mlp {
     pub fn set_precision(&mut self, precision: Precision) {
         self.c_fc.set_precision(precision);
         self.c_proj.set_precision(precision);
+    }
+
+    /// Bytes held by both layers' packed weights.
+    pub fn packed_bytes(&self) -> usize {
+        self.c_fc.packed_bytes() + self.c_proj.packed_bytes()
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
@@ -464,11 +474,7 @@ impl Transformer {
     pub fn packed_bytes(&self) -> usize {
         self.resblocks
             .iter()
-            .map(|b| {
-                let l = [&b.attn.out_proj, &b.mlp.c_fc, &b.mlp.c_proj];
-                l.iter().map(|l| l.packed_bytes()).sum::<usize>()
-                    + b.attn.in_proj_packed.as_ref().map_or(0, |p| p.bytes())
-            })
+            .map(|b| b.attn.packed_bytes() + b.mlp.packed_bytes())
             .sum()
     }
 

@@ -20,6 +20,15 @@ pub fn model() -> String {
     root().join("testdata/models/hf_vit").display().to_string()
 }
 
+/// The path of a test image (`testdata/images/NAME`).
+pub fn image(name: &str) -> String {
+    root()
+        .join("testdata/images")
+        .join(name)
+        .display()
+        .to_string()
+}
+
 pub fn clip(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_clip"))
         .args(args)

@@ -1,0 +1,337 @@
+//! The arithmetic of [`super`]: rows of activations rounded to bf16 or quantized to uint8, and the
+//! micro-kernels that multiply them with packed weight panels — AVX-512 BF16 (`vdpbf16ps`) and
+//! VNNI (`vpdpbusd`) where the CPU has them, a portable loop with the same per-lane arithmetic
+//! elsewhere.
+
+use super::{LANES, MR, NV, Precision};
+
+/// f32 → bf16 bits, rounding to nearest even (NaN stays NaN). Branch-free so that slices convert
+/// in vector registers.
+#[inline(always)]
+pub(super) fn bf16_bits(x: f32) -> u32 {
+    let b = x.to_bits();
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1))) >> 16;
+    if x.is_nan() { 0x7fc0 } else { rounded }
+}
+
+#[inline(always)]
+pub(super) fn bf16_value(bits: u32) -> f32 {
+    f32::from_bits(bits << 16)
+}
+
+/// A micro-tile's sums: f32 (bf16) or i32 (int8).
+pub(super) struct Tile {
+    pub(super) f: [[f32; NV * LANES]; MR],
+    pub(super) i: [[i32; NV * LANES]; MR],
+}
+
+impl Default for Tile {
+    fn default() -> Tile {
+        Tile {
+            f: [[0.0; NV * LANES]; MR],
+            i: [[0; NV * LANES]; MR],
+        }
+    }
+}
+
+/// A row rounded to bf16, two values per word (the lower index in the low half).
+pub(super) fn pack_row_bf16(x: &[f32], out: &mut [u32]) {
+    pack_bf16_into(crate::fastmath::kernel(), x, out)
+}
+
+multiversion!(
+    fn pack_bf16_into(x: &[f32], out: &mut [u32]) {
+        let pairs = x.chunks_exact(2);
+        let last = pairs.remainder().first().copied();
+        for (o, p) in out.iter_mut().zip(pairs) {
+            *o = bf16_bits(p[0]) | (bf16_bits(p[1]) << 16);
+        }
+        if let Some(v) = last {
+            out[x.len() / 2] = bf16_bits(v);
+        }
+    }
+);
+
+/// A row quantized to uint8, four values per word: returns (scale, zero point) with
+/// `x ≈ scale·(q − zero)`; the range always includes 0 (so padding and zeros are exact).
+pub(super) fn quantize_row(x: &[f32], out: &mut [u32]) -> (f32, i32) {
+    quantize_row_with(fast_kernels(Precision::Int8), x, out)
+}
+
+/// [`quantize_row`] by the AVX-512 code when `fast` (checked by the caller), else portably; both
+/// give the same bytes.
+pub(super) fn quantize_row_with(fast: bool, x: &[f32], out: &mut [u32]) -> (f32, i32) {
+    let (lo, hi, nan) = {
+        #[cfg(target_arch = "x86_64")]
+        if fast {
+            // SAFETY: `fast` means the CPU has AVX-512 (see `fast_kernels`).
+            unsafe { avx512::range(x) }
+        } else {
+            range(x)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        range(x)
+    };
+    let range = hi - lo;
+    if nan || !(range > 0.0 && range.is_finite()) {
+        out.fill(0);
+        return (if nan || range.is_nan() { f32::NAN } else { 1.0 }, 0);
+    }
+    let scale = range / 255.0;
+    let zero = (-lo / scale).round().clamp(0.0, 255.0);
+    #[cfg(target_arch = "x86_64")]
+    if fast {
+        // SAFETY: as above; `out` holds ⌈len/4⌉ words (asserted inside).
+        unsafe { avx512::quantize(x, 1.0 / scale, zero, out) };
+        return (scale, zero as i32);
+    }
+    quantize_into(crate::fastmath::kernel(), x, 1.0 / scale, zero, out);
+    (scale, zero as i32)
+}
+
+/// (min(0, x), max(0, x), whether x holds a NaN).
+fn range(x: &[f32]) -> (f32, f32, bool) {
+    let (mut lo, mut hi, mut nan) = (0f32, 0f32, false);
+    for &v in x {
+        lo = if v < lo { v } else { lo };
+        hi = if v > hi { v } else { hi };
+        nan |= v.is_nan();
+    }
+    (lo, hi, nan)
+}
+
+multiversion!(
+    fn quantize_into(x: &[f32], inv: f32, zero: f32, out: &mut [u32]) {
+        // round half to even by the 1.5·2²³ trick (the values lie in [0, 255] after the shift), so
+        // that the loop has no libm call and vectorises
+        const MAGIC: f32 = 12_582_912.0;
+        let q = |v: f32| (((v * inv + zero) + MAGIC) - MAGIC).clamp(0.0, 255.0) as u32;
+        let quads = x.chunks_exact(4);
+        let rest = quads.remainder();
+        for (o, c) in out.iter_mut().zip(quads) {
+            *o = q(c[0]) | (q(c[1]) << 8) | (q(c[2]) << 16) | (q(c[3]) << 24);
+        }
+        if !rest.is_empty() {
+            // the padding bytes stay 0: they meet the weights' zero padding rows
+            let mut word = 0;
+            for (s, &v) in rest.iter().enumerate() {
+                word |= q(v) << (8 * s);
+            }
+            out[x.len() / 4] = word;
+        }
+    }
+);
+
+/// Whether this CPU runs the AVX-512 kernel for `precision` (BF16 or VNNI), unless
+/// `CLIP_NO_AVX512` is set; else the portable one.
+pub fn fast_kernels(precision: Precision) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::fastmath::kernel() != "avx512" {
+            return false;
+        }
+        match precision {
+            Precision::Bf16 => std::is_x86_feature_detected!("avx512bf16"),
+            Precision::Int8 => std::is_x86_feature_detected!("avx512vnni"),
+            Precision::F32 => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = precision;
+        false
+    }
+}
+
+/// `R` rows × `V` panels of `Σ_t a[r][t] · b[p][t]` into `tile`, by the AVX-512 kernel when
+/// `fast` (the caller checked the CPU) or the portable one.
+pub(super) fn kernel<const R: usize, const V: usize>(
+    a: &[u32],
+    b: &[u32],
+    steps: usize,
+    int: bool,
+    fast: bool,
+    tile: &mut Tile,
+) {
+    assert!(a.len() >= R * steps && b.len() >= V * steps * LANES);
+    #[cfg(target_arch = "x86_64")]
+    if fast {
+        // SAFETY: `fast` is true only when `fast_kernels` found the instructions; the slices
+        // hold R rows and V panels of `steps` words (asserted above).
+        unsafe {
+            if int {
+                avx512::int8::<R, V>(a.as_ptr(), b.as_ptr(), steps, &mut tile.i);
+            } else {
+                avx512::bf16::<R, V>(a.as_ptr(), b.as_ptr(), steps, &mut tile.f);
+            }
+        }
+        return;
+    }
+    let _ = fast;
+    if int {
+        portable::<_, R, V>(a, b, steps, &mut tile.i, u8_i8_quad);
+    } else {
+        portable::<_, R, V>(a, b, steps, &mut tile.f, bf16_pair);
+    }
+}
+
+/// The portable tile: `out[r][lane] = Σ_t mac(·, a[r][t], b[v][t][lane])` with the
+/// per-instruction arithmetic `mac` of [`bf16_pair`] or [`u8_i8_quad`].
+fn portable<T: Copy + Default, const R: usize, const V: usize>(
+    a: &[u32],
+    b: &[u32],
+    steps: usize,
+    out: &mut [[T; NV * LANES]; MR],
+    mac: impl Fn(T, u32, u32) -> T,
+) {
+    for r in 0..R {
+        let mut acc = [T::default(); NV * LANES];
+        for t in 0..steps {
+            let x = a[r * steps + t];
+            for v in 0..V {
+                let panel = &b[(v * steps + t) * LANES..][..LANES];
+                for (l, &w) in panel.iter().enumerate() {
+                    acc[v * LANES + l] = mac(acc[v * LANES + l], x, w);
+                }
+            }
+        }
+        out[r] = acc;
+    }
+}
+
+/// `vdpbf16ps`'s arithmetic per lane: the odd product, then the even one, each added in f32.
+#[inline(always)]
+fn bf16_pair(acc: f32, x: u32, w: u32) -> f32 {
+    let acc = acc + bf16_value(x >> 16) * bf16_value(w >> 16);
+    acc + bf16_value(x & 0xffff) * bf16_value(w & 0xffff)
+}
+
+/// `vpdpbusd`'s arithmetic per lane: four u8 × i8 products added to an i32.
+#[inline(always)]
+fn u8_i8_quad(acc: i32, x: u32, w: u32) -> i32 {
+    let (x, w) = (x.to_le_bytes(), w.to_le_bytes());
+    acc + (0..4).map(|i| x[i] as i32 * w[i] as i8 as i32).sum::<i32>()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{LANES, MR, NV};
+    use std::arch::x86_64::*;
+
+    /// [`super::range`] 16 values at a time.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn range(x: &[f32]) -> (f32, f32, bool) {
+        let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut nan: __mmask16 = 0;
+        let chunks = x.chunks_exact(16);
+        let rest = chunks.remainder();
+        for c in chunks {
+            // SAFETY: 16 values in the chunk.
+            let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+            lo = _mm512_min_ps(lo, v);
+            hi = _mm512_max_ps(hi, v);
+            nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        }
+        let (l, h, n) = super::range(rest);
+        (
+            _mm512_reduce_min_ps(lo).min(l),
+            _mm512_reduce_max_ps(hi).max(h),
+            nan != 0 || n,
+        )
+    }
+
+    /// [`super::quantize_into`] 16 values at a time: `round_even(v·inv + zero)` clamped to
+    /// [0, 255], narrowed to bytes.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn quantize(x: &[f32], inv: f32, zero: f32, out: &mut [u32]) {
+        assert!(out.len() >= x.len().div_ceil(4));
+        let (inv_v, zero_v, top) = (
+            _mm512_set1_ps(inv),
+            _mm512_set1_ps(zero),
+            _mm512_set1_ps(255.0),
+        );
+        let chunks = x.chunks_exact(16);
+        let done = x.len() - chunks.remainder().len();
+        for (i, c) in chunks.enumerate() {
+            // SAFETY: 16 values in the chunk; 4 words of `out` at 4i (asserted above).
+            unsafe {
+                // multiply, then add: two roundings, as the portable loop does
+                let v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(c.as_ptr()), inv_v), zero_v);
+                let v =
+                    _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+                let v = _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), top);
+                let bytes = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v));
+                _mm_storeu_si128(out.as_mut_ptr().add(4 * i).cast(), bytes);
+            }
+        }
+        if done < x.len() {
+            super::quantize_into("baseline", &x[done..], inv, zero, &mut out[done / 4..]);
+        }
+    }
+
+    /// `pub unsafe fn $name<R, V>(a, b, steps, out)`: an `R×V` tile (`a`: R rows of `steps`
+    /// words, `b`: V panels of `steps × 16` words) whose accumulators start at `$zero` and take
+    /// one step `$step(acc, x, w)` per packed word, `x` the row's word broadcast to 16 lanes.
+    macro_rules! tile_kernel {
+        ($name:ident, $features:literal, $elem:ty, $zero:expr, $step:expr) => {
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name<const R: usize, const V: usize>(
+                a: *const u32,
+                b: *const u32,
+                steps: usize,
+                out: &mut [[$elem; NV * LANES]; MR],
+            ) {
+                let mut acc = [[$zero; V]; R];
+                for t in 0..steps {
+                    let mut w = [_mm512_setzero_si512(); V];
+                    for (v, w) in w.iter_mut().enumerate() {
+                        // SAFETY (all reads): inside the V panels and R rows the caller sized.
+                        *w = unsafe { _mm512_loadu_si512(b.add((v * steps + t) * LANES).cast()) };
+                    }
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let x = _mm512_set1_epi32(unsafe { *a.add(r * steps + t) } as i32);
+                        for v in 0..V {
+                            acc[v] = $step(acc[v], x, w[v]);
+                        }
+                    }
+                }
+                for r in 0..R {
+                    for v in 0..V {
+                        // SAFETY: 16 lanes at v·16 < 64 of row r < MR.
+                        unsafe {
+                            std::ptr::write_unaligned(
+                                out[r][v * LANES..].as_mut_ptr().cast(),
+                                acc[r][v],
+                            )
+                        };
+                    }
+                }
+            }
+        };
+    }
+
+    tile_kernel!(
+        bf16,
+        "avx512f,avx512bf16",
+        f32,
+        _mm512_setzero_ps(),
+        |acc, x, w| {
+            // SAFETY: both are 512-bit vectors; bf16 pairs reinterpreted bit for bit
+            let (x, w) = unsafe {
+                (
+                    std::mem::transmute::<__m512i, __m512bh>(x),
+                    std::mem::transmute::<__m512i, __m512bh>(w),
+                )
+            };
+            _mm512_dpbf16_ps(acc, x, w)
+        }
+    );
+
+    tile_kernel!(
+        int8,
+        "avx512f,avx512vnni",
+        i32,
+        _mm512_setzero_si512(),
+        |acc, x, w| _mm512_dpbusd_epi32(acc, x, w)
+    );
+}
