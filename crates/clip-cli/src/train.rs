@@ -302,7 +302,7 @@ fn print_samples(clip: clip_model::Clip, data: &clip_data::synth::SyntheticScene
 #[derive(Args, Debug)]
 pub struct ImportEmojiArgs {
     /// directory holding the unpacked npm packages: NAME/package/… for emoji-datasource,
-    /// emoji-datasource-google, emoji-datasource-twitter and cldr-annotations-full
+    /// emoji-datasource-STYLE for each style, cldr-annotations-full and cldr-annotations-derived-full
     #[arg(long)]
     pub packages: PathBuf,
     /// output folder: new, empty, or an earlier import's
@@ -313,20 +313,46 @@ pub struct ImportEmojiArgs {
     pub held_out_fraction: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// art styles to import (google, twitter, apple); a concept needs an image in each
+    #[arg(long, value_delimiter = ',', default_value = "google,twitter")]
+    pub styles: Vec<clip_data::emoji::Style>,
+    /// also write the training rows of these styles as one manifest, train_A+B.jsonl
+    #[arg(long, value_delimiter = ',')]
+    pub train_styles: Vec<clip_data::emoji::Style>,
+    /// import the skin-tone variants as further images of each concept
+    #[arg(long)]
+    pub skin_tones: bool,
+    /// caption variety: english (name, template, CLDR name and keywords), keywords (plus random
+    /// keyword subsets and orders) or locales (plus names and keywords in --locales)
+    #[arg(long, default_value = "english")]
+    pub captions: clip_data::emoji::CaptionVariety,
+    /// the other CLDR locales of --captions locales
+    #[arg(long, value_delimiter = ',', default_value = "fr,de,es,it,pt,nl")]
+    pub locales: Vec<String>,
 }
 
 pub fn import_emoji(args: &ImportEmojiArgs) -> Result<()> {
+    let options = clip_data::emoji::ImportOptions {
+        held_out_fraction: args.held_out_fraction,
+        seed: args.seed,
+        styles: args.styles.clone(),
+        train_styles: args.train_styles.clone(),
+        skin_tones: args.skin_tones,
+        captions: args.captions,
+        locales: args.locales.clone(),
+    };
     let s = clip_data::emoji::import(
         &clip_data::emoji::Packages::under(&args.packages),
         &args.out,
-        args.held_out_fraction,
-        args.seed,
+        &options,
     )?;
     eprintln!(
-        "{} concepts ({} for training, {} held out), {} training pairs; manifests in {}",
+        "{} concepts ({} for training, {} held out), {} images and {} training pairs per style; \
+         manifests in {}",
         s.concepts,
         s.train_concepts,
         s.held_out_concepts,
+        s.images_per_style,
         s.train_pairs,
         args.out.display()
     );

@@ -13,6 +13,7 @@
 use std::path::Path;
 
 mod common;
+use common::emoji::fake_packages;
 use common::{clip, root};
 
 /// Flags appended to long-running commands (first words → extra flags).
@@ -109,66 +110,6 @@ fn sh_lines(readme: &str) -> Vec<String> {
         }
     }
     lines
-}
-
-fn png(path: &Path, rgb: [u8; 3], shape: u32) {
-    let img = image::RgbaImage::from_fn(64, 64, |x, y| {
-        let inside = match shape % 3 {
-            0 => (x as i32 - 32).pow(2) + (y as i32 - 32).pow(2) < 400,
-            1 => (16..48).contains(&x) && (16..48).contains(&y),
-            _ => x + y > 40 && x + y < 90,
-        };
-        if inside {
-            image::Rgba([rgb[0], rgb[1], rgb[2], 255])
-        } else {
-            image::Rgba([0, 0, 0, 0])
-        }
-    });
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    img.save(path).unwrap();
-}
-
-/// The four npm packages' files the importer reads, for 40 emoji in two subcategories.
-fn fake_packages(pkgs: &Path) {
-    let mut list = Vec::new();
-    let mut ann = serde_json::Map::new();
-    for i in 0..40u32 {
-        let (sub, kind) = if i < 20 {
-            ("animal-mammal", "animal")
-        } else {
-            ("food-fruit", "fruit")
-        };
-        let code = 0x1F400 + i;
-        let image = format!("{code:x}.png");
-        let name = format!("{kind} number {i}");
-        list.push(serde_json::json!({"name": name.to_uppercase(), "unified": format!("{code:X}"),
-            "image": image, "has_img_google": true, "has_img_twitter": true,
-            "category": if i < 20 { "Animals & Nature" } else { "Food & Drink" }, "subcategory": sub}));
-        let ch = char::from_u32(code).unwrap().to_string();
-        ann.insert(
-            ch,
-            serde_json::json!({"default": [kind, format!("thing {i}")], "tts": [name]}),
-        );
-        let rgb = [
-            (i * 37 % 256) as u8,
-            (i * 91 % 256) as u8,
-            (i * 53 % 256) as u8,
-        ];
-        for (pkg, style) in [
-            ("emoji-datasource-google", "google"),
-            ("emoji-datasource-twitter", "twitter"),
-        ] {
-            let dir = pkgs.join(pkg).join("package/img").join(style).join("64");
-            png(&dir.join(&image), rgb, i + (style == "twitter") as u32);
-        }
-    }
-    let ds = pkgs.join("emoji-datasource/package");
-    std::fs::create_dir_all(&ds).unwrap();
-    std::fs::write(ds.join("emoji.json"), serde_json::to_string(&list).unwrap()).unwrap();
-    let cldr = pkgs.join("cldr-annotations-full/package/annotations/en");
-    std::fs::create_dir_all(&cldr).unwrap();
-    let doc = serde_json::json!({"annotations": {"annotations": ann}});
-    std::fs::write(cldr.join("annotations.json"), doc.to_string()).unwrap();
 }
 
 /// Run `clip serve ARGS` on a free port, check `/health`, stop it with SIGTERM.

@@ -1,0 +1,247 @@
+//! `clip import-emoji`: styles, skin tones, caption variety, and its bad inputs.
+
+mod common;
+use common::emoji::fake_packages;
+use common::{clip, fails};
+
+fn rows(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn import(pkgs: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "import-emoji",
+        "--packages",
+        pkgs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    clip(&args)
+}
+
+#[test]
+fn three_styles_skin_tones_and_locales() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkgs = dir.path().join("pkgs");
+    fake_packages(&pkgs);
+    let out = dir.path().join("emoji");
+    let o = import(
+        &pkgs,
+        &out,
+        &[
+            "--styles",
+            "google,twitter,apple",
+            "--train-styles",
+            "google,apple",
+            "--skin-tones",
+            "--captions",
+            "locales",
+            "--locales",
+            "fr",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("import.json")).unwrap()).unwrap();
+    // 40 concepts, the first four with five tones each
+    assert_eq!(rec["concepts"], 40);
+    assert_eq!(rec["held_out_concepts"], 4);
+    assert_eq!(rec["images_per_style"], 60);
+    assert_eq!(rec["packages"]["emoji-datasource-apple"], "?");
+    let mut per_style = Vec::new();
+    for style in ["google", "twitter", "apple"] {
+        let train = rows(&out.join(format!("train_{style}.jsonl")));
+        let seen = rows(&out.join(format!("eval_{style}_seen.jsonl")));
+        let held = rows(&out.join(format!("eval_{style}_heldout.jsonl")));
+        assert_eq!(train.len(), seen.len());
+        assert_eq!(seen.len() + held.len(), 60, "{style}: every image once");
+        for r in train.iter().chain(&seen).chain(&held) {
+            assert_eq!(r["style"], style);
+            for key in ["concept", "tone", "category", "subcategory"] {
+                assert!(r[key].is_string(), "{key} missing in {r}");
+            }
+            let img = r["image"].as_str().unwrap();
+            assert!(img.starts_with(&format!("images/{style}/")), "{img}");
+            assert!(out.join(img).is_file(), "{img}");
+        }
+        // the held-out concepts are held out with all their tones
+        let held_names: std::collections::HashSet<_> =
+            held.iter().map(|r| r["concept"].clone()).collect();
+        assert!(train.iter().all(|r| !held_names.contains(&r["concept"])));
+        let tones: std::collections::BTreeSet<_> = seen
+            .iter()
+            .chain(&held)
+            .map(|r| r["tone"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            tones.into_iter().collect::<Vec<_>>(),
+            [
+                "dark",
+                "default",
+                "light",
+                "medium",
+                "medium-dark",
+                "medium-light"
+            ]
+        );
+        for r in &train {
+            let caps: Vec<&str> = r["captions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap())
+                .collect();
+            let i: u32 = r["concept"]
+                .as_str()
+                .unwrap()
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(
+                caps.contains(&format!("numéro {i}").as_str()) || r["tone"] != "default",
+                "French name missing: {caps:?}"
+            );
+            if r["tone"] != "default" {
+                let tone = format!("{} skin tone", r["tone"].as_str().unwrap());
+                assert!(caps[..2].iter().all(|c| c.contains(&tone)), "{caps:?}");
+            }
+        }
+        per_style.push(train);
+    }
+    // the same image gets the same captions in every style
+    for (g, a) in per_style[0].iter().zip(&per_style[2]) {
+        assert_eq!(g["captions"], a["captions"]);
+        assert_eq!(g["concept"], a["concept"]);
+    }
+    let combined = rows(&out.join("train_google+apple.jsonl"));
+    assert_eq!(combined.len(), per_style[0].len() * 2);
+    assert_eq!(combined[0]["style"], "google");
+    assert_eq!(combined[1]["style"], "apple");
+    assert!(!out.join("train_google+twitter.jsonl").exists());
+    // the category sets cover each style
+    let cats = rows(&out.join("categories_apple.jsonl"));
+    assert_eq!(cats.len(), 60);
+    assert!(cats.iter().any(|r| r["trained"] == false));
+
+    // importing again with fewer styles replaces its own manifests and leaves a user's file alone
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let o = import(&pkgs, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.join("train_apple.jsonl").exists());
+    assert!(!out.join("train_google+apple.jsonl").exists());
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    assert_eq!(rows(&out.join("train_google.jsonl")).len(), 36);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("40 concepts (36 for training, 4 held out), 40 images"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_import_settings_are_named_and_nothing_is_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkgs = dir.path().join("pkgs");
+    fake_packages(&pkgs);
+    let out = dir.path().join("emoji");
+    assert!(import(&pkgs, &out, &[]).status.success());
+    let snapshot = |d: &std::path::Path| {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = snapshot(&out);
+    let (p, o) = (pkgs.to_str().unwrap(), out.to_str().unwrap());
+    let base = ["import-emoji", "--packages", p, "--out", o];
+    // clap refuses unknown names with its usage exit code (2), the importer with 1
+    let run = |extra: &[&str]| {
+        let o = clip(&[&base[..], extra].concat());
+        assert!(!o.status.success(), "{extra:?} should fail");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    std::fs::rename(
+        pkgs.join("emoji-datasource-apple"),
+        dir.path().join("moved-apple"),
+    )
+    .unwrap();
+    let err = run(&["--styles", "google,apple"]);
+    assert!(
+        err.contains("the npm package emoji-datasource-apple is missing")
+            && err.contains("npm pack emoji-datasource-apple@16.0.0"),
+        "{err}"
+    );
+    let err = run(&["--captions", "locales", "--locales", "fr,xx"]);
+    assert!(
+        err.contains("locale 'xx' is not in cldr-annotations-full (2 locales, e.g. en, fr)"),
+        "{err}"
+    );
+    let err = run(&["--styles", "google,emojione"]);
+    assert!(
+        err.contains("unknown style 'emojione' (known: google, twitter, apple)"),
+        "{err}"
+    );
+    let err = run(&["--captions", "poems"]);
+    assert!(
+        err.contains("unknown caption variety 'poems' (known: english, keywords, locales)"),
+        "{err}"
+    );
+    let err = run(&["--train-styles", "google,apple"]);
+    assert!(
+        err.contains(
+            "--train-styles names 'apple', which --styles does not import (google, twitter)"
+        ),
+        "{err}"
+    );
+    let err = run(&["--styles", "google,google"]);
+    assert!(err.contains("--styles names 'google' twice"), "{err}");
+    let err = run(&["--train-styles", "twitter"]);
+    assert!(
+        err.contains("--train-styles needs two or more styles"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(pkgs.join("cldr-annotations-derived-full")).unwrap();
+    let err = run(&[]);
+    assert!(
+        err.contains("npm pack cldr-annotations-derived-full@48.2.0"),
+        "{err}"
+    );
+    assert_eq!(
+        snapshot(&out),
+        before,
+        "a refused import changed the earlier one"
+    );
+    // a folder that holds something else is refused
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("keep.txt"), "x").unwrap();
+    let err = fails(&[
+        "import-emoji",
+        "--packages",
+        p,
+        "--out",
+        other.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("is not empty and does not hold a previous emoji import"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(other.join("keep.txt")).unwrap(),
+        "x"
+    );
+}
