@@ -3,11 +3,65 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::Args;
+use clap::{Args, Subcommand};
 use clip_eval::repro::{self, ReproOptions};
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ReproArgs {
+    #[command(subcommand)]
+    pub experiment: Option<Experiment>,
+    #[command(flatten)]
+    pub findings: FindingsArgs,
+}
+
+/// A named experiment (without one: the four evaluation findings).
+#[derive(Subcommand)]
+pub enum Experiment {
+    /// Figure 2: C-BoW, C-Tr, P-BoW and P-LM on one image tower, zero-shot at 2^10 … 2^17 images
+    Fig2(Fig2Args),
+}
+
+#[derive(Args)]
+pub struct Fig2Args {
+    /// The folder written by `clip import-emoji` (with the styles named by --train-style and --eval-styles)
+    #[arg(long)]
+    pub emoji: PathBuf,
+    /// Output folder (runs/, results.json, report.md, fig2.png); an earlier fig2 folder is resumed
+    #[arg(long, default_value = "runs/fig2")]
+    pub out: PathBuf,
+    /// Training manifest (default: EMOJI/train_google.jsonl)
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Styles of the zero-shot task, none of them trained on (their eval_STYLE_seen.jsonl)
+    #[arg(long, value_delimiter = ',', default_value = "twitter,apple")]
+    pub eval_styles: Vec<String>,
+    /// Concepts in the fixed zero-shot task
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(2..=100000))]
+    pub concepts: u64,
+    /// Objectives (c-bow, c-tr, p-bow, p-bow-sigmoid, p-lm)
+    #[arg(long, value_delimiter = ',', default_value = "c-bow,c-tr,p-bow,p-lm")]
+    pub objectives: Vec<clip_train::objectives::Kind>,
+    /// Seeds: each objective is trained once per seed
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    pub seeds: Vec<u64>,
+    /// First checkpoint (a power of two, in images processed)
+    #[arg(long, default_value_t = 1024)]
+    pub min_images: u64,
+    /// Last checkpoint; the learning-rate schedule spans it
+    #[arg(long, default_value_t = 131072)]
+    pub max_images: u64,
+    /// Stop every run at this many images for now (continue later with the same settings)
+    #[arg(long)]
+    pub stop_at_images: Option<u64>,
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(2..=4096))]
+    pub batch_size: u64,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+}
+
+#[derive(Args)]
+pub struct FindingsArgs {
     /// Output folder for report.md, the plots and results.json
     #[arg(long, default_value = "runs/repro")]
     pub out: PathBuf,
@@ -42,6 +96,44 @@ pub struct ReproArgs {
 }
 
 pub fn run(a: &ReproArgs) -> Result<()> {
+    match &a.experiment {
+        Some(Experiment::Fig2(f)) => fig2(f),
+        None => findings(&a.findings),
+    }
+}
+
+fn fig2(a: &Fig2Args) -> Result<()> {
+    let eval = a
+        .eval_styles
+        .iter()
+        .map(|s| a.emoji.join(format!("eval_{s}_seen.jsonl")))
+        .collect();
+    let options = clip_eval::repro::fig2::Fig2Options {
+        out: a.out.clone(),
+        data: a
+            .data
+            .clone()
+            .unwrap_or_else(|| a.emoji.join("train_google.jsonl")),
+        eval,
+        classes: a.emoji.join("classes.txt"),
+        concepts: a.concepts as usize,
+        objectives: a.objectives.clone(),
+        seeds: a.seeds.clone(),
+        min_images: a.min_images,
+        max_images: a.max_images,
+        stop_at_images: a.stop_at_images,
+        batch_size: a.batch_size as usize,
+        lr: a.lr,
+        model: clip_train::config::small_model(),
+        templates: vec!["an emoji of {}".into(), "{}".into()],
+    };
+    let r = clip_eval::repro::fig2::run(&options, &mut |line| eprintln!("{line}"))?;
+    println!("{}", r.verdict);
+    println!("report: {}", r.report.display());
+    Ok(())
+}
+
+fn findings(a: &FindingsArgs) -> Result<()> {
     let options = ReproOptions {
         out: a.out.clone(),
         emoji: a.emoji.clone(),

@@ -245,3 +245,194 @@ fn bad_import_settings_are_named_and_nothing_is_damaged() {
         "x"
     );
 }
+
+fn progress(out: &std::path::Path, run: &str) -> serde_json::Value {
+    serde_json::from_slice(
+        &std::fs::read(out.join("runs").join(run).join("progress.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn fig2_runs_resumes_exactly_and_refuses_changed_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkgs = dir.path().join("pkgs");
+    fake_packages(&pkgs);
+    let emoji = dir.path().join("emoji");
+    let o = import(&pkgs, &emoji, &["--styles", "google,twitter,apple"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = emoji.to_str().unwrap().to_owned();
+    let fig2 = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "repro",
+            "fig2",
+            "--emoji",
+            &e,
+            "--out",
+            out.to_str().unwrap(),
+            "--seeds",
+            "0",
+            "--min-images",
+            "16",
+            "--max-images",
+            "32",
+            "--batch-size",
+            "8",
+            "--concepts",
+            "8",
+            "--objectives",
+            "c-bow,p-bow,p-lm",
+        ];
+        args.extend(extra);
+        clip(&args)
+    };
+    // in two sittings …
+    let split = dir.path().join("split");
+    let o = fig2(&split, &["--stop-at-images", "16"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let p = progress(&split, "p-lm-seed0");
+    assert_eq!(p["step"], 2);
+    assert_eq!(p["checkpoints"].as_array().unwrap().len(), 1);
+    let first = p["checkpoints"][0].clone();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("Provisionally"), "{stdout}");
+    let o = fig2(&split, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // … and in one
+    let whole = dir.path().join("whole");
+    let o = fig2(&whole, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for run in ["c-bow-seed0", "p-bow-seed0", "p-lm-seed0"] {
+        let (a, b) = (progress(&split, run), progress(&whole, run));
+        assert_eq!(a["step"], 4);
+        let (ca, cb) = (
+            a["checkpoints"].as_array().unwrap(),
+            b["checkpoints"].as_array().unwrap(),
+        );
+        assert_eq!(ca.len(), 2);
+        for (x, y) in ca.iter().zip(cb) {
+            assert_eq!(x["images"], y["images"]);
+            let (lx, ly) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
+            assert!(
+                (lx - ly).abs() < 1e-4 * ly.abs(),
+                "{run}: resumed {lx} vs straight {ly}"
+            );
+            assert_eq!(x["scores"], y["scores"], "{run}");
+        }
+    }
+    assert_eq!(progress(&split, "p-lm-seed0")["checkpoints"][0], first);
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(whole.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["runs"].as_array().unwrap().len(), 3);
+    assert_eq!(results["settings"]["concepts"], 8);
+    assert_eq!(
+        results["settings"]["task_images"], 16,
+        "8 concepts in two styles"
+    );
+    let rules = &results["runs"][2]["checkpoints"][1]["scores"];
+    for r in ["sum", "mean", "pmi"] {
+        assert!(rules[r][0].is_number(), "{rules}");
+    }
+    assert!(
+        results["verdict_text"]
+            .as_str()
+            .unwrap()
+            .contains("C-BoW > P-BoW > P-LM at")
+    );
+    let report = std::fs::read_to_string(whole.join("report.md")).unwrap();
+    assert!(
+        report.contains("| bag-of-words prediction (P-BoW) |"),
+        "{report}"
+    );
+    assert!(whole.join("fig2.png").is_file());
+    assert!(whole.join("runs/c-bow-seed0/model/config.json").is_file());
+    // the finished C-BoW model is an ordinary CLIP checkpoint
+    let model = whole.join("runs/c-bow-seed0/model");
+    let o = clip(&[
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "--text",
+        "grinning face",
+        "--out",
+        dir.path().join("t.npy").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // bad input: each named, nothing damaged
+    let before = std::fs::read(split.join("runs/p-lm-seed0/progress.json")).unwrap();
+    let err = fails(
+        &[&[
+            "repro",
+            "fig2",
+            "--emoji",
+            &e,
+            "--out",
+            split.to_str().unwrap(),
+            "--seeds",
+            "0",
+            "--min-images",
+            "16",
+            "--max-images",
+            "32",
+            "--batch-size",
+            "8",
+            "--concepts",
+            "8",
+            "--objectives",
+            "p-lm",
+            "--lr",
+            "0.01",
+        ][..]]
+        .concat(),
+    );
+    assert!(
+        err.contains("was started with lr = 0.001; this run asks for 0.01"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(split.join("runs/p-lm-seed0/progress.json")).unwrap(),
+        before
+    );
+    let o = fig2(&dir.path().join("x"), &["--objectives", "p-bow,x-lm"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("unknown objective 'x-lm' (known: c-bow, c-tr, p-bow, p-bow-sigmoid, p-lm)"),
+        "{err}"
+    );
+    let x = dir.path().join("x");
+    let bare = |extra: &[&str]| {
+        let mut args = vec!["repro", "fig2", "--emoji", &e, "--out", x.to_str().unwrap()];
+        args.extend(extra);
+        fails(&args)
+    };
+    let err = bare(&["--min-images", "24"]);
+    assert!(
+        err.contains("--min-images 24 must be a power of two"),
+        "{err}"
+    );
+    let err = bare(&["--concepts", "500"]);
+    assert!(
+        err.contains("--concepts 500: the eval manifests share only 36 concepts"),
+        "{err}"
+    );
+    let err = bare(&["--eval-styles", "emojione"]);
+    assert!(err.contains("eval_emojione_seen.jsonl"), "{err}");
+    assert!(!x.exists(), "a refused run wrote its folder");
+    let o = fig2(&dir.path().join("x"), &["--seeds", "0"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--seeds names 0 twice"), "{err}");
+    // a folder holding something else is refused
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("mine.txt"), "x").unwrap();
+    let o = fig2(&other, &[]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does not hold a previous clip repro fig2 run")
+    );
+    assert_eq!(
+        std::fs::read_to_string(other.join("mine.txt")).unwrap(),
+        "x"
+    );
+}

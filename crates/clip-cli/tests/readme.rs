@@ -16,7 +16,7 @@ mod common;
 use common::emoji::fake_packages;
 use common::{clip, root};
 
-/// Flags appended to long-running commands (first words → extra flags).
+/// Flags appended to long-running commands (first words → extra flags; the first match counts).
 const SHORTER: &[(&str, &[&str])] = &[
     ("quickstart", &["--steps", "2"]),
     (
@@ -32,6 +32,21 @@ const SHORTER: &[(&str, &[&str])] = &[
             "8",
             "--checkpoint-every",
             "1",
+        ],
+    ),
+    (
+        "repro fig2",
+        &[
+            "--seeds",
+            "0",
+            "--min-images",
+            "16",
+            "--max-images",
+            "32",
+            "--batch-size",
+            "8",
+            "--concepts",
+            "8",
         ],
     ),
     (
@@ -221,7 +236,11 @@ fn every_readme_command_runs() {
             };
             let mut args = args;
             let first = args.first().cloned().unwrap_or_default();
-            if let Some((_, extra)) = SHORTER.iter().find(|(c, _)| *c == first) {
+            let starts = |c: &str| {
+                let k: Vec<&str> = c.split(' ').collect();
+                args.len() >= k.len() && args[..k.len()].iter().zip(&k).all(|(a, b)| a == b)
+            };
+            if let Some((_, extra)) = SHORTER.iter().find(|(c, _)| starts(c)) {
                 args.extend(extra.iter().map(|s| s.to_string()));
             }
             if first == "serve" {

@@ -95,6 +95,16 @@ fn widen((lo, hi): (f64, f64)) -> (f64, f64) {
     }
 }
 
+/// A tick value without float noise: whole numbers from 100 up, else at most three decimals.
+fn tick(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        return format!("{v:.0}");
+    }
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.into() }
+}
+
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -116,7 +126,7 @@ impl Chart {
             if log2 {
                 format!("{}", 2f64.powf(*v).round())
             } else {
-                format!("{v}")
+                tick(*v)
             }
         };
         chart
@@ -260,6 +270,15 @@ pub fn save_heatmap(m: &[Vec<u64>], title: &str, path: &Path) -> Result<(), Char
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_have_no_float_noise() {
+        assert_eq!(tick(11.600000000000001), "11.6");
+        assert_eq!(tick(11.0), "11");
+        assert_eq!(tick(-0.0001), "0");
+        assert_eq!(tick(0.125), "0.125");
+        assert_eq!(tick(1234.5678), "1235");
+    }
 
     #[test]
     fn charts_are_png_files_with_text_and_lines() {

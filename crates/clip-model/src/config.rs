@@ -184,6 +184,9 @@ pub enum TextPool {
     Argmax,
     /// the last position of the padded context (SigLIP)
     Last,
+    /// the mean over every token up to the EOT (a continuous bag of words when `layers` is 0:
+    /// Figure 2's C-BoW text encoder, "mean of token embeddings → linear"; our extension)
+    Mean,
 }
 
 impl TextConfig {
@@ -191,8 +194,9 @@ impl TextConfig {
         match self.pool_type.as_deref() {
             None | Some("argmax") => Ok(TextPool::Argmax),
             Some("last") => Ok(TextPool::Last),
+            Some("mean") => Ok(TextPool::Mean),
             Some(other) => Err(ConfigError::Invalid(format!(
-                "text_cfg.pool_type '{other}' is not supported (argmax, last)"
+                "text_cfg.pool_type '{other}' is not supported (argmax, last, mean)"
             ))),
         }
     }
@@ -418,7 +422,11 @@ impl ClipConfig {
             ("vision_cfg.layers", vit_layers),
             ("vision_cfg.head_width", v.head_width),
             ("text_cfg.width", t.width),
-            ("text_cfg.layers", t.layers),
+            // a bag-of-words text tower (mean pool) may have no blocks
+            (
+                "text_cfg.layers",
+                t.layers.max((t.pool()? == TextPool::Mean) as usize),
+            ),
             ("text_cfg.vocab_size", t.vocab_size),
         ] {
             if value == 0 {

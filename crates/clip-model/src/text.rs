@@ -9,6 +9,10 @@
 //! features are read at the last position of the padded context, so rows must come padded to the
 //! full context (as its tokenizer pads them) and run whole; the projection is a Linear with bias
 //! (or absent).
+//!
+//! With `pool_type: "mean"` the features are the mean over every token up to the EOT; with no
+//! blocks (`layers: 0`) and no positional embedding added, the tower is Figure 2's continuous bag of
+//! words (C-BoW): `ln_final(mean of token embeddings) · text_projection`.
 
 use burn::module::Param;
 use burn::prelude::*;
@@ -233,14 +237,30 @@ impl TextTransformer {
         let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, len]), device);
         let x = embedding(self.token_embedding.val(), ids); // [b, L, W]
         let w = x.dims()[2];
-        let x = x + self
-            .positional_embedding
-            .val()
-            .narrow(0, 0, len)
-            .unsqueeze();
+        let bag = self.transformer.resblocks.is_empty();
+        // a tower without blocks is a bag of words: no positions
+        let x = if bag {
+            x
+        } else {
+            x + self
+                .positional_embedding
+                .val()
+                .narrow(0, 0, len)
+                .unsqueeze()
+        };
         let x = self
             .transformer
             .forward(x, self.causal, "transformer", capture);
+        if self.pool == TextPool::Mean {
+            // mean over positions 0..=EOT as a [b, 1, L] × [b, L, W] product
+            let mut weights = vec![0f32; b * len];
+            for (i, &r) in bucket.iter().enumerate() {
+                let n = eot[r] + 1;
+                weights[i * len..i * len + n].fill(1.0 / n as f32);
+            }
+            let weights = Tensor::<3>::from_data(TensorData::new(weights, [b, 1, len]), device);
+            return weights.matmul(x).reshape([b, w]);
+        }
         let index: Vec<i64> = bucket
             .iter()
             .enumerate()

@@ -84,8 +84,22 @@ impl VisionTransformer {
         })
     }
 
+    /// `[B, 3, S, S]` normalised images → every token after `ln_post`, `[B, 1 + g², W]` (class
+    /// token first): what a caption decoder cross-attends to.
+    pub fn forward_tokens(&self, x: Tensor<4>) -> Tensor<3> {
+        self.ln_post.forward(self.blocks(x, None))
+    }
+
     /// `[B, 3, S, S]` normalised images → `[B, E]` unnormalised features.
     pub fn forward(&self, x: Tensor<4>, capture: Option<&mut Capture>) -> Tensor<2> {
+        let x = self.blocks(x, capture);
+        let [b, _, width] = x.dims();
+        let cls = x.narrow(1, 0, 1).reshape([b, width]); // [B, W]
+        self.ln_post.forward(cls).matmul(self.proj.val()) // [B, E]
+    }
+
+    /// Patch embedding, class token, positions, `ln_pre` and the blocks: `[B, 1 + g², W]`.
+    fn blocks(&self, x: Tensor<4>, capture: Option<&mut Capture>) -> Tensor<3> {
         let [b, c, h, w] = x.dims();
         let p = self.patch_size;
         let (gh, gw) = (h / p, w / p);
@@ -105,10 +119,7 @@ impl VisionTransformer {
         let x = Tensor::cat(vec![cls, x], 1); // [B, g*g+1, W]
         let x = x + self.positional_embedding.val().unsqueeze();
         let x = self.ln_pre.forward(x);
-        let x = self
-            .transformer
-            .forward(x, false, "visual.transformer", capture);
-        let cls = x.narrow(1, 0, 1).reshape([b, width]); // [B, W]
-        self.ln_post.forward(cls).matmul(self.proj.val()) // [B, E]
+        self.transformer
+            .forward(x, false, "visual.transformer", capture)
     }
 }

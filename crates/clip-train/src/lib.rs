@@ -7,6 +7,7 @@ pub mod config;
 pub mod gradcache;
 pub mod log;
 pub mod loss;
+pub mod objectives;
 pub mod optim;
 pub mod plot;
 pub mod run;

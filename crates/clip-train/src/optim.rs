@@ -69,7 +69,8 @@ pub struct AdamW {
     pub step: u64,
     moments: HashMap<ParamId, Moments>,
     decay: HashSet<ParamId>,
-    logit_scale: ParamId,
+    /// clamped to [0, ln 100] after each step (a CLIP's logit scale)
+    logit_scale: Option<ParamId>,
 }
 
 impl std::fmt::Debug for AdamW {
@@ -94,7 +95,29 @@ impl AdamW {
             step: 0,
             moments: HashMap::new(),
             decay,
-            logit_scale: clip.module().logit_scale.id,
+            logit_scale: Some(clip.module().logit_scale.id),
+        }
+    }
+
+    /// AdamW for any module: parameters of rank ≥ 2 are decayed, gains, biases and other vectors
+    /// not (open_clip's rule for a module without checkpoint keys); nothing is clamped.
+    pub fn for_module<M: Module>(config: AdamWConfig, module: &M) -> AdamW {
+        struct Ranked(HashSet<ParamId>);
+        impl burn::module::ModuleVisitor for Ranked {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                if D >= 2 {
+                    self.0.insert(p.id);
+                }
+            }
+        }
+        let mut r = Ranked(HashSet::new());
+        module.visit(&mut r);
+        AdamW {
+            config,
+            step: 0,
+            moments: HashMap::new(),
+            decay: r.0,
+            logit_scale: None,
         }
     }
 
@@ -168,15 +191,20 @@ impl AdamW {
 
     /// One update of every parameter that has a gradient, at learning rate `lr`.
     pub fn step(&mut self, clip: &mut Clip, lr: f64, grads: GradientsParams) {
-        self.step += 1;
         // `Module::map` consumes the module; a cheap clone (tensors are shared) takes its place
         let module = clip.module().clone();
+        clip.set_module(self.step_module(module, lr, grads));
+    }
+
+    /// One update of every parameter of `module` that has a gradient; returns the new module.
+    pub fn step_module<M: Module>(&mut self, module: M, lr: f64, grads: GradientsParams) -> M {
+        self.step += 1;
         let mut mapper = StepMapper {
             opt: self,
             grads,
             lr,
         };
-        clip.set_module(module.map(&mut mapper));
+        module.map(&mut mapper)
     }
 }
 
@@ -229,7 +257,7 @@ impl ModuleMapper for StepMapper<'_> {
                     p[i] -= step_size * m[i] / denom;
                 }
             });
-        if id == self.opt.logit_scale {
+        if Some(id) == self.opt.logit_scale {
             for x in &mut p {
                 *x = x.clamp(0.0, 100f32.ln());
             }

@@ -115,6 +115,8 @@ pub enum TrainError {
     Classifier(#[from] ClassifierError),
     #[error("cannot write the metrics log: {0}")]
     Log(#[from] std::io::Error),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// What a finished (or resumed-and-finished) run reports.
@@ -178,12 +180,12 @@ pub fn zero_shot_accuracy(clip: &Clip, set: &ZeroShotSet) -> Result<(f64, f64), 
 }
 
 /// Data position and sample counters, as a batch leaves them.
-#[derive(Debug, Clone)]
-struct Counters {
-    next_index: u64,
-    seen: u64,
-    bad: u64,
-    last_bad: String,
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Counters {
+    pub next_index: u64,
+    pub seen: u64,
+    pub bad: u64,
+    pub last_bad: String,
 }
 
 impl Counters {
@@ -205,9 +207,11 @@ impl Counters {
 }
 
 /// One batch of preprocessed pairs.
-struct Batch {
-    pairs: Vec<(Vec<f32>, String)>,
-    counters: Counters,
+pub struct Batch {
+    /// (normalised `[3, n, n]` image, caption)
+    pub pairs: Vec<(Vec<f32>, String)>,
+    /// the data position after it
+    pub counters: Counters,
 }
 
 fn too_many_bad(c: Counters, options: &LoopOptions) -> TrainError {
@@ -232,8 +236,9 @@ fn too_few(c: Counters, usable: usize, options: &LoopOptions) -> TrainError {
 }
 
 /// Draw pairs from the data position in `c` until a batch is full: decoded and augmented in parallel,
-/// bad samples skipped and counted (too many is an error).
-fn fill(
+/// bad samples skipped and counted (too many is an error). A pure function of (seed, position):
+/// every objective trained from the same position sees the same batches.
+pub fn fill(
     data: &dyn PairSource,
     options: &LoopOptions,
     n: usize,

@@ -4,6 +4,7 @@
 //! probes (Fig. 6), (c) robustness to an art-style shift (Fig. 13), (d) data overlap (§5).
 
 mod emoji;
+pub mod fig2;
 mod synthetic;
 
 use std::fmt::Write as _;

@@ -1,0 +1,457 @@
+//! Figure 2's objectives on one image tower (the same small ViT, data order, augmentation and
+//! tokenizer; only what is learned from the caption differs):
+//!
+//! - `c-tr`: CLIP — contrastive, with the transformer text tower;
+//! - `c-bow`: contrastive with a continuous bag-of-words text encoder (Figure 3's "CBOW or Text
+//!   Transformer": the mean of token embeddings → LayerNorm → linear; `TextPool::Mean`, no blocks);
+//! - `p-bow`: image → bag-of-words prediction over the training vocabulary ([`heads`]);
+//!   `p-bow-sigmoid` is its multi-label ablation;
+//! - `p-lm`: image → caption, a transformer decoder cross-attending to the image tokens.
+//!
+//! [`Model`] trains any of them one batch at a time, scores a zero-shot task with each objective's
+//! own rule ([`Model::zero_shot`]), counts forward FLOPs analytically, and saves and restores its
+//! parameters and AdamW moments for resumable runs ([`state`]).
+
+pub mod heads;
+pub mod state;
+pub mod vocab;
+
+use std::collections::BTreeMap;
+
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use clip_model::source::to_vec;
+use clip_model::{Clip, ClipConfig, VisualTower, l2_normalize};
+use serde::{Deserialize, Serialize};
+
+use crate::optim::{AdamW, AdamWConfig};
+use crate::trainer::{TrainError, ZeroShotSet, zero_shot_accuracy};
+use heads::{CaptionDecoder, DecoderDims, Head, Predictor};
+use vocab::Vocab;
+
+/// One of Figure 2's objectives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    #[serde(rename = "c-bow")]
+    CBow,
+    #[serde(rename = "c-tr")]
+    CTr,
+    #[serde(rename = "p-bow")]
+    PBow,
+    #[serde(rename = "p-bow-sigmoid")]
+    PBowSigmoid,
+    #[serde(rename = "p-lm")]
+    PLm,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::CBow,
+        Kind::CTr,
+        Kind::PBow,
+        Kind::PBowSigmoid,
+        Kind::PLm,
+    ];
+
+    pub fn name(self) -> &'static str {
+        ["c-bow", "c-tr", "p-bow", "p-bow-sigmoid", "p-lm"][self as usize]
+    }
+
+    /// What the paper calls it.
+    pub fn label(self) -> &'static str {
+        [
+            "contrastive, bag-of-words text (C-BoW)",
+            "contrastive, transformer text (C-Tr, CLIP)",
+            "bag-of-words prediction (P-BoW)",
+            "bag-of-words prediction, sigmoid (ablation)",
+            "caption prediction, transformer LM (P-LM)",
+        ][self as usize]
+    }
+
+    pub fn contrastive(self) -> bool {
+        matches!(self, Kind::CBow | Kind::CTr)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Kind, String> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown objective '{s}' (known: {})", known.join(", "))
+            })
+    }
+}
+
+/// The CLIP configuration an objective trains: `base` as it is, or with the bag-of-words text
+/// tower for C-BoW (same width and projection; no blocks, mean pool).
+pub fn model_config(kind: Kind, base: &ClipConfig) -> ClipConfig {
+    let mut c = base.clone();
+    if kind == Kind::CBow {
+        c.text_cfg.layers = 0;
+        c.text_cfg.pool_type = Some("mean".into());
+    }
+    c
+}
+
+/// The caption decoder of P-LM for `base`: the text tower's width, depth, heads and context.
+pub fn decoder_dims(base: &ClipConfig) -> DecoderDims {
+    let t = &base.text_cfg;
+    DecoderDims {
+        width: t.width,
+        layers: t.layers,
+        heads: t.heads,
+        context: t.context_length,
+    }
+}
+
+/// Zero-shot (top-1, top-5) under each of an objective's scoring rules.
+pub type Scores = BTreeMap<String, (f64, f64)>;
+
+/// A model being trained under one objective, with its optimiser.
+#[allow(clippy::large_enum_variant)] // one per run
+pub enum Model {
+    Contrastive {
+        clip: Clip,
+        opt: AdamW,
+    },
+    Predictive {
+        kind: Kind,
+        module: Predictor,
+        opt: AdamW,
+        vocab: Vocab,
+        config: ClipConfig,
+    },
+}
+
+fn vit_of(clip: &Clip) -> Result<clip_model::vit::VisionTransformer, TrainError> {
+    match &clip.module().visual {
+        VisualTower::Vit(v) => Ok(v.clone()),
+        _ => Err(TrainError::Unsupported(
+            "the predictive objectives need a ViT image tower (vision_cfg.patch_size)".into(),
+        )),
+    }
+}
+
+impl Model {
+    /// A fresh model: the image tower is `Clip::random(config, seed)`'s for every objective (the
+    /// same initial weights); heads are drawn from burn's generator seeded with `seed`.
+    pub fn new(
+        kind: Kind,
+        base: &ClipConfig,
+        vocab: &Vocab,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Model, TrainError> {
+        let config = model_config(kind, base);
+        let clip = Clip::random(&config, seed, device)
+            .map_err(|e| TrainError::Unsupported(e.to_string()))?;
+        let adam = AdamWConfig::paper(true);
+        if kind.contrastive() {
+            let opt = AdamW::new(adam, &clip);
+            return Ok(Model::Contrastive { clip, opt });
+        }
+        let visual = vit_of(&clip)?;
+        device.seed(seed ^ 0x0B1E_C71F);
+        let head = match kind {
+            Kind::PLm => Head::Lm(CaptionDecoder::new(
+                base.vision_cfg.width,
+                vocab.len(),
+                decoder_dims(base),
+                device,
+            )),
+            _ => Head::Bow(burn::nn::LinearConfig::new(base.embed_dim, vocab.len()).init(device)),
+        };
+        let module = Predictor { visual, head };
+        let opt = AdamW::for_module(adam, &module);
+        Ok(Model::Predictive {
+            kind,
+            module,
+            opt,
+            vocab: vocab.clone(),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &ClipConfig {
+        match self {
+            Model::Contrastive { clip, .. } => &clip.config,
+            Model::Predictive { config, .. } => config,
+        }
+    }
+
+    /// The CLIP of a contrastive objective.
+    pub fn clip(&self) -> Option<&Clip> {
+        match self {
+            Model::Contrastive { clip, .. } => Some(clip),
+            Model::Predictive { .. } => None,
+        }
+    }
+
+    /// The loss of one batch (`images` `[B, 3, n, n]`, token rows), one AdamW step at `lr`;
+    /// returns the loss.
+    pub fn step(
+        &mut self,
+        images: Tensor<4>,
+        rows: &[Vec<u32>],
+        lr: f64,
+    ) -> Result<f32, TrainError> {
+        match self {
+            Model::Contrastive { clip, opt } => {
+                let (loss, grads) = crate::gradcache::loss_and_grads(
+                    clip,
+                    images,
+                    rows,
+                    usize::MAX,
+                    crate::loss::Objective::Clip,
+                )?;
+                if loss.is_finite() {
+                    opt.step(clip, lr, grads);
+                }
+                Ok(loss)
+            }
+            Model::Predictive {
+                kind,
+                module,
+                opt,
+                vocab,
+                ..
+            } => {
+                let words: Vec<Vec<usize>> = rows.iter().map(|r| vocab.words(r)).collect();
+                let loss = match &module.head {
+                    Head::Bow(lin) => {
+                        let z = lin.forward(module.visual.forward(images, None));
+                        heads::bow_loss(z, &words, *kind == Kind::PBowSigmoid)
+                    }
+                    Head::Lm(dec) => {
+                        let memory = dec.memory(module.visual.forward_tokens(images));
+                        let (inputs, targets, mask) = heads::teacher_forcing(&words, dec.context());
+                        let real: f32 = mask.iter().sum();
+                        let lp = heads::sequence_log_prob(
+                            dec.log_probs(memory, &inputs),
+                            &targets,
+                            &mask,
+                        );
+                        lp.sum() * (-1.0 / real.max(1.0) as f64)
+                    }
+                };
+                let value = to_vec(&loss)[0];
+                if value.is_finite() {
+                    let grads = GradientsParams::from_grads(loss.backward(), &*module);
+                    let m = module.clone();
+                    *module = opt.step_module(m, lr, grads);
+                }
+                Ok(value)
+            }
+        }
+    }
+
+    /// Zero-shot accuracy on `set` under each of the objective's rules: `cosine` (contrastive:
+    /// the prompt-ensemble classifier), `mean-logp` (P-BoW: mean log-probability of the class
+    /// name's words), `sum` / `mean` / `pmi` (P-LM: the prompts' log-likelihood summed, per token,
+    /// and minus a blank image's; averaged over the templates).
+    pub fn zero_shot(&self, set: &ZeroShotSet) -> Result<Scores, TrainError> {
+        let mut out = Scores::new();
+        match self {
+            Model::Contrastive { clip, .. } => {
+                out.insert("cosine".into(), zero_shot_accuracy(clip, set)?);
+            }
+            Model::Predictive {
+                module,
+                vocab,
+                config,
+                kind,
+                ..
+            } => {
+                let tok = clip_tokenizer::Tokenizer::global();
+                let ctx = config.text_cfg.context_length;
+                let name_words: Vec<Vec<usize>> = set
+                    .class_names
+                    .iter()
+                    .map(|c| vocab.words(&tok.encode_truncated(c, ctx).0))
+                    .collect();
+                let device = module.visual.conv1.device();
+                let n = config.image_size();
+                let images = |chunk: &[Vec<f32>]| {
+                    Tensor::<4>::from_data(
+                        TensorData::new(chunk.concat(), [chunk.len(), 3, n, n]),
+                        &device,
+                    )
+                };
+                let k = set.class_names.len();
+                match &module.head {
+                    Head::Bow(lin) => {
+                        let mut scores = Vec::with_capacity(set.images.len() * k);
+                        for chunk in set.images.chunks(64) {
+                            let z = lin
+                                .forward(module.visual.forward(images(chunk), None))
+                                .detach();
+                            let lp = to_vec(&heads::bow_log_probs(z, *kind == Kind::PBowSigmoid));
+                            let v = vocab.len();
+                            for row in lp.chunks(v) {
+                                scores.extend(name_words.iter().map(|w| mean_of(row, w)));
+                            }
+                        }
+                        out.insert("mean-logp".into(), accuracy(&scores, k, &set.labels));
+                    }
+                    Head::Lm(dec) => {
+                        let prompts: Vec<Vec<Vec<usize>>> = set
+                            .templates
+                            .iter()
+                            .map(|t| {
+                                set.class_names
+                                    .iter()
+                                    .map(|c| {
+                                        vocab.words(
+                                            &tok.encode_truncated(&t.replace("{}", c), ctx).0,
+                                        )
+                                    })
+                                    .collect()
+                            })
+                            .collect();
+                        let blank = vec![blank_image(n)];
+                        let blank_mem = dec
+                            .memory(module.visual.forward_tokens(images(&blank)))
+                            .detach();
+                        let m = set.images.len();
+                        let (mut sum, mut mean, mut pmi) =
+                            (vec![0f32; m * k], vec![0f32; m * k], vec![0f32; m * k]);
+                        let t_count = prompts.len() as f32;
+                        for (start, chunk) in (0..).step_by(64).zip(set.images.chunks(64)) {
+                            let mem = dec
+                                .memory(module.visual.forward_tokens(images(chunk)))
+                                .detach();
+                            for per_class in &prompts {
+                                for (c, words) in per_class.iter().enumerate() {
+                                    let rows = vec![words.clone(); chunk.len()];
+                                    let (inp, tgt, mask) =
+                                        heads::teacher_forcing(&rows, dec.context());
+                                    let lp = to_vec(&heads::sequence_log_prob(
+                                        dec.log_probs(mem.clone(), &inp).detach(),
+                                        &tgt,
+                                        &mask,
+                                    ));
+                                    let (inp1, tgt1, mask1) =
+                                        heads::teacher_forcing(&rows[..1], dec.context());
+                                    let base = to_vec(&heads::sequence_log_prob(
+                                        dec.log_probs(blank_mem.clone(), &inp1).detach(),
+                                        &tgt1,
+                                        &mask1,
+                                    ))[0];
+                                    let len = mask1.iter().sum::<f32>().max(1.0);
+                                    for (i, &s) in lp.iter().enumerate() {
+                                        let cell = (start + i) * k + c;
+                                        sum[cell] += s / t_count;
+                                        mean[cell] += s / len / t_count;
+                                        pmi[cell] += (s - base) / t_count;
+                                    }
+                                }
+                            }
+                        }
+                        out.insert("sum".into(), accuracy(&sum, k, &set.labels));
+                        out.insert("mean".into(), accuracy(&mean, k, &set.labels));
+                        out.insert("pmi".into(), accuracy(&pmi, k, &set.labels));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forward FLOPs per training sample (multiply–adds × 2 of every matrix product; attention's
+    /// two products included; element-wise work left out), for a caption of `tokens` tokens.
+    pub fn forward_flops(&self, tokens: f64) -> f64 {
+        let c = self.config();
+        let v = &c.vision_cfg;
+        let p = v.patch_size.unwrap_or(16) as f64;
+        let grid = (v.image_size as f64 / p).powi(2);
+        let t_img = grid + 1.0;
+        let vw = v.width as f64;
+        let vit_layers = match v.layers {
+            clip_model::config::VisionLayers::Vit(l) => l as f64,
+            clip_model::config::VisionLayers::ResNet(_) => 0.0,
+        };
+        let block = |t: f64, w: f64, mlp: f64, ctx: f64| {
+            2.0 * t * (4.0 * w * w + 2.0 * w * mlp) + 2.0 * 2.0 * t * ctx * w
+        };
+        let image = 2.0 * grid * 3.0 * p * p * vw
+            + vit_layers * block(t_img, vw, vw * v.mlp_ratio, t_img)
+            + 2.0 * vw * c.embed_dim as f64;
+        let t = &c.text_cfg;
+        let tw = t.width as f64;
+        match self {
+            Model::Contrastive { .. } => {
+                image
+                    + t.layers as f64 * block(tokens, tw, tw * t.mlp_ratio, tokens)
+                    + 2.0 * tw * c.embed_dim as f64
+            }
+            Model::Predictive { module, vocab, .. } => {
+                let vocab = vocab.len() as f64;
+                match &module.head {
+                    Head::Bow(_) => image + 2.0 * c.embed_dim as f64 * vocab,
+                    Head::Lm(_) => {
+                        let d = decoder_dims(c);
+                        let w = d.width as f64;
+                        // self-attention block + cross-attention (q, out on the caption; k, v on
+                        // the image tokens) + feed-forward of 4w
+                        let per_layer = block(tokens, w, 4.0 * w, tokens)
+                            + 2.0 * (2.0 * tokens * w * w + 2.0 * t_img * w * w)
+                            + 2.0 * 2.0 * tokens * t_img * w;
+                        image
+                            + 2.0 * t_img * vw * w
+                            + d.layers as f64 * per_layer
+                            + 2.0 * tokens * w * vocab
+                    }
+                }
+            }
+        }
+    }
+
+    /// Completed optimiser steps.
+    pub fn steps(&self) -> u64 {
+        match self {
+            Model::Contrastive { opt, .. } | Model::Predictive { opt, .. } => opt.step,
+        }
+    }
+}
+
+/// A white image, normalised (the emoji background): P-LM's PMI baseline.
+fn blank_image(n: usize) -> Vec<f32> {
+    let white = clip_data::Rgb8 {
+        width: n,
+        height: n,
+        data: vec![255; n * n * 3],
+    };
+    clip_data::Preprocess::clip(n).normalize(&white)
+}
+
+/// Mean of `row` at `words` (−∞ when none of the words is in the vocabulary).
+fn mean_of(row: &[f32], words: &[usize]) -> f32 {
+    if words.is_empty() {
+        return f32::NEG_INFINITY;
+    }
+    words.iter().map(|&w| row[w]).sum::<f32>() / words.len() as f32
+}
+
+/// Top-1 and top-5 accuracy of row-major `[M, k]` scores.
+fn accuracy(scores: &[f32], k: usize, labels: &[usize]) -> (f64, f64) {
+    let ranks = clip_embed::zeroshot::ranks(scores, k, labels);
+    (
+        clip_embed::zeroshot::top_k(&ranks, 1),
+        clip_embed::zeroshot::top_k(&ranks, 5),
+    )
+}
+
+/// Normalised image features of a contrastive model (for callers that probe it).
+pub fn image_features(clip: &Clip, images: Tensor<4>) -> Vec<f32> {
+    to_vec(&l2_normalize(clip.encode_image(images).detach()))
+}
