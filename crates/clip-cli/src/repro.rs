@@ -20,6 +20,49 @@ pub struct ReproArgs {
 pub enum Experiment {
     /// Figure 2: C-BoW, C-Tr, P-BoW and P-LM on one image tower, zero-shot at 2^10 … 2^17 images
     Fig2(Fig2Args),
+    /// Effective robustness to an unseen art style: zero-shot CLIPs (one or two training styles)
+    /// against a trend of supervised models trained on one style
+    Robustness(RobustnessArgs),
+}
+
+#[derive(Args)]
+pub struct RobustnessArgs {
+    /// The folder written by `clip import-emoji --styles google,twitter,apple --train-styles google,twitter`
+    #[arg(long)]
+    pub emoji: PathBuf,
+    /// Output folder (runs/, results.json, report.md, robustness.png); finished CLIP runs are reused
+    #[arg(long, default_value = "runs/robustness")]
+    pub out: PathBuf,
+    /// The style every model trains on
+    #[arg(long, default_value = "google")]
+    pub source: String,
+    /// The second training style of the two-style CLIP
+    #[arg(long, default_value = "twitter")]
+    pub extra: String,
+    /// The style no model sees (the shift)
+    #[arg(long, default_value = "apple")]
+    pub target: String,
+    /// Images each CLIP processes (a power of two)
+    #[arg(long, default_value_t = 65536)]
+    pub images: u64,
+    /// CLIP seeds
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub seeds: Vec<u64>,
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(2..=4096))]
+    pub batch_size: u64,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Training steps of the from-scratch classifiers (one model each)
+    #[arg(long, value_delimiter = ',', default_value = "25,50,100,200,400")]
+    pub classifier_steps: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "0,1")]
+    pub classifier_seeds: Vec<u64>,
+    /// Seeds of the random-init ViTs whose features are probed
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    pub probe_seeds: Vec<u64>,
+    /// Bootstrap resamples of the intervals
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=100000))]
+    pub bootstrap: u64,
 }
 
 #[derive(Args)]
@@ -98,6 +141,7 @@ pub struct FindingsArgs {
 pub fn run(a: &ReproArgs) -> Result<()> {
     match &a.experiment {
         Some(Experiment::Fig2(f)) => fig2(f),
+        Some(Experiment::Robustness(r)) => robustness(r),
         None => findings(&a.findings),
     }
 }
@@ -130,6 +174,30 @@ fn fig2(a: &Fig2Args) -> Result<()> {
     let r = clip_eval::repro::fig2::run(&options, &mut |line| eprintln!("{line}"))?;
     println!("{}", r.verdict);
     println!("report: {}", r.report.display());
+    Ok(())
+}
+
+fn robustness(a: &RobustnessArgs) -> Result<()> {
+    let options = clip_eval::repro::style_shift::ShiftOptions {
+        out: a.out.clone(),
+        emoji: a.emoji.clone(),
+        source: a.source.clone(),
+        extra: a.extra.clone(),
+        target: a.target.clone(),
+        images: a.images,
+        seeds: a.seeds.clone(),
+        batch_size: a.batch_size as usize,
+        lr: a.lr,
+        classifier_steps: a.classifier_steps.clone(),
+        classifier_seeds: a.classifier_seeds.clone(),
+        probe_seeds: a.probe_seeds.clone(),
+        bootstrap: a.bootstrap as usize,
+        model: clip_train::config::small_model(),
+        templates: clip_embed::templates::templates("emoji")?,
+    };
+    let r = clip_eval::repro::style_shift::run(&options, &mut |line| eprintln!("{line}"))?;
+    println!("{}", r["verdict"].as_str().unwrap_or(""));
+    println!("report: {}", a.out.join("report.md").display());
     Ok(())
 }
 

@@ -436,3 +436,106 @@ fn fig2_runs_resumes_exactly_and_refuses_changed_settings() {
         "x"
     );
 }
+
+#[test]
+fn robustness_fits_a_trend_and_names_missing_styles() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkgs = dir.path().join("pkgs");
+    fake_packages(&pkgs);
+    let emoji = dir.path().join("emoji");
+    let e = emoji.to_str().unwrap().to_owned();
+    let out = dir.path().join("rob");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "repro",
+            "robustness",
+            "--emoji",
+            &e,
+            "--out",
+            out.to_str().unwrap(),
+            "--images",
+            "16",
+            "--batch-size",
+            "8",
+            "--classifier-steps",
+            "2,4",
+            "--classifier-seeds",
+            "0",
+            "--probe-seeds",
+            "0",
+            "--bootstrap",
+            "20",
+        ];
+        args.extend(extra);
+        clip(&args)
+    };
+    // without the two-style manifest: named, with the import command
+    assert!(
+        import(&pkgs, &emoji, &["--styles", "google,twitter,apple"])
+            .status
+            .success()
+    );
+    let o = run(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("train_google+twitter.jsonl' is missing")
+            && err.contains("--train-styles google,twitter"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let o = run(&["--target", "google"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("must be three different styles"), "{err}");
+    let o = import(
+        &pkgs,
+        &emoji,
+        &[
+            "--styles",
+            "google,twitter,apple",
+            "--train-styles",
+            "google,twitter",
+        ],
+    );
+    assert!(o.status.success());
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let models = r["models"].as_array().unwrap();
+    // 2 classifiers + 1 random-feature probe + 1 pixel probe + 2 CLIPs
+    assert_eq!(models.len(), 6, "{r}");
+    let groups: Vec<&str> = models
+        .iter()
+        .map(|m| m["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            "supervised",
+            "supervised",
+            "supervised",
+            "supervised",
+            "google",
+            "google+twitter"
+        ]
+    );
+    for m in models {
+        let iv = m["interval95"].as_array().unwrap();
+        assert!(iv[0].as_f64().unwrap() <= iv[1].as_f64().unwrap(), "{m}");
+        assert!((0.0..=1.0).contains(&m["target"].as_f64().unwrap()));
+    }
+    assert_eq!(r["settings"]["test_source"], 4, "the 4 held-out concepts");
+    assert!(
+        r["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("Effective robustness")
+    );
+    assert!(out.join("robustness.png").is_file());
+    assert!(
+        std::fs::read_to_string(out.join("report.md"))
+            .unwrap()
+            .contains("| probe on raw pixels (16×16) |")
+    );
+}

@@ -35,6 +35,23 @@ const SHORTER: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "repro robustness",
+        &[
+            "--images",
+            "16",
+            "--batch-size",
+            "8",
+            "--classifier-steps",
+            "2",
+            "--classifier-seeds",
+            "0",
+            "--probe-seeds",
+            "0",
+            "--bootstrap",
+            "20",
+        ],
+    ),
+    (
         "repro fig2",
         &[
             "--seeds",

@@ -217,7 +217,7 @@ fn mean_tokens(captions: &[&str], ctx: usize) -> f64 {
 
 /// Train (or continue) one run up to its stop, checkpointing at every budget.
 #[allow(clippy::too_many_arguments)]
-fn run_one(
+pub(super) fn run_one(
     o: &Fig2Options,
     settings: &RunSettings,
     dir: &Path,

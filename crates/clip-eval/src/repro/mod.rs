@@ -5,6 +5,7 @@
 
 mod emoji;
 pub mod fig2;
+pub mod style_shift;
 mod synthetic;
 
 use std::fmt::Write as _;

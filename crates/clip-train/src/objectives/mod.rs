@@ -12,6 +12,7 @@
 //! own rule ([`Model::zero_shot`]), counts forward FLOPs analytically, and saves and restores its
 //! parameters and AdamW moments for resumable runs ([`state`]).
 
+pub mod classifier;
 pub mod heads;
 pub mod state;
 pub mod vocab;
