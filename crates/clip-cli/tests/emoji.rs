@@ -359,6 +359,39 @@ fn fig2_runs_resumes_exactly_and_refuses_changed_settings() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
+    // the background systems run in the same framework
+    let bg = dir.path().join("background");
+    let o = clip(&[
+        "repro",
+        "fig2",
+        "--emoji",
+        &e,
+        "--out",
+        bg.to_str().unwrap(),
+        "--seeds",
+        "0",
+        "--min-images",
+        "16",
+        "--max-images",
+        "16",
+        "--batch-size",
+        "8",
+        "--concepts",
+        "8",
+        "--objectives",
+        "visual-ngrams,hashtags,c-tr-fixed-temperature,c-tr-heavy-augmentation",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bg.join("results.json")).unwrap()).unwrap();
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    assert!(
+        runs[0]["vocabulary"].as_u64().unwrap() > runs[1]["vocabulary"].as_u64().unwrap(),
+        "more n-grams than phrases: {r}"
+    );
+    assert!(runs[2]["vocabulary"].is_null());
+
     // bad input: each named, nothing damaged
     let before = std::fs::read(split.join("runs/p-lm-seed0/progress.json")).unwrap();
     let err = fails(
@@ -398,7 +431,7 @@ fn fig2_runs_resumes_exactly_and_refuses_changed_settings() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(
-        err.contains("unknown objective 'x-lm' (known: c-bow, c-tr, p-bow, p-bow-sigmoid, p-lm)"),
+        err.contains("unknown objective 'x-lm' (known: c-bow, c-tr, p-bow, p-bow-sigmoid, p-lm, visual-ngrams, hashtags, c-tr-fixed-temperature, c-tr-heavy-augmentation)"),
         "{err}"
     );
     let x = dir.path().join("x");

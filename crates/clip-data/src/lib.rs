@@ -86,6 +86,50 @@ pub fn random_square_crop(img: &Rgb8, n: usize, scale: f64, rng: &mut rng::Rng) 
     crop(&resized, left, top, n)
 }
 
+/// ConVIRT's heavier augmentation (Zhang et al. 2020, the one CLIP dropped), at square crops: a random
+/// crop of 60–100% of the short side's square area resized to `n`, a horizontal flip with
+/// probability ½, brightness and contrast each scaled by a factor in [0.6, 1.4], and a Gaussian blur
+/// with σ ∈ [0.1, 3.0] pixels at 224 (scaled to `n`). ConVIRT's small random affine transform is
+/// left out.
+pub fn heavy_augment(img: &Rgb8, n: usize, rng: &mut rng::Rng) -> Rgb8 {
+    let short = img.width.min(img.height);
+    let area = 0.6 + 0.4 * rng.unit();
+    let side = ((short as f64 * area.sqrt()).round() as usize).clamp(1, short);
+    let left = rng.below(img.width - side + 1);
+    let top = rng.below(img.height - side + 1);
+    let mut out = resize::resize_bicubic(&crop(img, left, top, side), n, n);
+    let flip = rng.unit() < 0.5;
+    let brightness = 0.6 + 0.8 * rng.unit();
+    let contrast = 0.6 + 0.8 * rng.unit();
+    let sigma = (0.1 + 2.9 * rng.unit()) * n as f64 / 224.0;
+    if flip {
+        for row in out.data.chunks_exact_mut(n * 3) {
+            for x in 0..n / 2 {
+                for c in 0..3 {
+                    row.swap(x * 3 + c, (n - 1 - x) * 3 + c);
+                }
+            }
+        }
+    }
+    let mean =
+        out.data.iter().map(|&v| v as f64).sum::<f64>() / out.data.len().max(1) as f64 * brightness;
+    let mut v: Vec<f64> = out.data.iter().map(|&p| p as f64 * brightness).collect();
+    for p in &mut v {
+        *p = (*p - mean) * contrast + mean;
+    }
+    out.data = v
+        .iter()
+        .map(|p| p.round().clamp(0.0, 255.0) as u8)
+        .collect();
+    // image's Gaussian blur (f32, edges clamped)
+    if let Some(buf) =
+        ::image::RgbImage::from_raw(n as u32, n as u32, std::mem::take(&mut out.data))
+    {
+        out.data = ::image::imageops::blur(&buf, sigma as f32).into_raw();
+    }
+    out
+}
+
 /// Where the conversion to RGB happens relative to the resize; the references disagree.
 ///
 /// open_clip's `image_transform(n, is_train=False)` and OpenAI's `clip._transform(n)` both run
@@ -225,6 +269,33 @@ impl Preprocess {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heavy_augmentation_flips_jitters_and_keeps_the_size() {
+        // left half black, right half white
+        let data: Vec<u8> = (0..64 * 64)
+            .flat_map(|i| if i % 64 < 32 { [0u8; 3] } else { [255u8; 3] })
+            .collect();
+        let img = Rgb8::new(64, 64, data);
+        let mut flipped = 0;
+        for seed in 0..40 {
+            let out = heavy_augment(&img, 32, &mut rng::Rng::new(seed));
+            assert_eq!(
+                (out.width, out.height, out.data.len()),
+                (32, 32, 32 * 32 * 3)
+            );
+            let left: u32 = out.data[..3].iter().map(|&v| v as u32).sum();
+            let right: u32 = out.data[31 * 3..32 * 3].iter().map(|&v| v as u32).sum();
+            flipped += (left > right) as u32;
+        }
+        assert!(
+            (8..=32).contains(&flipped),
+            "about half flipped: {flipped} of 40"
+        );
+        // a pure function of the generator
+        let a = heavy_augment(&img, 32, &mut rng::Rng::new(7));
+        assert_eq!(a.data, heavy_augment(&img, 32, &mut rng::Rng::new(7)).data);
+    }
 
     #[test]
     fn random_crop_is_seeded_and_inside() {

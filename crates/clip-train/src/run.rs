@@ -322,6 +322,7 @@ pub fn run(cfg: &TrainConfig, options: &RunOptions) -> Result<RunOutput, RunErro
         grad_clip_norm: cfg.grad_clip_norm,
         objective: cfg.loss,
         stop_at: None,
+        heavy_augmentation: false,
     };
     let bar = progress(steps, state.step, options.quiet);
     let summary = train(

@@ -71,6 +71,9 @@ pub struct LoopOptions {
     /// Stop (after that step's checkpoint) before `steps`, as if killed; the schedule still spans `steps`.
     #[serde(skip)]
     pub stop_at: Option<usize>,
+    /// ConVIRT's heavier augmentation ([`clip_data::heavy_augment`]) instead of CLIP's random crop
+    #[serde(default)]
+    pub heavy_augmentation: bool,
 }
 
 /// Errors that stop training.
@@ -280,7 +283,11 @@ pub fn fill(
                     return Err("empty caption".into());
                 }
                 let mut rng = Rng::new(options.seed ^ g.wrapping_mul(0xA24B_AED4_963E_E407));
-                let crop = random_square_crop(&img, n, options.crop_scale, &mut rng);
+                let crop = if options.heavy_augmentation {
+                    clip_data::heavy_augment(&img, n, &mut rng)
+                } else {
+                    random_square_crop(&img, n, options.crop_scale, &mut rng)
+                };
                 Ok((pre.normalize(&crop), caption))
             })
             .collect();

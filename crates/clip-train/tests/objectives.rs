@@ -68,7 +68,7 @@ fn the_bag_of_words_text_tower_ignores_word_order() {
     let err = "x-bow".parse::<Kind>().unwrap_err();
     assert_eq!(
         err,
-        "unknown objective 'x-bow' (known: c-bow, c-tr, p-bow, p-bow-sigmoid, p-lm)"
+        "unknown objective 'x-bow' (known: c-bow, c-tr, p-bow, p-bow-sigmoid, p-lm, visual-ngrams, hashtags, c-tr-fixed-temperature, c-tr-heavy-augmentation)"
     );
 }
 
@@ -81,16 +81,13 @@ fn every_objective_learns_a_repeated_batch_and_scores_a_task() {
             .map(|i| clip_model::source::to_vec(&images.clone().narrow(0, i, 1).detach()))
             .collect(),
         labels: vec![0, 1, 2, 3],
-        class_names: vec![
-            "red cat".into(),
-            "blue dog".into(),
-            "green tree".into(),
-            "yellow sun".into(),
-        ],
-        templates: vec!["a {}".into(), "{}".into()],
+        // the captions themselves: a hashtag model can only name a class that is one of its tags
+        class_names: CAPTIONS.iter().map(|c| c.to_string()).collect(),
+        templates: vec!["{}".into()],
     };
     for kind in Kind::ALL {
-        let mut m = Model::new(kind, &tiny(), &vocab(), 0, &device).unwrap();
+        let v = kind.vocab(12, CAPTIONS.into_iter());
+        let mut m = Model::new(kind, &tiny(), &v, 0, &device).unwrap();
         let first = m.step(images.clone(), &rows, 5e-3).unwrap();
         let mut last = first;
         for _ in 0..15 {
@@ -101,8 +98,10 @@ fn every_objective_learns_a_repeated_batch_and_scores_a_task() {
         let scores = m.zero_shot(&set).unwrap();
         let rules: Vec<&str> = scores.keys().map(String::as_str).collect();
         let want: &[&str] = match kind {
-            Kind::CBow | Kind::CTr => &["cosine"],
-            Kind::PBow | Kind::PBowSigmoid => &["mean-logp"],
+            Kind::CBow | Kind::CTr | Kind::CTrFixedTemperature | Kind::CTrHeavyAugmentation => {
+                &["cosine"]
+            }
+            Kind::PBow | Kind::PBowSigmoid | Kind::VisualNgrams | Kind::Hashtags => &["mean-logp"],
             Kind::PLm => &["mean", "pmi", "sum"],
         };
         assert_eq!(rules, want, "{kind}");
@@ -111,6 +110,17 @@ fn every_objective_learns_a_repeated_batch_and_scores_a_task() {
         assert!(best >= 0.5, "{kind}: {scores:?}");
         assert!(scores.values().all(|s| s.1 >= s.0));
         assert!(m.forward_flops(5.0) > 0.0);
+        match kind {
+            Kind::CTrFixedTemperature => {
+                assert_eq!(
+                    m.clip().unwrap().logit_scale(),
+                    10f32.ln().exp(),
+                    "τ = 0.1 stays"
+                )
+            }
+            Kind::CTr => assert!((m.clip().unwrap().logit_scale() - 1.0 / 0.07).abs() > 1e-4),
+            _ => {}
+        }
     }
 }
 
@@ -127,7 +137,12 @@ fn state_round_trips_parameters_and_moments() {
         let path = dir.path().join(format!("{kind}.safetensors"));
         let mut fresh = Model::new(kind, &tiny(), &vocab(), 9, &device).unwrap();
         match (&m, &mut fresh) {
-            (Model::Contrastive { clip, opt }, Model::Contrastive { clip: c2, opt: o2 }) => {
+            (
+                Model::Contrastive { clip, opt, .. },
+                Model::Contrastive {
+                    clip: c2, opt: o2, ..
+                },
+            ) => {
                 state::save(&path, clip.module(), opt).unwrap();
                 let module = state::load(&path, c2.module().clone(), o2).unwrap();
                 c2.set_module(module);

@@ -34,6 +34,7 @@ fn options(steps: usize) -> LoopOptions {
         grad_clip_norm: None,
         objective: clip_train::Objective::Clip,
         stop_at: None,
+        heavy_augmentation: false,
     }
 }
 

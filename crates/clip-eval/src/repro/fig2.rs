@@ -285,6 +285,7 @@ pub(super) fn run_one(
         grad_clip_norm: None,
         objective: Default::default(),
         stop_at: None,
+        heavy_augmentation: kind == Kind::CTrHeavyAugmentation,
     };
     let n = o.model.image_size();
     let ctx = o.model.text_cfg.context_length;
@@ -363,7 +364,7 @@ pub(super) fn run_one(
 fn save(model: &Model, path: &Path) -> Result<(), EvalError> {
     use clip_train::objectives::state;
     let r = match model {
-        Model::Contrastive { clip, opt } => state::save(path, clip.module(), opt),
+        Model::Contrastive { clip, opt, .. } => state::save(path, clip.module(), opt),
         Model::Predictive { module, opt, .. } => state::save(path, module, opt),
     };
     r.map_err(invalid)
@@ -372,10 +373,14 @@ fn save(model: &Model, path: &Path) -> Result<(), EvalError> {
 fn restore(model: Model, path: &Path) -> Result<Model, EvalError> {
     use clip_train::objectives::state;
     Ok(match model {
-        Model::Contrastive { mut clip, mut opt } => {
+        Model::Contrastive {
+            kind,
+            mut clip,
+            mut opt,
+        } => {
             let m = state::load(path, clip.module().clone(), &mut opt).map_err(invalid)?;
             clip.set_module(m);
-            Model::Contrastive { clip, opt }
+            Model::Contrastive { kind, clip, opt }
         }
         Model::Predictive {
             kind,
@@ -588,11 +593,6 @@ pub fn run(o: &Fig2Options, say: &mut dyn FnMut(String)) -> Result<Fig2, EvalErr
     };
     let captions: Vec<&str> = manifest.pairs.iter().map(|(_, c)| c.as_str()).collect();
     let ctx = o.model.text_cfg.context_length;
-    let vocab = Vocab::build(
-        clip_tokenizer::Tokenizer::global(),
-        ctx,
-        captions.iter().copied(),
-    );
     let tokens = mean_tokens(&captions, ctx);
     let n = o.model.image_size();
     let task = eval_task(o, n)?;
@@ -604,6 +604,7 @@ pub fn run(o: &Fig2Options, say: &mut dyn FnMut(String)) -> Result<Fig2, EvalErr
     let mut runs = Vec::new();
     let mut complete = true;
     for &kind in &o.objectives {
+        let vocab = kind.vocab(ctx, captions.iter().copied());
         for &seed in &o.seeds {
             let settings = RunSettings {
                 objective: kind,
@@ -635,7 +636,8 @@ pub fn run(o: &Fig2Options, say: &mut dyn FnMut(String)) -> Result<Fig2, EvalErr
                 .last()
                 .map_or(0.0, |c| c.images as f64 / c.train_seconds.max(1e-9));
             runs.push(json!({"objective": kind, "seed": seed, "checkpoints": cps,
-                "samples_per_s": samples_per_s, "forward_flops_per_sample":
+                "samples_per_s": samples_per_s, "vocabulary": (!kind.contrastive()).then(|| vocab.len()),
+                "forward_flops_per_sample":
                 cps.last().map_or(0.0, |c| c.flops / c.images as f64 / 3.0)}));
         }
     }
@@ -656,7 +658,7 @@ pub fn run(o: &Fig2Options, say: &mut dyn FnMut(String)) -> Result<Fig2, EvalErr
     let results = json!({
         "settings": {"data": o.data, "pairs": captions.len(), "eval": o.eval, "concepts": o.concepts, "task_images": task.images.len(),
             "seeds": o.seeds, "batch_size": o.batch_size, "lr": o.lr, "min_images": o.min_images,
-            "max_images": o.max_images, "vocabulary": vocab.len(), "mean_caption_tokens": tokens,
+            "max_images": o.max_images, "mean_caption_tokens": tokens,
             "model": serde_json::from_str::<serde_json::Value>(&o.model.to_json()).unwrap_or_default(),
             "machine": machine()},
         "runs": runs,
@@ -768,8 +770,7 @@ fn markdown(
         s,
         "Ours: the same small ViT trained on `{}` ({} caption–image pairs) by each objective with the \
          same batches (batch {}, lr {}, cosine schedule over 2^{:.0} images), seeds {:?}; zero-shot on {} \
-         concepts ({} images) in {}, styles the models never saw. Vocabulary of the predictive heads: \
-         {} tokens. {}\n",
+         concepts ({} images) in {}, styles the models never saw. {}\n",
         o.data.display(),
         results["settings"]["pairs"],
         o.batch_size,
@@ -783,7 +784,6 @@ fn markdown(
             .map(|p| format!("`{}`", p.display()))
             .collect::<Vec<_>>()
             .join(" and "),
-        results["settings"]["vocabulary"],
         machine()
     );
     let budgets: BTreeSet<u64> = curves.values().flat_map(|c| c.keys().copied()).collect();
@@ -791,11 +791,11 @@ fn markdown(
     for n in &budgets {
         let _ = write!(s, " 2^{:.0} |", log2(*n));
     }
-    s += " samples/s | forward GFLOPs/sample |\n|---|";
+    s += " samples/s | forward GFLOPs/sample | output units |\n|---|";
     for _ in &budgets {
         s += "---|";
     }
-    s += "---|---|\n";
+    s += "---|---|---|\n";
     for (&k, c) in curves {
         let _ = write!(s, "| {} |", k.label());
         for n in &budgets {
@@ -837,7 +837,11 @@ fn markdown(
             .first()
             .and_then(|r| r["forward_flops_per_sample"].as_f64())
             .unwrap_or(0.0);
-        let _ = writeln!(s, " {sps:.1} | {:.3} |", f / 1e9);
+        let units = runs
+            .first()
+            .and_then(|r| r["vocabulary"].as_u64())
+            .map_or("—".to_string(), |v| v.to_string());
+        let _ = writeln!(s, " {sps:.1} | {:.3} | {units} |", f / 1e9);
     }
     s += "\nCells: zero-shot top-1 / top-5 (%), seed mean (range) at each number of images processed. \
           P-LM's cell is its best rule; every rule is in `results.json` (sum, length-normalised mean, PMI \

@@ -8,6 +8,19 @@
 //!   `p-bow-sigmoid` is its multi-label ablation;
 //! - `p-lm`: image → caption, a transformer decoder cross-attending to the image tokens.
 //!
+//! The background systems the paper places CLIP among, as options of the same framework, each with
+//! its zero-shot rule:
+//!
+//! - `visual-ngrams` (Li et al. 2017): the bag of the caption's 1–3-grams (the 16,384 most frequent),
+//!   zero-shot by the mean log-probability of a class name's n-grams;
+//! - `hashtags` (Mahajan et al. 2018): the caption's comma-separated phrases (the emoji's names and
+//!   CLDR keywords) as tags, softmax against the normalised tag set; zero-shot by the class name's
+//!   log-probability as a tag;
+//! - ConVIRT (Zhang et al. 2020) with CLIP's simplifications undone one at a time:
+//!   `c-tr-fixed-temperature` (τ = 0.1, not learned) and `c-tr-heavy-augmentation` (ConVIRT's crops,
+//!   flips, colour jitter and blur). Its non-linear projection head and sentence sampling, DeViSE
+//!   and LDA-topic supervision are not built yet.
+//!
 //! [`Model`] trains any of them one batch at a time, scores a zero-shot task with each objective's
 //! own rule ([`Model::zero_shot`]), counts forward FLOPs analytically, and saves and restores its
 //! parameters and AdamW moments for resumable runs ([`state`]).
@@ -30,7 +43,8 @@ use crate::trainer::{TrainError, ZeroShotSet, zero_shot_accuracy};
 use heads::{CaptionDecoder, DecoderDims, Head, Predictor};
 use vocab::Vocab;
 
-/// One of Figure 2's objectives.
+/// One of Figure 2's objectives, or one of the background systems' as an option of the same
+/// framework.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Kind {
     #[serde(rename = "c-bow")]
@@ -43,19 +57,48 @@ pub enum Kind {
     PBowSigmoid,
     #[serde(rename = "p-lm")]
     PLm,
+    /// Visual N-Grams (Li et al. 2017): the bag of 1–3-grams of the caption
+    #[serde(rename = "visual-ngrams")]
+    VisualNgrams,
+    /// hashtag supervision (Mahajan et al. 2018): the caption's comma-separated phrases as tags
+    #[serde(rename = "hashtags")]
+    Hashtags,
+    /// ConVIRT's fixed temperature (τ = 0.1) instead of CLIP's learned one
+    #[serde(rename = "c-tr-fixed-temperature")]
+    CTrFixedTemperature,
+    /// ConVIRT's heavier augmentation (crops of 60–100% area, flips, colour jitter, blur)
+    #[serde(rename = "c-tr-heavy-augmentation")]
+    CTrHeavyAugmentation,
 }
 
+/// Vocabulary caps of the n-gram and phrase heads (the most frequent units are kept).
+pub const MAX_UNITS: usize = 16_384;
+
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 9] = [
         Kind::CBow,
         Kind::CTr,
         Kind::PBow,
         Kind::PBowSigmoid,
         Kind::PLm,
+        Kind::VisualNgrams,
+        Kind::Hashtags,
+        Kind::CTrFixedTemperature,
+        Kind::CTrHeavyAugmentation,
     ];
 
     pub fn name(self) -> &'static str {
-        ["c-bow", "c-tr", "p-bow", "p-bow-sigmoid", "p-lm"][self as usize]
+        [
+            "c-bow",
+            "c-tr",
+            "p-bow",
+            "p-bow-sigmoid",
+            "p-lm",
+            "visual-ngrams",
+            "hashtags",
+            "c-tr-fixed-temperature",
+            "c-tr-heavy-augmentation",
+        ][self as usize]
     }
 
     /// What the paper calls it.
@@ -66,11 +109,42 @@ impl Kind {
             "bag-of-words prediction (P-BoW)",
             "bag-of-words prediction, sigmoid (ablation)",
             "caption prediction, transformer LM (P-LM)",
+            "Visual N-Grams (1–3-gram prediction)",
+            "hashtag (phrase) prediction",
+            "C-Tr with ConVIRT's fixed temperature",
+            "C-Tr with ConVIRT's heavier augmentation",
         ][self as usize]
     }
 
     pub fn contrastive(self) -> bool {
-        matches!(self, Kind::CBow | Kind::CTr)
+        matches!(
+            self,
+            Kind::CBow | Kind::CTr | Kind::CTrFixedTemperature | Kind::CTrHeavyAugmentation
+        )
+    }
+
+    /// The output units of a predictive objective.
+    pub fn units(self) -> vocab::Units {
+        match self {
+            Kind::VisualNgrams => vocab::Units::Ngrams(3),
+            Kind::Hashtags => vocab::Units::Phrases,
+            _ => vocab::Units::Tokens,
+        }
+    }
+
+    /// The vocabulary this objective predicts over, from the training captions.
+    pub fn vocab<'a>(self, ctx: usize, captions: impl Iterator<Item = &'a str>) -> Vocab {
+        let cap = match self.units() {
+            vocab::Units::Tokens => usize::MAX,
+            _ => MAX_UNITS,
+        };
+        Vocab::build_units(
+            clip_tokenizer::Tokenizer::global(),
+            ctx,
+            captions,
+            self.units(),
+            cap,
+        )
     }
 }
 
@@ -101,6 +175,9 @@ pub fn model_config(kind: Kind, base: &ClipConfig) -> ClipConfig {
         c.text_cfg.layers = 0;
         c.text_cfg.pool_type = Some("mean".into());
     }
+    if kind == Kind::CTrFixedTemperature {
+        c.init_logit_scale = Some(10f64.ln());
+    }
     c
 }
 
@@ -122,6 +199,7 @@ pub type Scores = BTreeMap<String, (f64, f64)>;
 #[allow(clippy::large_enum_variant)] // one per run
 pub enum Model {
     Contrastive {
+        kind: Kind,
         clip: Clip,
         opt: AdamW,
     },
@@ -159,7 +237,7 @@ impl Model {
         let adam = AdamWConfig::paper(true);
         if kind.contrastive() {
             let opt = AdamW::new(adam, &clip);
-            return Ok(Model::Contrastive { clip, opt });
+            return Ok(Model::Contrastive { kind, clip, opt });
         }
         let visual = vit_of(&clip)?;
         device.seed(seed ^ 0x0B1E_C71F);
@@ -207,14 +285,18 @@ impl Model {
         lr: f64,
     ) -> Result<f32, TrainError> {
         match self {
-            Model::Contrastive { clip, opt } => {
-                let (loss, grads) = crate::gradcache::loss_and_grads(
+            Model::Contrastive { kind, clip, opt } => {
+                let (loss, mut grads) = crate::gradcache::loss_and_grads(
                     clip,
                     images,
                     rows,
                     usize::MAX,
                     crate::loss::Objective::Clip,
                 )?;
+                if *kind == Kind::CTrFixedTemperature {
+                    // the temperature stays where it was set
+                    grads.remove::<1>(clip.module().logit_scale.id);
+                }
                 if loss.is_finite() {
                     opt.step(clip, lr, grads);
                 }

@@ -1,70 +1,121 @@
-//! The training vocabulary of the predictive objectives (P-BoW, P-LM): every BPE token of the
-//! training captions, in a compact index (0 = start, 1 = end, 2… = the tokens by first appearance
-//! in sorted order). Predicting over it instead of all 49,408 BPE ids keeps the output layers
-//! small; a token outside it (in a class name never seen in training) cannot be predicted and is
-//! left out of a score.
+//! The output vocabularies of the predictive objectives, over the training captions' BPE tokens
+//! in a compact index (0 = start, 1 = end, 2… = the units in sorted order):
+//!
+//! - `Tokens`: every BPE token (P-BoW, P-LM);
+//! - `Ngrams(n)`: every run of 1…n consecutive tokens, the most frequent `max_units` kept (Visual
+//!   N-Grams, Li et al. 2017);
+//! - `Phrases`: every comma-separated phrase of a caption as one unit — the keywords and names of
+//!   the emoji captions, our analogue of hashtags (Mahajan et al. 2018).
+//!
+//! Predicting over these instead of all 49,408 BPE ids keeps the output layers small; a unit
+//! outside the vocabulary (in a class name never seen in training) cannot be predicted and is left
+//! out of a score.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use clip_tokenizer::Tokenizer;
-use serde::{Deserialize, Serialize};
 
 pub const BOS: usize = 0;
 pub const EOS: usize = 1;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// CLIP's BPE id of ",".
+const COMMA: u32 = 267;
+
+/// What one output unit is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Units {
+    Tokens,
+    Ngrams(usize),
+    Phrases,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Vocab {
-    /// compact index − 2 → BPE id
-    pub tokens: Vec<u32>,
-    #[serde(skip)]
-    index: HashMap<u32, usize>,
+    pub units: Units,
+    /// compact index − 2 → the unit's BPE ids
+    pub keys: Vec<Vec<u32>>,
+    index: HashMap<Vec<u32>, usize>,
 }
 
 impl Vocab {
-    /// The vocabulary of `captions` (tokenised with `tok`, cut to `ctx` as in training).
+    /// The token vocabulary of `captions` (tokenised with `tok`, cut to `ctx` as in training).
     pub fn build<'a>(
         tok: &Tokenizer,
         ctx: usize,
         captions: impl Iterator<Item = &'a str>,
     ) -> Vocab {
-        let mut set = BTreeSet::new();
+        Vocab::build_units(tok, ctx, captions, Units::Tokens, usize::MAX)
+    }
+
+    /// The vocabulary of `units` in `captions`: the `max_units` most frequent (ties in sorted order).
+    pub fn build_units<'a>(
+        tok: &Tokenizer,
+        ctx: usize,
+        captions: impl Iterator<Item = &'a str>,
+        units: Units,
+        max_units: usize,
+    ) -> Vocab {
+        let mut counts: BTreeMap<Vec<u32>, usize> = BTreeMap::new();
         for c in captions {
             let (ids, _) = tok.encode_truncated(c, ctx);
-            set.extend(inner(&ids).iter().copied());
+            for u in split(inner(&ids), units) {
+                *counts.entry(u).or_default() += 1;
+            }
         }
-        Vocab::from_tokens(set.into_iter().collect())
+        let mut all: Vec<(Vec<u32>, usize)> = counts.into_iter().collect();
+        if all.len() > max_units {
+            all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            all.truncate(max_units);
+            all.sort();
+        }
+        Vocab::from_keys(units, all.into_iter().map(|(k, _)| k).collect())
     }
 
-    pub fn from_tokens(tokens: Vec<u32>) -> Vocab {
-        let index = tokens
+    pub fn from_keys(units: Units, keys: Vec<Vec<u32>>) -> Vocab {
+        let index = keys
             .iter()
             .enumerate()
-            .map(|(i, &t)| (t, i + 2))
+            .map(|(i, k)| (k.clone(), i + 2))
             .collect();
-        Vocab { tokens, index }
+        Vocab { units, keys, index }
     }
 
-    /// Rebuild the lookup after deserialising.
-    pub fn reindexed(self) -> Vocab {
-        Vocab::from_tokens(self.tokens)
+    /// A token vocabulary of exactly `tokens`.
+    pub fn from_tokens(tokens: Vec<u32>) -> Vocab {
+        Vocab::from_keys(Units::Tokens, tokens.into_iter().map(|t| vec![t]).collect())
     }
 
-    /// Output size: the tokens plus start and end.
+    /// Output size: the units plus start and end.
     pub fn len(&self) -> usize {
-        self.tokens.len() + 2
+        self.keys.len() + 2
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
+        self.keys.is_empty()
     }
 
-    /// The compact ids of a tokenised row's words (between its start and end tokens), unknown
-    /// tokens left out.
+    /// The compact ids of a tokenised row's units (between its start and end tokens), in order,
+    /// unknown units left out.
     pub fn words(&self, row: &[u32]) -> Vec<usize> {
-        inner(row)
-            .iter()
-            .filter_map(|t| self.index.get(t).copied())
+        split(inner(row), self.units)
+            .into_iter()
+            .filter_map(|u| self.index.get(&u).copied())
             .collect()
+    }
+}
+
+/// The units of a token sequence.
+fn split(tokens: &[u32], units: Units) -> Vec<Vec<u32>> {
+    match units {
+        Units::Tokens => tokens.iter().map(|&t| vec![t]).collect(),
+        Units::Ngrams(n) => (1..=n.max(1))
+            .flat_map(|k| tokens.windows(k).map(<[u32]>::to_vec))
+            .collect(),
+        Units::Phrases => tokens
+            .split(|&t| t == COMMA)
+            .filter(|p| !p.is_empty())
+            .map(<[u32]>::to_vec)
+            .collect(),
     }
 }
 
@@ -91,8 +142,25 @@ mod tests {
         let w = v.words(&row);
         assert_eq!(w.len(), 2, "dog is not in the vocabulary");
         assert!(w.iter().all(|&i| (2..5).contains(&i)));
-        let json = serde_json::to_string(&v).unwrap();
-        let back: Vocab = serde_json::from_str::<Vocab>(&json).unwrap().reindexed();
-        assert_eq!(back.words(&row), w);
+    }
+
+    #[test]
+    fn ngrams_and_phrases() {
+        let tok = Tokenizer::global();
+        assert_eq!(tok.encode(","), vec![COMMA]);
+        let caps = ["red cat, big dog", "red cat"];
+        let ng = Vocab::build_units(tok, 32, caps.into_iter(), Units::Ngrams(2), usize::MAX);
+        // red, cat, big, dog, ",", and the bigrams red-cat, cat-",", ","-big, big-dog
+        assert_eq!(ng.keys.len(), 9);
+        let (row, _) = tok.encode_truncated("red cat", 32);
+        assert_eq!(ng.words(&row).len(), 3, "red, cat, red cat");
+        let top = Vocab::build_units(tok, 32, caps.into_iter(), Units::Ngrams(2), 3);
+        assert_eq!(top.keys.len(), 3, "the most frequent: red, cat, red cat");
+        assert_eq!(top.words(&row).len(), 3);
+        let ph = Vocab::build_units(tok, 32, caps.into_iter(), Units::Phrases, usize::MAX);
+        assert_eq!(ph.keys.len(), 2, "'red cat' and 'big dog'");
+        assert_eq!(ph.words(&row).len(), 1);
+        let (other, _) = tok.encode_truncated("red dog", 32);
+        assert!(ph.words(&other).is_empty());
     }
 }
