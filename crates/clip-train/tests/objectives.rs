@@ -68,7 +68,7 @@ fn the_bag_of_words_text_tower_ignores_word_order() {
     let err = "x-bow".parse::<Kind>().unwrap_err();
     assert_eq!(
         err,
-        "unknown objective 'x-bow' (known: c-bow, c-tr, p-bow, p-bow-sigmoid, p-lm, visual-ngrams, hashtags, c-tr-fixed-temperature, c-tr-heavy-augmentation)"
+        "unknown objective 'x-bow' (known: c-bow, c-tr, p-bow, p-bow-sigmoid, p-lm, visual-ngrams, hashtags, c-tr-fixed-temperature, c-tr-heavy-augmentation, devise)"
     );
 }
 
@@ -98,10 +98,14 @@ fn every_objective_learns_a_repeated_batch_and_scores_a_task() {
         let scores = m.zero_shot(&set).unwrap();
         let rules: Vec<&str> = scores.keys().map(String::as_str).collect();
         let want: &[&str] = match kind {
-            Kind::CBow | Kind::CTr | Kind::CTrFixedTemperature | Kind::CTrHeavyAugmentation => {
-                &["cosine"]
+            Kind::CBow
+            | Kind::CTr
+            | Kind::CTrFixedTemperature
+            | Kind::CTrHeavyAugmentation
+            | Kind::Devise => &["cosine"],
+            Kind::PBow | Kind::PBowSigmoid | Kind::VisualNgrams | Kind::Hashtags => {
+                &["mean-logp", "pmi"]
             }
-            Kind::PBow | Kind::PBowSigmoid | Kind::VisualNgrams | Kind::Hashtags => &["mean-logp"],
             Kind::PLm => &["mean", "pmi", "sum"],
         };
         assert_eq!(rules, want, "{kind}");

@@ -12,9 +12,10 @@
 //!
 //! The verdict rule is fixed before any run (pre-registered): the finding reproduces if, on the
 //! seed means, C-BoW > P-BoW > P-LM at ≥ 3 of the last 4 checkpoints, and at the last checkpoint
-//! the seed ranges do not overlap (min of the stronger above max of the weaker). P-LM's score at a
-//! checkpoint is its best rule (sum, mean or PMI): generous to the objective the paper ranks
-//! last, so a "reproduces" cannot come from a poor scoring rule. Efficiency ratios are the paper's:
+//! the seed ranges do not overlap (min of the stronger above max of the weaker). A predictive
+//! objective's score at a checkpoint is its best rule (P-BoW: mean log-probability or PMI; P-LM:
+//! sum, mean or PMI): generous to the objectives the paper ranks below the contrastive one, so a
+//! "reproduces" cannot come from a poor scoring rule. Efficiency ratios are the paper's:
 //! the images the stronger objective needs to reach the weaker one's final accuracy, interpolated
 //! in log₂ N (`≥ r` when it is already there at its first checkpoint; "never" when it never gets
 //! there).
@@ -844,8 +845,9 @@ fn markdown(
         let _ = writeln!(s, " {sps:.1} | {:.3} | {units} |", f / 1e9);
     }
     s += "\nCells: zero-shot top-1 / top-5 (%), seed mean (range) at each number of images processed. \
-          P-LM's cell is its best rule; every rule is in `results.json` (sum, length-normalised mean, PMI \
-          against a blank image).\n\n## Efficiency\n\n";
+          A predictive objective's cell is its best rule; every rule is in `results.json` (bag heads: mean \
+          log-probability of the name's units, and PMI against a blank image; P-LM: sum, length-normalised \
+          mean, PMI).\n\n## Efficiency\n\n";
     for r in results["efficiency"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,

@@ -18,14 +18,20 @@
 //!   log-probability as a tag;
 //! - ConVIRT (Zhang et al. 2020) with CLIP's simplifications undone one at a time:
 //!   `c-tr-fixed-temperature` (τ = 0.1, not learned) and `c-tr-heavy-augmentation` (ConVIRT's crops,
-//!   flips, colour jitter and blur). Its non-linear projection head and sentence sampling, DeViSE
-//!   and LDA-topic supervision are not built yet.
+//!   flips, colour jitter and blur);
+//! - `devise` (Frome et al. 2013): the image regressed with a hinge rank loss onto frozen word
+//!   vectors of its caption, trained here on the captions ([`devise`]); zero-shot by the cosine to
+//!   a class name's vector.
+//!
+//! ConVIRT's non-linear projection head and sentence sampling, and LDA-topic supervision, are not
+//! built yet.
 //!
 //! [`Model`] trains any of them one batch at a time, scores a zero-shot task with each objective's
 //! own rule ([`Model::zero_shot`]), counts forward FLOPs analytically, and saves and restores its
 //! parameters and AdamW moments for resumable runs ([`state`]).
 
 pub mod classifier;
+pub mod devise;
 pub mod heads;
 pub mod state;
 pub mod vocab;
@@ -69,13 +75,19 @@ pub enum Kind {
     /// ConVIRT's heavier augmentation (crops of 60–100% area, flips, colour jitter, blur)
     #[serde(rename = "c-tr-heavy-augmentation")]
     CTrHeavyAugmentation,
+    /// DeViSE (Frome et al. 2013): regression onto frozen word vectors of the caption
+    #[serde(rename = "devise")]
+    Devise,
 }
+
+/// Dimensions of DeViSE's word vectors.
+pub const DEVISE_DIM: usize = 128;
 
 /// Vocabulary caps of the n-gram and phrase heads (the most frequent units are kept).
 pub const MAX_UNITS: usize = 16_384;
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::CBow,
         Kind::CTr,
         Kind::PBow,
@@ -85,6 +97,7 @@ impl Kind {
         Kind::Hashtags,
         Kind::CTrFixedTemperature,
         Kind::CTrHeavyAugmentation,
+        Kind::Devise,
     ];
 
     pub fn name(self) -> &'static str {
@@ -98,6 +111,7 @@ impl Kind {
             "hashtags",
             "c-tr-fixed-temperature",
             "c-tr-heavy-augmentation",
+            "devise",
         ][self as usize]
     }
 
@@ -113,6 +127,7 @@ impl Kind {
             "hashtag (phrase) prediction",
             "C-Tr with ConVIRT's fixed temperature",
             "C-Tr with ConVIRT's heavier augmentation",
+            "DeViSE (regression onto caption word vectors)",
         ][self as usize]
     }
 
@@ -138,13 +153,23 @@ impl Kind {
             vocab::Units::Tokens => usize::MAX,
             _ => MAX_UNITS,
         };
-        Vocab::build_units(
-            clip_tokenizer::Tokenizer::global(),
-            ctx,
-            captions,
-            self.units(),
-            cap,
-        )
+        let tok = clip_tokenizer::Tokenizer::global();
+        if self != Kind::Devise {
+            return Vocab::build_units(tok, ctx, captions, self.units(), cap);
+        }
+        let captions: Vec<&str> = captions.collect();
+        let mut v = Vocab::build_units(tok, ctx, captions.iter().copied(), self.units(), cap);
+        let rows: Vec<Vec<usize>> = captions
+            .iter()
+            .map(|c| v.words(&tok.encode_truncated(c, ctx).0))
+            .collect();
+        v.vectors = Some(std::sync::Arc::new(devise::WordVectors::fit(
+            v.len(),
+            &rows,
+            DEVISE_DIM,
+            0,
+        )));
+        v
     }
 }
 
@@ -248,6 +273,14 @@ impl Model {
                 decoder_dims(base),
                 device,
             )),
+            Kind::Devise => {
+                let Some(wv) = &vocab.vectors else {
+                    return Err(TrainError::Unsupported(
+                        "devise needs word vectors: build its vocabulary with Kind::vocab".into(),
+                    ));
+                };
+                Head::Bow(burn::nn::LinearConfig::new(base.embed_dim, wv.dim).init(device))
+            }
             _ => Head::Bow(burn::nn::LinearConfig::new(base.embed_dim, vocab.len()).init(device)),
         };
         let module = Predictor { visual, head };
@@ -313,7 +346,13 @@ impl Model {
                 let loss = match &module.head {
                     Head::Bow(lin) => {
                         let z = lin.forward(module.visual.forward(images, None));
-                        heads::bow_loss(z, &words, *kind == Kind::PBowSigmoid)
+                        match &vocab.vectors {
+                            Some(wv) if *kind == Kind::Devise => {
+                                let t = wv.targets(&words, &z.device());
+                                devise::hinge_rank_loss(l2_normalize(z), t, 0.1)
+                            }
+                            _ => heads::bow_loss(z, &words, *kind == Kind::PBowSigmoid),
+                        }
                     }
                     Head::Lm(dec) => {
                         let memory = dec.memory(module.visual.forward_tokens(images));
@@ -339,8 +378,9 @@ impl Model {
     }
 
     /// Zero-shot accuracy on `set` under each of the objective's rules: `cosine` (contrastive:
-    /// the prompt-ensemble classifier), `mean-logp` (P-BoW: mean log-probability of the class
-    /// name's words), `sum` / `mean` / `pmi` (P-LM: the prompts' log-likelihood summed, per token,
+    /// the prompt-ensemble classifier), `mean-logp` / `pmi` (bag heads: mean log-probability of the
+    /// class name's units, and the same minus a blank image's: a frequent word no longer wins for
+    /// every image), `sum` / `mean` / `pmi` (P-LM: the prompts' log-likelihood summed, per token,
     /// and minus a blank image's; averaged over the templates).
     pub fn zero_shot(&self, set: &ZeroShotSet) -> Result<Scores, TrainError> {
         let mut out = Scores::new();
@@ -372,19 +412,53 @@ impl Model {
                 };
                 let k = set.class_names.len();
                 match &module.head {
-                    Head::Bow(lin) => {
+                    Head::Bow(lin) if *kind == Kind::Devise => {
+                        let wv = vocab.vectors.as_ref().ok_or_else(|| {
+                            TrainError::Unsupported("devise needs word vectors".into())
+                        })?;
+                        let classes: Vec<f32> =
+                            name_words.iter().flat_map(|w| wv.target(w)).collect();
                         let mut scores = Vec::with_capacity(set.images.len() * k);
                         for chunk in set.images.chunks(64) {
+                            let v = to_vec(&l2_normalize(
+                                lin.forward(module.visual.forward(images(chunk), None))
+                                    .detach(),
+                            ));
+                            for row in v.chunks(wv.dim) {
+                                scores.extend(
+                                    classes.chunks(wv.dim).map(|c| {
+                                        row.iter().zip(c).map(|(a, b)| a * b).sum::<f32>()
+                                    }),
+                                );
+                            }
+                        }
+                        out.insert("cosine".into(), accuracy(&scores, k, &set.labels));
+                    }
+                    Head::Bow(lin) => {
+                        let sigmoid = *kind == Kind::PBowSigmoid;
+                        let log_probs = |chunk: &[Vec<f32>]| {
                             let z = lin
                                 .forward(module.visual.forward(images(chunk), None))
                                 .detach();
-                            let lp = to_vec(&heads::bow_log_probs(z, *kind == Kind::PBowSigmoid));
-                            let v = vocab.len();
-                            for row in lp.chunks(v) {
-                                scores.extend(name_words.iter().map(|w| mean_of(row, w)));
+                            to_vec(&heads::bow_log_probs(z, sigmoid))
+                        };
+                        // PMI baseline: the same words' log-probabilities for a blank image
+                        let blank = log_probs(&[blank_image(n)]);
+                        let base: Vec<f32> =
+                            name_words.iter().map(|w| mean_of(&blank, w)).collect();
+                        let mut scores = Vec::with_capacity(set.images.len() * k);
+                        let mut pmi = Vec::with_capacity(set.images.len() * k);
+                        for chunk in set.images.chunks(64) {
+                            for row in log_probs(chunk).chunks(vocab.len()) {
+                                for (w, b) in name_words.iter().zip(&base) {
+                                    let m = mean_of(row, w);
+                                    scores.push(m);
+                                    pmi.push(m - b);
+                                }
                             }
                         }
                         out.insert("mean-logp".into(), accuracy(&scores, k, &set.labels));
+                        out.insert("pmi".into(), accuracy(&pmi, k, &set.labels));
                     }
                     Head::Lm(dec) => {
                         let prompts: Vec<Vec<Vec<usize>>> = set

@@ -35,6 +35,8 @@ pub struct Vocab {
     /// compact index − 2 → the unit's BPE ids
     pub keys: Vec<Vec<u32>>,
     index: HashMap<Vec<u32>, usize>,
+    /// DeViSE's frozen word vectors over these units, when its objective built the vocabulary
+    pub vectors: Option<std::sync::Arc<super::devise::WordVectors>>,
 }
 
 impl Vocab {
@@ -77,7 +79,12 @@ impl Vocab {
             .enumerate()
             .map(|(i, k)| (k.clone(), i + 2))
             .collect();
-        Vocab { units, keys, index }
+        Vocab {
+            units,
+            keys,
+            index,
+            vectors: None,
+        }
     }
 
     /// A token vocabulary of exactly `tokens`.
