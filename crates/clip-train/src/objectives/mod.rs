@@ -23,8 +23,10 @@
 //!   vectors of its caption, trained here on the captions ([`devise`]); zero-shot by the cosine to
 //!   a class name's vector.
 //!
-//! ConVIRT's non-linear projection head and sentence sampling, and LDA-topic supervision, are not
-//! built yet.
+//! - `lda-topics`: the caption's topic mixture under an LDA fitted here by Gibbs sampling
+//!   ([`lda`]); zero-shot by the log-likelihood of a class name's folded-in mixture.
+//!
+//! ConVIRT's non-linear projection head and sentence sampling are not built yet.
 //!
 //! [`Model`] trains any of them one batch at a time, scores a zero-shot task with each objective's
 //! own rule ([`Model::zero_shot`]), counts forward FLOPs analytically, and saves and restores its
@@ -33,6 +35,7 @@
 pub mod classifier;
 pub mod devise;
 pub mod heads;
+pub mod lda;
 pub mod state;
 pub mod vocab;
 
@@ -78,7 +81,15 @@ pub enum Kind {
     /// DeViSE (Frome et al. 2013): regression onto frozen word vectors of the caption
     #[serde(rename = "devise")]
     Devise,
+    /// LDA-topic supervision: predict the caption's topic mixture
+    #[serde(rename = "lda-topics")]
+    LdaTopics,
 }
+
+/// Topics, Gibbs sweeps, and fold-in sweeps of the LDA objective.
+pub const LDA_TOPICS: usize = 64;
+pub const LDA_SWEEPS: usize = 200;
+pub const LDA_FOLD_IN: usize = 50;
 
 /// Dimensions of DeViSE's word vectors.
 pub const DEVISE_DIM: usize = 128;
@@ -87,7 +98,7 @@ pub const DEVISE_DIM: usize = 128;
 pub const MAX_UNITS: usize = 16_384;
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::CBow,
         Kind::CTr,
         Kind::PBow,
@@ -98,6 +109,7 @@ impl Kind {
         Kind::CTrFixedTemperature,
         Kind::CTrHeavyAugmentation,
         Kind::Devise,
+        Kind::LdaTopics,
     ];
 
     pub fn name(self) -> &'static str {
@@ -112,6 +124,7 @@ impl Kind {
             "c-tr-fixed-temperature",
             "c-tr-heavy-augmentation",
             "devise",
+            "lda-topics",
         ][self as usize]
     }
 
@@ -128,6 +141,7 @@ impl Kind {
             "C-Tr with ConVIRT's fixed temperature",
             "C-Tr with ConVIRT's heavier augmentation",
             "DeViSE (regression onto caption word vectors)",
+            "LDA-topic prediction",
         ][self as usize]
     }
 
@@ -154,7 +168,7 @@ impl Kind {
             _ => MAX_UNITS,
         };
         let tok = clip_tokenizer::Tokenizer::global();
-        if self != Kind::Devise {
+        if !matches!(self, Kind::Devise | Kind::LdaTopics) {
             return Vocab::build_units(tok, ctx, captions, self.units(), cap);
         }
         let captions: Vec<&str> = captions.collect();
@@ -163,12 +177,22 @@ impl Kind {
             .iter()
             .map(|c| v.words(&tok.encode_truncated(c, ctx).0))
             .collect();
-        v.vectors = Some(std::sync::Arc::new(devise::WordVectors::fit(
-            v.len(),
-            &rows,
-            DEVISE_DIM,
-            0,
-        )));
+        if self == Kind::Devise {
+            v.vectors = Some(std::sync::Arc::new(devise::WordVectors::fit(
+                v.len(),
+                &rows,
+                DEVISE_DIM,
+                0,
+            )));
+        } else {
+            v.topics = Some(std::sync::Arc::new(lda::Topics::fit(
+                v.len(),
+                &rows,
+                LDA_TOPICS,
+                LDA_SWEEPS,
+                0,
+            )));
+        }
         v
     }
 }
@@ -281,6 +305,15 @@ impl Model {
                 };
                 Head::Bow(burn::nn::LinearConfig::new(base.embed_dim, wv.dim).init(device))
             }
+            Kind::LdaTopics => {
+                let Some(t) = &vocab.topics else {
+                    return Err(TrainError::Unsupported(
+                        "lda-topics needs a topic model: build its vocabulary with Kind::vocab"
+                            .into(),
+                    ));
+                };
+                Head::Bow(burn::nn::LinearConfig::new(base.embed_dim, t.k).init(device))
+            }
             _ => Head::Bow(burn::nn::LinearConfig::new(base.embed_dim, vocab.len()).init(device)),
         };
         let module = Predictor { visual, head };
@@ -351,6 +384,22 @@ impl Model {
                                 let t = wv.targets(&words, &z.device());
                                 devise::hinge_rank_loss(l2_normalize(z), t, 0.1)
                             }
+                            _ if *kind == Kind::LdaTopics => {
+                                let topics = vocab.topics.as_ref().ok_or_else(|| {
+                                    TrainError::Unsupported("lda-topics needs a topic model".into())
+                                })?;
+                                let b = words.len();
+                                let flat: Vec<f32> = words
+                                    .iter()
+                                    .flat_map(|w| topics.mixture(w, LDA_FOLD_IN))
+                                    .collect();
+                                let t = Tensor::<2>::from_data(
+                                    TensorData::new(flat, [b, topics.k]),
+                                    &z.device(),
+                                );
+                                (t * burn::tensor::activation::log_softmax(z, 1)).sum()
+                                    * (-1.0 / b as f64)
+                            }
                             _ => heads::bow_loss(z, &words, *kind == Kind::PBowSigmoid),
                         }
                     }
@@ -395,6 +444,9 @@ impl Model {
                 kind,
                 ..
             } => {
+                // a copy off the autodiff device: thousands of scoring passes must not each
+                // record a graph (that held 24 GB for P-LM's 128 classes × 2 templates)
+                let module = &module.valid();
                 let tok = clip_tokenizer::Tokenizer::global();
                 let ctx = config.text_cfg.context_length;
                 let name_words: Vec<Vec<usize>> = set
@@ -433,6 +485,38 @@ impl Model {
                             }
                         }
                         out.insert("cosine".into(), accuracy(&scores, k, &set.labels));
+                    }
+                    Head::Bow(lin) if *kind == Kind::LdaTopics => {
+                        let topics = vocab.topics.as_ref().ok_or_else(|| {
+                            TrainError::Unsupported("lda-topics needs a topic model".into())
+                        })?;
+                        let classes: Vec<Vec<f32>> = name_words
+                            .iter()
+                            .map(|w| topics.mixture(w, LDA_FOLD_IN))
+                            .collect();
+                        let log_probs = |chunk: &[Vec<f32>]| {
+                            let z = lin
+                                .forward(module.visual.forward(images(chunk), None))
+                                .detach();
+                            to_vec(&burn::tensor::activation::log_softmax(z, 1))
+                        };
+                        let dot = |row: &[f32], c: &[f32]| -> f32 {
+                            row.iter().zip(c).map(|(a, b)| a * b).sum()
+                        };
+                        let blank = log_probs(&[blank_image(n)]);
+                        let base: Vec<f32> = classes.iter().map(|c| dot(&blank, c)).collect();
+                        let (mut scores, mut pmi) = (Vec::new(), Vec::new());
+                        for chunk in set.images.chunks(64) {
+                            for row in log_probs(chunk).chunks(topics.k) {
+                                for (c, b) in classes.iter().zip(&base) {
+                                    let s = dot(row, c);
+                                    scores.push(s);
+                                    pmi.push(s - b);
+                                }
+                            }
+                        }
+                        out.insert("topic-loglik".into(), accuracy(&scores, k, &set.labels));
+                        out.insert("pmi".into(), accuracy(&pmi, k, &set.labels));
                     }
                     Head::Bow(lin) => {
                         let sigmoid = *kind == Kind::PBowSigmoid;

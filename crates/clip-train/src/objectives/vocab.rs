@@ -37,6 +37,8 @@ pub struct Vocab {
     index: HashMap<Vec<u32>, usize>,
     /// DeViSE's frozen word vectors over these units, when its objective built the vocabulary
     pub vectors: Option<std::sync::Arc<super::devise::WordVectors>>,
+    /// the LDA topic model over these units, when its objective built the vocabulary
+    pub topics: Option<std::sync::Arc<super::lda::Topics>>,
 }
 
 impl Vocab {
@@ -84,6 +86,7 @@ impl Vocab {
             keys,
             index,
             vectors: None,
+            topics: None,
         }
     }
 
