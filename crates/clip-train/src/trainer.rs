@@ -28,6 +28,12 @@ pub trait PairSource: Sync {
     fn len(&self) -> Option<u64>;
     /// The pair at `index`; an error is a bad sample (skipped and counted).
     fn pair(&self, index: u64) -> Result<(Rgb8, String), String>;
+    /// The pair at `index` drawn at data position `position` (a source that samples, such as
+    /// [`crate::objectives::sentences::SentenceSampled`], draws from it; others ignore it).
+    fn pair_at(&self, index: u64, position: u64) -> Result<(Rgb8, String), String> {
+        let _ = position;
+        self.pair(index)
+    }
 }
 
 impl PairSource for clip_data::synth::SyntheticScenes {
@@ -278,7 +284,7 @@ pub fn fill(
         let got: Vec<Result<(Vec<f32>, String), String>> = picks
             .into_par_iter()
             .map(|(g, p)| {
-                let (img, caption) = data.pair(p)?;
+                let (img, caption) = data.pair_at(p, g)?;
                 if caption.trim().is_empty() {
                     return Err("empty caption".into());
                 }

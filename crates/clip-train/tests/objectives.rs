@@ -68,7 +68,7 @@ fn the_bag_of_words_text_tower_ignores_word_order() {
     let err = "x-bow".parse::<Kind>().unwrap_err();
     assert_eq!(
         err,
-        "unknown objective 'x-bow' (known: c-bow, c-tr, p-bow, p-bow-sigmoid, p-lm, visual-ngrams, hashtags, c-tr-fixed-temperature, c-tr-heavy-augmentation, devise, lda-topics)"
+        "unknown objective 'x-bow' (known: c-bow, c-tr, p-bow, p-bow-sigmoid, p-lm, visual-ngrams, hashtags, c-tr-fixed-temperature, c-tr-heavy-augmentation, devise, lda-topics, c-tr-sentence-sampling)"
     );
 }
 
@@ -102,6 +102,7 @@ fn every_objective_learns_a_repeated_batch_and_scores_a_task() {
             | Kind::CTr
             | Kind::CTrFixedTemperature
             | Kind::CTrHeavyAugmentation
+            | Kind::CTrSentenceSampling
             | Kind::Devise => &["cosine"],
             Kind::LdaTopics => &["pmi", "topic-loglik"],
             Kind::PBow | Kind::PBowSigmoid | Kind::VisualNgrams | Kind::Hashtags => {

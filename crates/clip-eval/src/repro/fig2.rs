@@ -31,8 +31,9 @@ use clip_data::dataset::EvalSet;
 use clip_data::pairs::Pairs;
 use clip_data::rng::{Rng, shuffle};
 use clip_model::ClipConfig;
+use clip_train::objectives::sentences::SentenceSampled;
 use clip_train::objectives::{Kind, Model, Scores, vocab::Vocab};
-use clip_train::trainer::{Counters, LoopOptions, ZeroShotSet, fill};
+use clip_train::trainer::{Counters, LoopOptions, PairSource, ZeroShotSet, fill};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -222,7 +223,7 @@ pub(super) fn run_one(
     o: &Fig2Options,
     settings: &RunSettings,
     dir: &Path,
-    data: &Pairs,
+    data: &dyn PairSource,
     vocab: &Vocab,
     task: &ZeroShotSet,
     tokens: f64,
@@ -623,7 +624,14 @@ pub fn run(o: &Fig2Options, say: &mut dyn FnMut(String)) -> Result<Fig2, EvalErr
                 templates: o.templates.clone(),
             };
             let dir = o.out.join("runs").join(format!("{kind}-seed{seed}"));
-            let cps = run_one(o, &settings, &dir, &data, &vocab, &task, tokens, say)?;
+            let sampled;
+            let source: &dyn PairSource = if kind == Kind::CTrSentenceSampling {
+                sampled = SentenceSampled::new(manifest, seed);
+                &sampled
+            } else {
+                &data
+            };
+            let cps = run_one(o, &settings, &dir, source, &vocab, &task, tokens, say)?;
             complete &= cps.iter().any(|c| c.images == o.max_images);
             for c in &cps {
                 curves

@@ -109,6 +109,8 @@ fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
 
 /// Class scores `[M, classes]` (row-major) of preprocessed `[3, n, n]` images.
 pub fn classifier_scores(module: &Predictor, images: &[Vec<f32>], n: usize) -> Vec<f32> {
+    // off the autodiff device: scoring records no graph
+    let module = &module.valid();
     let Head::Bow(lin) = &module.head else {
         return Vec::new();
     };

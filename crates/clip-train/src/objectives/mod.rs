@@ -18,7 +18,8 @@
 //!   log-probability as a tag;
 //! - ConVIRT (Zhang et al. 2020) with CLIP's simplifications undone one at a time:
 //!   `c-tr-fixed-temperature` (τ = 0.1, not learned) and `c-tr-heavy-augmentation` (ConVIRT's crops,
-//!   flips, colour jitter and blur);
+//!   flips, colour jitter and blur) and `c-tr-sentence-sampling` (one random caption per image
+//!   visit, [`sentences`]);
 //! - `devise` (Frome et al. 2013): the image regressed with a hinge rank loss onto frozen word
 //!   vectors of its caption, trained here on the captions ([`devise`]); zero-shot by the cosine to
 //!   a class name's vector.
@@ -26,7 +27,7 @@
 //! - `lda-topics`: the caption's topic mixture under an LDA fitted here by Gibbs sampling
 //!   ([`lda`]); zero-shot by the log-likelihood of a class name's folded-in mixture.
 //!
-//! ConVIRT's non-linear projection head and sentence sampling are not built yet.
+//! ConVIRT's non-linear projection head is not built yet.
 //!
 //! [`Model`] trains any of them one batch at a time, scores a zero-shot task with each objective's
 //! own rule ([`Model::zero_shot`]), counts forward FLOPs analytically, and saves and restores its
@@ -36,6 +37,7 @@ pub mod classifier;
 pub mod devise;
 pub mod heads;
 pub mod lda;
+pub mod sentences;
 pub mod state;
 pub mod vocab;
 
@@ -84,6 +86,9 @@ pub enum Kind {
     /// LDA-topic supervision: predict the caption's topic mixture
     #[serde(rename = "lda-topics")]
     LdaTopics,
+    /// ConVIRT's sentence sampling: one random caption per image visit
+    #[serde(rename = "c-tr-sentence-sampling")]
+    CTrSentenceSampling,
 }
 
 /// Topics, Gibbs sweeps, and fold-in sweeps of the LDA objective.
@@ -98,7 +103,7 @@ pub const DEVISE_DIM: usize = 128;
 pub const MAX_UNITS: usize = 16_384;
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::CBow,
         Kind::CTr,
         Kind::PBow,
@@ -110,6 +115,7 @@ impl Kind {
         Kind::CTrHeavyAugmentation,
         Kind::Devise,
         Kind::LdaTopics,
+        Kind::CTrSentenceSampling,
     ];
 
     pub fn name(self) -> &'static str {
@@ -125,6 +131,7 @@ impl Kind {
             "c-tr-heavy-augmentation",
             "devise",
             "lda-topics",
+            "c-tr-sentence-sampling",
         ][self as usize]
     }
 
@@ -142,13 +149,18 @@ impl Kind {
             "C-Tr with ConVIRT's heavier augmentation",
             "DeViSE (regression onto caption word vectors)",
             "LDA-topic prediction",
+            "C-Tr with ConVIRT's sentence sampling",
         ][self as usize]
     }
 
     pub fn contrastive(self) -> bool {
         matches!(
             self,
-            Kind::CBow | Kind::CTr | Kind::CTrFixedTemperature | Kind::CTrHeavyAugmentation
+            Kind::CBow
+                | Kind::CTr
+                | Kind::CTrFixedTemperature
+                | Kind::CTrHeavyAugmentation
+                | Kind::CTrSentenceSampling
         )
     }
 
