@@ -387,10 +387,10 @@ fn fig2_runs_resumes_exactly_and_refuses_changed_settings() {
     let runs = r["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 7);
     assert!(
-        runs[0]["vocabulary"].as_u64().unwrap() > runs[1]["vocabulary"].as_u64().unwrap(),
+        runs[0]["output_units"].as_u64().unwrap() > runs[1]["output_units"].as_u64().unwrap(),
         "more n-grams than phrases: {r}"
     );
-    assert!(runs[2]["vocabulary"].is_null());
+    assert!(runs[2]["output_units"].is_null());
 
     // bad input: each named, nothing damaged
     let before = std::fs::read(split.join("runs/p-lm-seed0/progress.json")).unwrap();
@@ -440,6 +440,11 @@ fn fig2_runs_resumes_exactly_and_refuses_changed_settings() {
         args.extend(extra);
         fails(&args)
     };
+    let err = bare(&["--batch-size", "12"]);
+    assert!(
+        err.contains("--batch-size 12 must be a power of two"),
+        "{err}"
+    );
     let err = bare(&["--min-images", "24"]);
     assert!(
         err.contains("--min-images 24 must be a power of two"),
@@ -456,6 +461,20 @@ fn fig2_runs_resumes_exactly_and_refuses_changed_settings() {
     let o = fig2(&dir.path().join("x"), &["--seeds", "0"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--seeds names 0 twice"), "{err}");
+    // a damaged progress file is named, not silently started over
+    let progress_file = split.join("runs/c-bow-seed0/progress.json");
+    std::fs::write(&progress_file, "{").unwrap();
+    let o = fig2(&split, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is damaged or from another version"), "{err}");
+    assert_eq!(std::fs::read_to_string(&progress_file).unwrap(), "{");
+    // one state file per run: the one progress.json names
+    let states: Vec<String> = std::fs::read_dir(whole.join("runs/p-lm-seed0"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("state-"))
+        .collect();
+    assert_eq!(states, ["state-0000004.safetensors"]);
     // a folder holding something else is refused
     let other = dir.path().join("other");
     std::fs::create_dir_all(&other).unwrap();

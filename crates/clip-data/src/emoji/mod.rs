@@ -413,6 +413,15 @@ pub fn import(p: &Packages, out: &Path, o: &ImportOptions) -> Result<ImportSumma
         _ => Vec::new(),
     };
     let concepts = read_concepts(&datasource, &o.styles, o.skin_tones)?;
+    // an earlier import's record goes first: until this import writes its own, the folder is not
+    // a complete import (a failure part-way must not leave a mix that looks like one)
+    let earlier = read_json(&out.join("import.json")).ok();
+    if earlier.is_some() {
+        std::fs::remove_file(out.join("import.json")).map_err(|e| EmojiError::Write {
+            path: out.join("import.json").display().to_string(),
+            msg: e.to_string(),
+        })?;
+    }
     // seeded held-out split of concepts
     let mut rng = Rng::new(o.seed ^ 0xE410_7777);
     let mut order: Vec<usize> = (0..concepts.len()).collect();
@@ -511,7 +520,6 @@ pub fn import(p: &Packages, out: &Path, o: &ImportOptions) -> Result<ImportSumma
     // manifests an earlier import here wrote and this one does not are removed (they would
     // describe another import); nothing else is touched
     let names: HashSet<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-    let earlier = read_json(&out.join("import.json")).ok();
     for (name, text) in &files {
         crate::out::write_file(&out.join(name), text.as_bytes())?;
     }

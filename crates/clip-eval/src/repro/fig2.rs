@@ -192,8 +192,26 @@ fn eval_task(o: &Fig2Options, n: usize) -> Result<ZeroShotSet, EvalError> {
     })
 }
 
-fn read_json<T: for<'a> Deserialize<'a>>(path: &Path) -> Option<T> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+/// `None` when `path` does not exist; an error naming it when it exists but cannot be read as a
+/// `T` (a damaged or foreign file is never silently started over).
+fn read_json<T: for<'a> Deserialize<'a>>(path: &Path) -> Result<Option<T>, EvalError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(invalid(format!("cannot read '{}': {e}", path.display()))),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        invalid(format!(
+            "'{}' is damaged or from another version ({e}); remove its run folder to start that run over",
+            path.display()
+        ))
+    })
+}
+
+/// The state file of a run at `step` (each checkpoint writes a new one; `progress.json` names the
+/// step of the one to resume from, so a kill between the two writes loses nothing).
+fn state_file(dir: &Path, step: usize) -> PathBuf {
+    dir.join(format!("state-{step:07}.safetensors"))
 }
 
 /// The first setting that differs between a saved run and this one, as (name, saved, now).
@@ -228,16 +246,15 @@ pub(super) fn run_one(
     task: &ZeroShotSet,
     tokens: f64,
     say: &mut dyn FnMut(String),
-) -> Result<Vec<Checkpoint>, EvalError> {
+) -> Result<(Vec<Checkpoint>, Option<usize>), EvalError> {
     let device = clip_model::default_device().autodiff();
     let kind = settings.objective;
     let mut model = Model::new(kind, &o.model, vocab, settings.seed, &device)
         .map_err(|e| invalid(e.to_string()))?;
     let settings_path = dir.join("settings.json");
     let progress_path = dir.join("progress.json");
-    let state_path = dir.join("state.safetensors");
     let mut progress = Progress::default();
-    if let Some(saved) = read_json::<RunSettings>(&settings_path) {
+    if let Some(saved) = read_json::<RunSettings>(&settings_path)? {
         if let Some((name, was, now)) = first_difference(&saved, settings) {
             return Err(invalid(format!(
                 "'{}' was started with {name} = {was}; this run asks for {now}. Resume with the same \
@@ -245,9 +262,10 @@ pub(super) fn run_one(
                 dir.display()
             )));
         }
-        if let Some(p) = read_json::<Progress>(&progress_path)
+        if let Some(p) = read_json::<Progress>(&progress_path)?
             && p.step > 0
         {
+            let state_path = state_file(dir, p.step);
             model = restore(model, &state_path)?;
             if model.steps() as usize != p.step {
                 return Err(invalid(format!(
@@ -347,10 +365,24 @@ pub(super) fn run_one(
                 progress.checkpoints.retain(|c| c.images != images_done);
                 progress.checkpoints.push(cp);
             }
+            let earlier = std::fs::read_dir(dir)
+                .map(|d| {
+                    d.filter_map(|e| e.ok().map(|e| e.path()))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            let state_path = state_file(dir, progress.step);
             save(&model, &state_path)?;
             let text =
                 serde_json::to_string_pretty(&progress).map_err(|e| invalid(e.to_string()))?;
             clip_data::out::write_file(&progress_path, text.as_bytes())?;
+            // only now is an older state no longer the one to resume from
+            for p in earlier {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.starts_with("state-") && name.ends_with(".safetensors") && p != state_path {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
         }
     }
     if progress.step >= total_steps
@@ -360,7 +392,7 @@ pub(super) fn run_one(
         clip_model::save_clip(clip, &dir.join("model"))
             .map_err(|e| invalid(format!("cannot save '{}': {e}", dir.display())))?;
     }
-    Ok(progress.checkpoints)
+    Ok((progress.checkpoints, model.output_units()))
 }
 
 fn save(model: &Model, path: &Path) -> Result<(), EvalError> {
@@ -447,6 +479,9 @@ fn efficiency(curves: &Curves, strong: Kind, weak: Kind, seeds: usize) -> (Optio
         return (None, "no checkpoints".into());
     };
     let s: Vec<(u64, f64)> = s.into_iter().filter(|(n, _)| *n <= n_weak).collect();
+    if s.is_empty() {
+        return (None, format!("no checkpoints of {strong} to compare"));
+    }
     match images_to_reach(&s, target) {
         Some((n, true)) => {
             let r = n_weak as f64 / n;
@@ -557,6 +592,12 @@ const COLORS: [[u8; 3]; 5] = [
 
 /// Run (or continue) every objective and seed, then write the results, report and plot.
 pub fn run(o: &Fig2Options, say: &mut dyn FnMut(String)) -> Result<Fig2, EvalError> {
+    if !o.batch_size.is_power_of_two() {
+        return Err(invalid(format!(
+            "--batch-size {} must be a power of two (checkpoints fall at powers of two of images)",
+            o.batch_size
+        )));
+    }
     for (name, v) in [
         ("--min-images", o.min_images),
         ("--max-images", o.max_images),
@@ -631,7 +672,7 @@ pub fn run(o: &Fig2Options, say: &mut dyn FnMut(String)) -> Result<Fig2, EvalErr
             } else {
                 &data
             };
-            let cps = run_one(o, &settings, &dir, source, &vocab, &task, tokens, say)?;
+            let (cps, units) = run_one(o, &settings, &dir, source, &vocab, &task, tokens, say)?;
             complete &= cps.iter().any(|c| c.images == o.max_images);
             for c in &cps {
                 curves
@@ -645,7 +686,7 @@ pub fn run(o: &Fig2Options, say: &mut dyn FnMut(String)) -> Result<Fig2, EvalErr
                 .last()
                 .map_or(0.0, |c| c.images as f64 / c.train_seconds.max(1e-9));
             runs.push(json!({"objective": kind, "seed": seed, "checkpoints": cps,
-                "samples_per_s": samples_per_s, "vocabulary": (!kind.contrastive()).then(|| vocab.len()),
+                "samples_per_s": samples_per_s, "output_units": units,
                 "forward_flops_per_sample":
                 cps.last().map_or(0.0, |c| c.flops / c.images as f64 / 3.0)}));
         }
@@ -655,7 +696,7 @@ pub fn run(o: &Fig2Options, say: &mut dyn FnMut(String)) -> Result<Fig2, EvalErr
     let pairs = [
         (Kind::CBow, Kind::PBow),
         (Kind::PBow, Kind::PLm),
-        (Kind::CTr, Kind::PLm),
+        (Kind::CBow, Kind::PLm),
     ];
     let mut ratios = Vec::new();
     for (s, w) in pairs {
@@ -848,7 +889,7 @@ fn markdown(
             .unwrap_or(0.0);
         let units = runs
             .first()
-            .and_then(|r| r["vocabulary"].as_u64())
+            .and_then(|r| r["output_units"].as_u64())
             .map_or("—".to_string(), |v| v.to_string());
         let _ = writeln!(s, " {sps:.1} | {:.3} | {units} |", f / 1e9);
     }
@@ -866,7 +907,8 @@ fn markdown(
             match (r["stronger"].as_str(), r["weaker"].as_str()) {
                 (Some("c-bow"), Some("p-bow")) => "4×",
                 (Some("p-bow"), Some("p-lm")) => "3×",
-                _ => "12× (4 × 3)",
+                (Some("c-bow"), Some("p-lm")) => "12× (4 × 3)",
+                _ => "—",
             }
         );
     }

@@ -83,15 +83,21 @@ fn all(n: usize) -> Vec<usize> {
 /// (source, target) accuracies of each model on the resampled indices, the trend through the
 /// supervised ones, and each CLIP's effective robustness.
 pub fn effective(models: &[Scored], src: &[usize], tgt: &[usize]) -> (LogitFit, Vec<f64>) {
+    // the trend is fitted and read at smoothed accuracies, (c + ½)/(n + 1): a model at 0% or 100%
+    // on a small (resampled) test set would otherwise sit at logit ±13.8 and pull the whole line
+    let smooth = |v: &[bool], idx: &[usize]| {
+        let c = idx.iter().filter(|&&i| v[i]).count() as f64;
+        (c + 0.5) / (idx.len() as f64 + 1.0)
+    };
     let pts: Vec<(f64, f64)> = models
         .iter()
         .filter(|m| m.group == "supervised")
-        .map(|m| (acc(&m.source, src), acc(&m.target, tgt)))
+        .map(|m| (smooth(&m.source, src), smooth(&m.target, tgt)))
         .collect();
     let fit = LogitFit::fit(&pts);
     let er = models
         .iter()
-        .map(|m| fit.effective_robustness(acc(&m.source, src), acc(&m.target, tgt)))
+        .map(|m| acc(&m.target, tgt) - fit.predict(smooth(&m.source, src)))
         .collect();
     (fit, er)
 }
@@ -521,6 +527,8 @@ fn draw(models: &[Scored], fit: &LogitFit, path: &Path, o: &ShiftOptions) -> Res
             .filter(|m| m.group != "supervised")
             .map(|m| m.group.as_str())
             .collect();
+        // one legend entry per group (seeds alternate the groups)
+        g.sort();
         g.dedup();
         g
     };

@@ -36,34 +36,32 @@ fn normals(n: usize, rng: &mut Rng) -> Vec<f32> {
 /// PPMI of tokens co-occurring in the same caption, `[v, v]` over compact ids (`captions` hold
 /// compact word ids).
 pub fn ppmi(v: usize, captions: &[Vec<usize>]) -> Vec<f32> {
-    let mut counts = vec![0f64; v * v];
+    // sparse counts: a caption of a few words touches few cells of the v × v matrix
+    let mut counts: std::collections::HashMap<(usize, usize), f64> = Default::default();
     for c in captions {
         for (a, &i) in c.iter().enumerate() {
             for (b, &j) in c.iter().enumerate() {
                 if a != b {
-                    counts[i * v + j] += 1.0;
+                    *counts.entry((i, j)).or_default() += 1.0;
                 }
             }
         }
     }
-    let total: f64 = counts.iter().sum();
-    if total == 0.0 {
-        return vec![0.0; v * v];
-    }
-    let rows: Vec<f64> = counts.chunks(v).map(|r| r.iter().sum()).collect();
-    let smoothed: Vec<f64> = (0..v)
-        .map(|j| (0..v).map(|i| counts[i * v + j]).sum::<f64>().powf(0.75))
-        .collect();
-    let smoothed_total: f64 = smoothed.iter().sum();
     let mut out = vec![0f32; v * v];
-    for i in 0..v {
-        for j in 0..v {
-            let c = counts[i * v + j];
-            if c > 0.0 {
-                let pmi = (c / total / (rows[i] / total * smoothed[j] / smoothed_total)).ln();
-                out[i * v + j] = pmi.max(0.0) as f32;
-            }
-        }
+    let total: f64 = counts.values().sum();
+    if total == 0.0 {
+        return out;
+    }
+    let (mut rows, mut cols) = (vec![0f64; v], vec![0f64; v]);
+    for (&(i, j), &c) in &counts {
+        rows[i] += c;
+        cols[j] += c;
+    }
+    let smoothed: Vec<f64> = cols.iter().map(|c| c.powf(0.75)).collect();
+    let smoothed_total: f64 = smoothed.iter().sum();
+    for (&(i, j), &c) in &counts {
+        let pmi = (c / total / (rows[i] / total * smoothed[j] / smoothed_total)).ln();
+        out[i * v + j] = pmi.max(0.0) as f32;
     }
     out
 }

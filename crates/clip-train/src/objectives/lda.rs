@@ -1,7 +1,7 @@
 //! LDA-topic supervision (the paper's §2.1 lists topic models among the earlier ways of learning
 //! from text paired with images): a small latent Dirichlet allocation is fitted to the training
-//! captions by collapsed Gibbs sampling (Griffiths & Steyvers 2004; α = 50/K, β = 0.01), the image
-//! tower learns to predict each caption's topic mixture (softmax cross-entropy against the
+//! captions by collapsed Gibbs sampling (Griffiths & Steyvers 2004; β = 0.01, and α = 0.1 rather
+//! than their 50/K, which would swamp captions of a few words with the prior), the image tower learns to predict each caption's topic mixture (softmax cross-entropy against the
 //! mixture), and a class is recognised by the log-likelihood of its name's topic mixture (folded in
 //! by Gibbs sampling with the topics held fixed) under the image's predicted topics.
 //!

@@ -175,8 +175,10 @@ impl Kind {
 
     /// The vocabulary this objective predicts over, from the training captions.
     pub fn vocab<'a>(self, ctx: usize, captions: impl Iterator<Item = &'a str>) -> Vocab {
-        let cap = match self.units() {
-            vocab::Units::Tokens => usize::MAX,
+        let cap = match (self, self.units()) {
+            // DeViSE's PPMI matrix is vocabulary²: its most frequent 8,192 tokens (256 MB)
+            (Kind::Devise, _) => MAX_UNITS / 2,
+            (_, vocab::Units::Tokens) => usize::MAX,
             _ => MAX_UNITS,
         };
         let tok = clip_tokenizer::Tokenizer::global();
@@ -549,7 +551,7 @@ impl Model {
                                 for (w, b) in name_words.iter().zip(&base) {
                                     let m = mean_of(row, w);
                                     scores.push(m);
-                                    pmi.push(m - b);
+                                    pmi.push(minus(m, *b));
                                 }
                             }
                         }
@@ -648,7 +650,7 @@ impl Model {
                     + 2.0 * tw * c.embed_dim as f64
             }
             Model::Predictive { module, vocab, .. } => {
-                let vocab = vocab.len() as f64;
+                let vocab = self.output_units().unwrap_or(vocab.len()) as f64;
                 match &module.head {
                     Head::Bow(_) => image + 2.0 * c.embed_dim as f64 * vocab,
                     Head::Lm(_) => {
@@ -666,6 +668,17 @@ impl Model {
                     }
                 }
             }
+        }
+    }
+
+    /// Output width of a predictive head (vocabulary, word-vector or topic count).
+    pub fn output_units(&self) -> Option<usize> {
+        match self {
+            Model::Contrastive { .. } => None,
+            Model::Predictive { module, .. } => Some(match &module.head {
+                Head::Bow(lin) => lin.weight.dims()[1],
+                Head::Lm(dec) => dec.out.weight.dims()[1],
+            }),
         }
     }
 
@@ -695,16 +708,64 @@ fn mean_of(row: &[f32], words: &[usize]) -> f32 {
     words.iter().map(|&w| row[w]).sum::<f32>() / words.len() as f32
 }
 
-/// Top-1 and top-5 accuracy of row-major `[M, k]` scores.
+/// Top-1 and top-5 accuracy of row-major `[M, k]` scores, pessimistic: a tie with another class
+/// counts against the true one, and a true class scored NaN or −∞ (a name with no unit in the
+/// vocabulary) ranks last — bag heads give equal scores to names with equal bags.
 fn accuracy(scores: &[f32], k: usize, labels: &[usize]) -> (f64, f64) {
-    let ranks = clip_embed::zeroshot::ranks(scores, k, labels);
+    let ranks: Vec<usize> = scores
+        .chunks(k.max(1))
+        .zip(labels)
+        .map(|(row, &l)| {
+            let s = row[l];
+            if !(s > f32::NEG_INFINITY) {
+                return k;
+            }
+            row.iter()
+                .enumerate()
+                .filter(|&(j, &x)| j != l && !(x < s))
+                .count()
+        })
+        .collect();
     (
         clip_embed::zeroshot::top_k(&ranks, 1),
         clip_embed::zeroshot::top_k(&ranks, 5),
     )
 }
 
+/// `score − baseline`, −∞ when the score itself is −∞ (never NaN).
+fn minus(score: f32, baseline: f32) -> f32 {
+    if score == f32::NEG_INFINITY {
+        f32::NEG_INFINITY
+    } else {
+        score - baseline
+    }
+}
+
 /// Normalised image features of a contrastive model (for callers that probe it).
 pub fn image_features(clip: &Clip, images: Tensor<4>) -> Vec<f32> {
     to_vec(&l2_normalize(clip.encode_image(images).detach()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ties_and_unscorable_names_count_against_the_true_class() {
+        // row 0: the true class ties with another; row 1: the true class cannot be scored
+        let mut scores = vec![0.5f32, 0.5, 0.1, 0.0, 0.0, 0.0];
+        scores.extend([f32::NEG_INFINITY, 0.2, 0.1, 0.0, 0.0, 0.0]);
+        let (top1, top5) = accuracy(&scores, 6, &[0, 0]);
+        assert_eq!(top1, 0.0);
+        assert_eq!(
+            top5, 0.5,
+            "a tie is still within the top 5; a −∞ class is not"
+        );
+        assert_eq!(accuracy(&[0.9, 0.1, 0.0], 3, &[0]).0, 1.0);
+        assert_eq!(
+            minus(f32::NEG_INFINITY, f32::NEG_INFINITY),
+            f32::NEG_INFINITY
+        );
+        assert_eq!(minus(-1.0, -3.0), 2.0);
+    }
 }
