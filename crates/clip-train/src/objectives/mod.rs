@@ -717,12 +717,12 @@ fn accuracy(scores: &[f32], k: usize, labels: &[usize]) -> (f64, f64) {
         .zip(labels)
         .map(|(row, &l)| {
             let s = row[l];
-            if !(s > f32::NEG_INFINITY) {
+            if s.is_nan() || s == f32::NEG_INFINITY {
                 return k;
             }
             row.iter()
                 .enumerate()
-                .filter(|&(j, &x)| j != l && !(x < s))
+                .filter(|&(j, &x)| j != l && (x >= s || x.is_nan()))
                 .count()
         })
         .collect();
