@@ -189,9 +189,36 @@ impl Chart {
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
             .label_font(("sans-serif", 13))
-            .position(SeriesLabelPosition::LowerRight)
+            .position(self.legend_corner(x0, x1, y0, y1))
             .draw()?;
         Ok(())
+    }
+
+    /// The corner whose box (40% of the width, 35% of the height) covers the fewest data points:
+    /// the legend goes there (lower right when several are equally empty).
+    fn legend_corner(&self, x0: f64, x1: f64, y0: f64, y1: f64) -> SeriesLabelPosition {
+        let tx = |x: f64| if self.log2_x { x.max(1e-12).log2() } else { x };
+        let (w, h) = ((x1 - x0).max(1e-12), (y1 - y0).max(1e-12));
+        let count = |right: bool, top: bool| {
+            self.series
+                .iter()
+                .flat_map(|s| s.points.iter())
+                .filter(|&&(x, y)| {
+                    let (fx, fy) = ((tx(x) - x0) / w, (y - y0) / h);
+                    (if right { fx >= 0.6 } else { fx <= 0.4 })
+                        && (if top { fy >= 0.65 } else { fy <= 0.35 })
+                })
+                .count()
+        };
+        [
+            (SeriesLabelPosition::LowerRight, count(true, false)),
+            (SeriesLabelPosition::UpperLeft, count(false, true)),
+            (SeriesLabelPosition::UpperRight, count(true, true)),
+            (SeriesLabelPosition::LowerLeft, count(false, false)),
+        ]
+        .into_iter()
+        .min_by_key(|(_, n)| *n)
+        .map_or(SeriesLabelPosition::LowerRight, |(p, _)| p)
     }
 
     /// Save as a PNG of 720×480 pixels.
@@ -270,6 +297,28 @@ pub fn save_heatmap(m: &[Vec<u64>], title: &str, path: &Path) -> Result<(), Char
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_legend_goes_to_the_emptiest_corner() {
+        let mut c = Chart {
+            title: "t".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            x_range: (0.0, 10.0),
+            y_range: (0.0, 10.0),
+            log2_x: false,
+            series: vec![Series::new(
+                "rising",
+                vec![(0.0, 0.0), (9.0, 1.0), (10.0, 2.0)],
+                BLUE,
+                Style::Line,
+            )],
+        };
+        let corner = |c: &Chart| c.legend_corner(0.0, 10.0, 0.0, 10.0);
+        assert!(matches!(corner(&c), SeriesLabelPosition::UpperLeft));
+        c.series[0].points = vec![(0.0, 9.0), (5.0, 5.0), (10.0, 9.0)];
+        assert!(matches!(corner(&c), SeriesLabelPosition::LowerRight));
+    }
 
     #[test]
     fn ticks_have_no_float_noise() {
