@@ -67,7 +67,7 @@ pub struct RobustnessArgs {
 
 #[derive(Args)]
 pub struct Fig2Args {
-    /// The folder written by `clip import-emoji` (with the styles named by --train-style and --eval-styles)
+    /// The folder written by `clip import-emoji` (its train_google.jsonl and the eval_STYLE_seen.jsonl of --eval-styles)
     #[arg(long)]
     pub emoji: PathBuf,
     /// Output folder (runs/, results.json, report.md, fig2.png); an earlier fig2 folder is resumed
@@ -82,7 +82,8 @@ pub struct Fig2Args {
     /// Concepts in the fixed zero-shot task
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(2..=100000))]
     pub concepts: u64,
-    /// Objectives (c-bow, c-tr, p-bow, p-bow-sigmoid, p-lm)
+    /// Objectives: c-bow, c-tr, p-bow, p-lm (Figure 2); p-bow-sigmoid, visual-ngrams, hashtags, devise,
+    /// lda-topics, c-tr-fixed-temperature, c-tr-heavy-augmentation, c-tr-sentence-sampling
     #[arg(long, value_delimiter = ',', default_value = "c-bow,c-tr,p-bow,p-lm")]
     pub objectives: Vec<clip_train::objectives::Kind>,
     /// Seeds: each objective is trained once per seed
