@@ -566,7 +566,7 @@ fn report(o: &ShiftOptions, r: &serde_json::Value) -> String {
          attributes to training on diverse data.\n\nHere: {} subcategory classes; supervised baselines \
          learn them from {} training concepts' `{}` images; CLIPs learn from captions of `{}` alone or \
          `{}+{}` ({} images processed each); all are tested on {} held-out concepts in `{}` and {} in `{}` \
-         (a style none of them saw). Trend: logit(target) = {:.3}·logit(source) + {:.3}. {}.\n",
+         (a style none of them saw). Trend: logit(target) = {:.3}·logit(source) {:+.3}. {}.\n",
         r["settings"]["classes"],
         r["settings"]["train_images"],
         o.source,
