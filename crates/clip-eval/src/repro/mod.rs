@@ -5,6 +5,7 @@
 
 mod emoji;
 pub mod fig2;
+mod fig2_report;
 pub mod style_shift;
 mod synthetic;
 
