@@ -514,21 +514,11 @@ impl Model {
                                 .detach();
                             to_vec(&burn::tensor::activation::log_softmax(z, 1))
                         };
-                        let dot = |row: &[f32], c: &[f32]| -> f32 {
-                            row.iter().zip(c).map(|(a, b)| a * b).sum()
+                        let dot = |row: &[f32], c: usize| -> f32 {
+                            row.iter().zip(&classes[c]).map(|(a, b)| a * b).sum()
                         };
-                        let blank = log_probs(&[blank_image(n)]);
-                        let base: Vec<f32> = classes.iter().map(|c| dot(&blank, c)).collect();
-                        let (mut scores, mut pmi) = (Vec::new(), Vec::new());
-                        for chunk in set.images.chunks(64) {
-                            for row in log_probs(chunk).chunks(topics.k) {
-                                for (c, b) in classes.iter().zip(&base) {
-                                    let s = dot(row, c);
-                                    scores.push(s);
-                                    pmi.push(s - b);
-                                }
-                            }
-                        }
+                        let (scores, pmi) =
+                            scores_and_pmi(&set.images, k, topics.k, n, log_probs, dot);
                         out.insert("topic-loglik".into(), accuracy(&scores, k, &set.labels));
                         out.insert("pmi".into(), accuracy(&pmi, k, &set.labels));
                     }
@@ -540,21 +530,9 @@ impl Model {
                                 .detach();
                             to_vec(&heads::bow_log_probs(z, sigmoid))
                         };
-                        // PMI baseline: the same words' log-probabilities for a blank image
-                        let blank = log_probs(&[blank_image(n)]);
-                        let base: Vec<f32> =
-                            name_words.iter().map(|w| mean_of(&blank, w)).collect();
-                        let mut scores = Vec::with_capacity(set.images.len() * k);
-                        let mut pmi = Vec::with_capacity(set.images.len() * k);
-                        for chunk in set.images.chunks(64) {
-                            for row in log_probs(chunk).chunks(vocab.len()) {
-                                for (w, b) in name_words.iter().zip(&base) {
-                                    let m = mean_of(row, w);
-                                    scores.push(m);
-                                    pmi.push(minus(m, *b));
-                                }
-                            }
-                        }
+                        let mean = |row: &[f32], c: usize| mean_of(row, &name_words[c]);
+                        let (scores, pmi) =
+                            scores_and_pmi(&set.images, k, vocab.len(), n, log_probs, mean);
                         out.insert("mean-logp".into(), accuracy(&scores, k, &set.labels));
                         out.insert("pmi".into(), accuracy(&pmi, k, &set.labels));
                     }
@@ -698,6 +676,33 @@ fn blank_image(n: usize) -> Vec<f32> {
         data: vec![255; n * n * 3],
     };
     clip_data::Preprocess::clip(n).normalize(&white)
+}
+
+/// Every image's score for each of `k` classes, `score(row, class)` over the head's output row of
+/// `width` values per image (`outputs` of a chunk of preprocessed images), and the same minus a
+/// blank image's score (PMI: a class that scores high for every image no longer wins them all).
+fn scores_and_pmi(
+    images: &[Vec<f32>],
+    k: usize,
+    width: usize,
+    n: usize,
+    outputs: impl Fn(&[Vec<f32>]) -> Vec<f32>,
+    score: impl Fn(&[f32], usize) -> f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let blank = outputs(&[blank_image(n)]);
+    let base: Vec<f32> = (0..k).map(|c| score(&blank, c)).collect();
+    let mut scores = Vec::with_capacity(images.len() * k);
+    let mut pmi = Vec::with_capacity(images.len() * k);
+    for chunk in images.chunks(64) {
+        for row in outputs(chunk).chunks(width) {
+            for (c, b) in base.iter().enumerate() {
+                let s = score(row, c);
+                scores.push(s);
+                pmi.push(minus(s, *b));
+            }
+        }
+    }
+    (scores, pmi)
 }
 
 /// Mean of `row` at `words` (−∞ when none of the words is in the vocabulary).
