@@ -160,15 +160,16 @@ impl Embedder {
         Ok(emb)
     }
 
-    /// Run inference in `precision` ([`Clip::set_precision`]); the fingerprint gains its name.
+    /// Run inference in `precision` ([`Clip::set_precision`]: f32 packs the weights for the
+    /// CPU kernels where that is faster); the fingerprint gains the name of a reduced precision.
     pub fn set_precision(&mut self, precision: Precision) -> Result<(), EmbedError> {
-        if precision == self.clip.precision() {
-            return Ok(());
-        }
+        let before = self.clip.precision();
         self.clip
             .set_precision(precision)
             .map_err(|e| EmbedError::Model(e.into()))?;
-        self.fingerprint = format!("{}+{precision}", self.fingerprint);
+        if precision != before {
+            self.fingerprint = format!("{}+{precision}", self.fingerprint);
+        }
         Ok(())
     }
 

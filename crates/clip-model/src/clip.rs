@@ -54,6 +54,8 @@ pub struct Clip {
     folded: OnceLock<Option<FoldedResNet>>,
     /// The precision of inference ([`Clip::set_precision`]).
     precision: Precision,
+    /// Whether [`Clip::set_precision`] packed the weights (their f32 parameters are freed).
+    packed: bool,
 }
 
 impl Clip {
@@ -176,6 +178,7 @@ impl Clip {
             bindings: rec.bindings,
             folded: OnceLock::new(),
             precision: Precision::F32,
+            packed: false,
         })
     }
 
@@ -206,6 +209,7 @@ impl Clip {
         self.module = module;
         self.folded = OnceLock::new();
         self.precision = Precision::F32;
+        self.packed = false;
     }
 
     /// Bytes of weights held: the parameters (f32; emptied ones count 0), the packed layers of
@@ -237,18 +241,25 @@ impl Clip {
 
     /// Run inference in `precision` ([`crate::lowp`]): every transformer block's projections and
     /// MLP, the pooling layers and the ResNet's folded convolutions are packed in bf16 or int8, and
-    /// their f32 weights freed. One way: afterwards the model serves CPU inference only (no
-    /// training, saving or fingerprinting: take the fingerprint first). Errors off the CPU and
-    /// when asked to go back to f32.
+    /// their f32 weights freed. f32 packs them too, values unchanged, where the CPU runs the
+    /// AVX-512 f32 kernel ([`crate::lowp::packs`]; elsewhere, and off the CPU, f32 leaves the
+    /// model as it is). One way: a packed model serves CPU inference only (no training, saving
+    /// or fingerprinting: take the fingerprint first). Errors off the CPU for bf16 and int8, and
+    /// when asked for another precision once packed.
     pub fn set_precision(&mut self, precision: Precision) -> Result<(), LoadError> {
-        if precision == self.precision {
-            return Ok(());
-        }
-        if self.precision != Precision::F32 {
+        if self.packed {
+            if precision == self.precision {
+                return Ok(());
+            }
             return Err(LoadError::Unsupported(format!(
                 "this model already runs in {}; load it again for {precision}",
                 self.precision
             )));
+        }
+        if precision == Precision::F32
+            && (!crate::lowp::packs(precision) || self.device() != crate::cpu())
+        {
+            return Ok(());
         }
         if self.device() != crate::cpu() {
             return Err(LoadError::Unsupported(format!(
@@ -271,6 +282,7 @@ impl Clip {
         }
         self.module.text.transformer.set_precision(precision);
         self.precision = precision;
+        self.packed = true;
         Ok(())
     }
 
@@ -291,7 +303,7 @@ impl Clip {
                 Some(f) => f.forward(r, images, capture),
                 None => {
                     assert!(
-                        self.precision == Precision::F32,
+                        !self.packed,
                         "a {} model runs on f32 CPU tensors without autodiff only",
                         self.precision
                     );
@@ -376,8 +388,9 @@ impl Clip {
     /// Panics on a model whose weights were packed by [`Clip::set_precision`] (they are gone).
     pub fn for_each_state(&self, mut f: impl FnMut(&str, RawTensor)) {
         assert!(
-            self.precision == Precision::F32,
-            "the f32 weights of a {} model were freed; take its state before set_precision",
+            !self.packed,
+            "the f32 weights of this model were packed for {} inference; take its state before \
+             set_precision",
             self.precision
         );
         /// Each parameter's tensor (a shared handle, not a copy) and how to copy it out, by id.

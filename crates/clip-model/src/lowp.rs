@@ -1,6 +1,12 @@
-//! Reduced-precision inference (`--precision bf16|int8`): the weights of linear layers and
-//! convolutions stored in bf16 or int8, multiplied with f32 accumulation.
+//! Weights packed once at load for CPU inference: the linear layers and convolutions of
+//! reduced precision (`--precision bf16|int8`), stored in bf16 or int8 and multiplied with f32
+//! accumulation, and on AVX-512 CPUs those of f32 too.
 //!
+//! - **f32**: the values unchanged, laid out in panels of 16 columns so that the kernel streams
+//!   them in order (`vfmadd231ps`, one rounding per product, summed in input order). `gemm`
+//!   packs its right operand on every call, which at batch 1 (50 tokens, 49 pixels) costs as
+//!   much as the product: its products run at 72–78% of the CPU's FP32 peak at those sizes,
+//!   these at 86–97% (2 threads, Zen 4). Without AVX-512 f32 stays with `gemm`.
 //! - **bf16**: weights rounded to bf16 (nearest even); each activation row is rounded to bf16 too
 //!   and pairs of products are summed in f32 (AVX-512 BF16's `vdpbf16ps`, as oneDNN's bf16 path
 //!   does). Half the weight memory.
@@ -11,8 +17,8 @@
 //!   Products are summed exactly in i32 (AVX-512 VNNI's `vpdpbusd`) and rescaled once:
 //!   `y = s_x·s_w·(Σ q_x·q_w − z_x·Σ q_w) + b`. A quarter of the weight memory.
 //!
-//! Hand-written because no crate in reach multiplies these types on the CPU: `gemm` takes
-//! f16/f32/f64 only, and burn-flex converts bf16 and quantized tensors to f32 before its matmul
+//! Hand-written because no crate in reach multiplies these types on the CPU, or takes a weight
+//! packed once: `gemm` takes f16/f32/f64 only and packs per call, and burn-flex converts bf16 and quantized tensors to f32 before its matmul
 //! (no speed or memory gain). The micro-kernels hold a 6-row × 64-column tile in 24 registers
 //! over weights packed once at load into panels of 16 columns; on CPUs without AVX-512 BF16 or
 //! VNNI (or with `CLIP_NO_AVX512=1`) a portable kernel computes the same sums in the same order
@@ -25,7 +31,14 @@ use rayon::prelude::*;
 
 mod kernels;
 pub use kernels::fast_kernels;
-use kernels::{Tile, bf16_bits, kernel, pack_row_bf16, quantize_row};
+use kernels::{Kind, Tile, bf16_bits, kernel, pack_row_bf16, quantize_row};
+
+/// Whether [`PackedLinear`] serves `precision` on this CPU: always for bf16 and int8 (the
+/// portable kernel where the CPU lacks the instructions); for f32 only where its AVX-512 kernel
+/// runs, since elsewhere `gemm` is faster than the portable loop.
+pub fn packs(precision: Precision) -> bool {
+    precision != Precision::F32 || fast_kernels(Precision::F32)
+}
 
 /// The numeric precision of inference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -87,6 +100,9 @@ const ROW_BLOCK: usize = 16 * MR;
 /// Weights packed by panel: for panel `p` and step `t`, 16 `u32` (one per column) each holding
 /// the column's values at `per` consecutive input indices (2 bf16 or 4 int8, low bits first).
 enum Weights {
+    /// f32 bits, one input index per step: the layout that spares `gemm` packing the weight at
+    /// every call (see [`PackedLinear::new`])
+    F32(Vec<u32>),
     Bf16(Vec<u32>),
     Int8 {
         q: Vec<u32>,
@@ -102,7 +118,7 @@ enum Weights {
 pub struct PackedLinear {
     k: usize,
     n: usize,
-    /// input values per packed step: 2 (bf16) or 4 (int8)
+    /// input values per packed step: 1 (f32), 2 (bf16) or 4 (int8)
     per: usize,
     bias: Vec<f32>,
     w: Weights,
@@ -121,16 +137,18 @@ impl fmt::Debug for PackedLinear {
 }
 
 impl PackedLinear {
-    /// Pack `w` (`k×n`, row-major) and `bias` (`n` values, or none) for `precision`; `None` for
-    /// f32 (nothing to pack). Panics when the slices do not have those sizes (callers pass
-    /// tensors whose shapes the loader checked).
+    /// Pack `w` (`k×n`, row-major) and `bias` (`n` values, or none) for `precision`. f32 weights
+    /// keep their values and change only their layout (panels of 16 columns): worth it only
+    /// where [`fast_kernels`] is true, which callers check (the portable kernel is the
+    /// reference, not a fast path). Panics when the slices do not have those sizes (callers
+    /// pass tensors whose shapes the loader checked).
     pub fn new(
         w: &[f32],
         k: usize,
         n: usize,
         bias: Option<&[f32]>,
         precision: Precision,
-    ) -> Option<PackedLinear> {
+    ) -> PackedLinear {
         assert_eq!(w.len(), k * n, "weight is not {k}×{n}");
         let bias = match bias {
             Some(b) => {
@@ -140,7 +158,7 @@ impl PackedLinear {
             None => vec![0.0; n],
         };
         let per = match precision {
-            Precision::F32 => return None,
+            Precision::F32 => 1,
             Precision::Bf16 => 2,
             Precision::Int8 => 4,
         };
@@ -168,8 +186,24 @@ impl PackedLinear {
             out
         };
         let w = match precision {
+            Precision::F32 => {
+                // a copy of 16-column rows (the general loop's closure per value took ~1 s on
+                // ViT-B-32's 150 M weights)
+                let mut out = vec![0u32; panels * steps * LANES];
+                out.par_chunks_mut(steps * LANES)
+                    .enumerate()
+                    .for_each(|(p, panel)| {
+                        let (c0, cols) = (p * LANES, (n - p * LANES).min(LANES));
+                        for (t, dst) in panel.chunks_exact_mut(LANES).enumerate() {
+                            for (d, v) in dst.iter_mut().zip(&w[t * n + c0..t * n + c0 + cols]) {
+                                *d = v.to_bits();
+                            }
+                        }
+                    });
+                Weights::F32(out)
+            }
             Precision::Bf16 => Weights::Bf16(pack(&|kk, j| bf16_bits(w[kk * n + j]))),
-            _ => {
+            Precision::Int8 => {
                 // per column: the largest magnitude (row by row, so that memory is read in order)
                 let mut max = vec![0f32; n];
                 for row in w.chunks_exact(n.max(1)) {
@@ -207,11 +241,12 @@ impl PackedLinear {
                 Weights::Int8 { q, scale, sum }
             }
         };
-        Some(PackedLinear { k, n, per, bias, w })
+        PackedLinear { k, n, per, bias, w }
     }
 
     pub fn precision(&self) -> Precision {
         match self.w {
+            Weights::F32(_) => Precision::F32,
             Weights::Bf16(_) => Precision::Bf16,
             Weights::Int8 { .. } => Precision::Int8,
         }
@@ -230,7 +265,7 @@ impl PackedLinear {
     /// Bytes held (packed weights, scales, sums and bias).
     pub fn bytes(&self) -> usize {
         let w = match &self.w {
-            Weights::Bf16(q) => q.len() * 4,
+            Weights::F32(q) | Weights::Bf16(q) => q.len() * 4,
             Weights::Int8 { q, scale, sum } => q.len() * 4 + scale.len() * 4 + sum.len() * 4,
         };
         w + self.bias.len() * 4
@@ -271,20 +306,37 @@ impl PackedLinear {
         );
         let fast = fast_kernels(self.precision());
         let steps = self.steps();
-        // each row of x rounded or quantized once, into `steps` packed words
-        let mut a = vec![0u32; m * steps];
+        // each row of x rounded or quantized once, into `steps` packed words (f32 rows are read
+        // where they are, `ld` apart)
+        let packed: Vec<u32>;
         let mut row_scale = vec![(1f32, 0i32); m];
-        match self.w {
-            Weights::Bf16(_) => a
-                .par_chunks_mut(steps)
-                .enumerate()
-                .for_each(|(r, out)| pack_row_bf16(&x[r * ld..r * ld + k], out)),
-            Weights::Int8 { .. } => a
-                .par_chunks_mut(steps)
-                .zip(row_scale.par_iter_mut())
-                .enumerate()
-                .for_each(|(r, (out, s))| *s = quantize_row(&x[r * ld..r * ld + k], out)),
-        }
+        let (a, lda): (&[u32], usize) = match self.w {
+            Weights::F32(_) => {
+                // SAFETY: f32 and u32 have the same size and alignment; the kernels read these
+                // words back as f32 bits.
+                let bits = unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<u32>(), x.len()) };
+                (bits, ld)
+            }
+            Weights::Bf16(_) => {
+                let mut words = vec![0u32; m * steps];
+                words
+                    .par_chunks_mut(steps)
+                    .enumerate()
+                    .for_each(|(r, out)| pack_row_bf16(&x[r * ld..r * ld + k], out));
+                packed = words;
+                (&packed, steps)
+            }
+            Weights::Int8 { .. } => {
+                let mut words = vec![0u32; m * steps];
+                words
+                    .par_chunks_mut(steps)
+                    .zip(row_scale.par_iter_mut())
+                    .enumerate()
+                    .for_each(|(r, (out, s))| *s = quantize_row(&x[r * ld..r * ld + k], out));
+                packed = words;
+                (&packed, steps)
+            }
+        };
         let col_blocks = n.div_ceil(NV * LANES);
         let row_blocks = m.div_ceil(ROW_BLOCK);
         let out = SharedOut(dst.as_mut_ptr());
@@ -301,8 +353,8 @@ impl PackedLinear {
                 while r0 < r_end {
                     let rows = (r_end - r0).min(MR);
                     self.tile(
-                        &a[r0 * steps..],
-                        steps,
+                        &a[r0 * lda..],
+                        lda,
                         rows,
                         c0 / LANES,
                         panels,
@@ -324,27 +376,30 @@ impl PackedLinear {
             });
     }
 
-    /// One micro-tile: `rows` rows of packed activations × `panels` panels from `p0`.
+    /// One micro-tile: `rows` rows of packed activations (`lda` words apart) × `panels` panels
+    /// from `p0`.
     #[allow(clippy::too_many_arguments)]
     fn tile(
         &self,
         a: &[u32],
-        steps: usize,
+        lda: usize,
         rows: usize,
         p0: usize,
         panels: usize,
         fast: bool,
         tile: &mut Tile,
     ) {
-        let (w, int) = match &self.w {
-            Weights::Bf16(q) => (q, false),
-            Weights::Int8 { q, .. } => (q, true),
+        let steps = self.steps();
+        let (w, kind) = match &self.w {
+            Weights::F32(q) => (q, Kind::F32),
+            Weights::Bf16(q) => (q, Kind::Bf16),
+            Weights::Int8 { q, .. } => (q, Kind::Int8),
         };
         let b = &w[p0 * steps * LANES..(p0 + panels) * steps * LANES];
-        let a = &a[..rows * steps];
+        let a = &a[..(rows - 1) * lda + steps];
         macro_rules! go {
             ($r:literal, $v:literal) => {
-                kernel::<$r, $v>(a, b, steps, int, fast, tile)
+                kernel::<$r, $v>(a, lda, b, steps, kind, fast, tile)
             };
         }
         macro_rules! by_panels {
@@ -383,7 +438,10 @@ impl PackedLinear {
         let bias = &self.bias[c0..c0 + cols];
         let mut v = [0f32; NV * LANES];
         match &self.w {
-            Weights::Bf16(_) => v[..cols].copy_from_slice(&tile.f[r][..cols]),
+            Weights::F32(_) | Weights::Bf16(_) => {
+                let bias = if add_bias { bias } else { &[][..] };
+                return kernels::add_row(&tile.f[r][..cols], bias, out, accumulate);
+            }
             Weights::Int8 { scale, sum, .. } => {
                 for (j, v) in v[..cols].iter_mut().enumerate() {
                     let exact = tile.i[r][j] - zx * sum[c0 + j];
@@ -458,8 +516,9 @@ mod tests {
                 for i in 0..k {
                     let (xv, wv) = (x[r * k + i].abs() as f64, w[i * n + j].abs() as f64);
                     b += match p {
+                        Precision::F32 => 0.0,
                         Precision::Bf16 => xv * wv * (2.0 * 2f64.powi(-9) + 2f64.powi(-18)),
-                        _ => xv * sw / 2.0 + wv * sx / 2.0 + sx * sw / 4.0,
+                        Precision::Int8 => xv * sw / 2.0 + wv * sx / 2.0 + sx * sw / 4.0,
                     } + xv * wv * k as f64 * f32::EPSILON as f64;
                 }
                 out[r * n + j] = b + 1e-6;
@@ -474,7 +533,6 @@ mod tests {
         assert_eq!("BF16".parse::<Precision>(), Ok(Precision::Bf16));
         let e = "fp8".parse::<Precision>().unwrap_err();
         assert!(e.contains("'fp8'") && e.contains("f32, bf16, int8"), "{e}");
-        assert!(PackedLinear::new(&[0.0; 4], 2, 2, None, Precision::F32).is_none());
     }
 
     #[test]
@@ -513,8 +571,8 @@ mod tests {
         for (m, k, n) in SHAPES {
             let (x, w, b) = (data(m * k, 1), data(k * n, 2), data(n, 3));
             let want = reference(&x, &w, &b, m, k, n);
-            for p in [Precision::Bf16, Precision::Int8] {
-                let packed = PackedLinear::new(&w, k, n, Some(&b), p).unwrap();
+            for p in [Precision::F32, Precision::Bf16, Precision::Int8] {
+                let packed = PackedLinear::new(&w, k, n, Some(&b), p);
                 let got = packed.forward(&x, m);
                 let bound = bound(&x, &w, m, k, n, p);
                 let mut inexact = false;
@@ -527,7 +585,10 @@ mod tests {
                     );
                     inexact |= e > 1e-5 * v.abs();
                 }
-                assert!(inexact, "{p} gave f32's exact results: nothing was rounded");
+                assert!(
+                    inexact || p == Precision::F32,
+                    "{p} gave f32's exact results: nothing was rounded"
+                );
             }
         }
     }
@@ -541,8 +602,8 @@ mod tests {
         let dense: Vec<f32> = (0..m)
             .flat_map(|r| x[r * ld..r * ld + k].to_vec())
             .collect();
-        for p in [Precision::Bf16, Precision::Int8] {
-            let packed = PackedLinear::new(&w, k, n, Some(&b), p).unwrap();
+        for p in [Precision::F32, Precision::Bf16, Precision::Int8] {
+            let packed = PackedLinear::new(&w, k, n, Some(&b), p);
             let plain = packed.forward(&dense, m);
             let mut dst = vec![1.0f32; m * n];
             packed.matmul_into(m, &x, ld, &mut dst, true, false);
@@ -573,16 +634,21 @@ mod tests {
     fn fast_and_portable_kernels_agree() {
         for (m, k, n) in SHAPES {
             let (x, w) = (data(m * k, 6), data(k * n, 7));
-            for p in [Precision::Bf16, Precision::Int8] {
+            for p in [Precision::F32, Precision::Bf16, Precision::Int8] {
                 if !fast_kernels(p) {
                     eprintln!("{p}: this CPU has no AVX-512 kernel; only the portable one ran");
                     continue;
                 }
-                let packed = PackedLinear::new(&w, k, n, None, p).unwrap();
+                let packed = PackedLinear::new(&w, k, n, None, p);
                 let steps = packed.steps();
                 let mut a = vec![0u32; m.min(MR) * steps];
                 for r in 0..m.min(MR) {
                     match p {
+                        Precision::F32 => {
+                            for (o, v) in a[r * steps..][..steps].iter_mut().zip(&x[r * k..]) {
+                                *o = v.to_bits();
+                            }
+                        }
                         Precision::Bf16 => {
                             pack_row_bf16(&x[r * k..(r + 1) * k], &mut a[r * steps..][..steps])
                         }
@@ -598,6 +664,10 @@ mod tests {
                 packed.tile(&a, steps, rows, 0, panels, false, &mut slow);
                 for r in 0..rows {
                     assert_eq!(fast.i[r], slow.i[r], "{p} int sums, row {r}");
+                    if p == Precision::F32 {
+                        // one fused multiply-add per step, in the same order: the same bits
+                        assert_eq!(fast.f[r], slow.f[r], "f32 sums, row {r}");
+                    }
                     for (f, s) in fast.f[r].iter().zip(&slow.f[r]) {
                         assert!((f - s).abs() <= 1e-5 * (1.0 + s.abs()), "{p}: {f} vs {s}");
                     }

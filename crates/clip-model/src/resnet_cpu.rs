@@ -176,7 +176,8 @@ impl ConvBn {
                 }
             }
         }
-        let packed = PackedLinear::new(&weight, k * k * c_in, c_out, None, precision);
+        let packed = crate::lowp::packs(precision)
+            .then(|| PackedLinear::new(&weight, k * k * c_in, c_out, None, precision));
         if packed.is_some() {
             weight = Vec::new();
         }

@@ -72,12 +72,12 @@ fn pack_weight(
     precision: Precision,
 ) -> Option<Arc<PackedLinear>> {
     let [k, n] = weight.dims();
-    if k == 0 {
+    if k == 0 || !crate::lowp::packs(precision) {
         return None;
     }
     let w = to_vec(&weight.val());
     let b = bias.map(|b| to_vec(&b.val()));
-    let packed = PackedLinear::new(&w, k, n, b.as_deref(), precision)?;
+    let packed = PackedLinear::new(&w, k, n, b.as_deref(), precision);
     let device = weight.device();
     *weight = Param::initialized(weight.id, Tensor::zeros([0, n], &device));
     Some(Arc::new(packed))

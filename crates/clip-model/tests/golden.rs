@@ -38,7 +38,24 @@ fn check(name: &str, weights: &str, format: Format) {
         "{name}: detected format"
     );
     let device = cpu();
-    let clip = load_clip(&path, None, &device).unwrap_or_else(|e| panic!("{name}: {e}"));
+    // as loaded (burn's graph; a ResNet's folded convolutions), then with the weights packed for
+    // the CPU kernels as the embedding pipeline runs them (the same path without AVX-512)
+    for packed in [false, true] {
+        let mut clip = load_clip(&path, None, &device).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if packed {
+            clip.set_precision(clip_model::lowp::Precision::F32)
+                .unwrap();
+        }
+        compare(&format!("{name} (packed: {packed})"), &clip, &golden);
+    }
+}
+
+fn compare(
+    name: &str,
+    clip: &clip_model::Clip,
+    golden: &std::collections::BTreeMap<String, RawTensor>,
+) {
+    let device = cpu();
     let image: &RawTensor = &golden["image"];
     let s = image.shape.clone();
     let images = Tensor::<4>::from_data(

@@ -78,3 +78,39 @@ fn reduced_precision_towers_stay_close_to_f32_and_shrink() {
         }
     }
 }
+
+/// f32 packing (AVX-512 CPUs) changes the layout, not the values: features within f32 summation
+/// error of the unpacked model, the same bytes of weights (up to panel padding), one way.
+#[test]
+fn f32_packing_keeps_values_and_size() {
+    for name in ["rn_openclip_st", "hf_vit"] {
+        let reference = load(name);
+        // before a forward pass builds a ResNet's folded convolutions beside its parameters
+        let before = reference.weight_bytes();
+        let (img, txt) = features(&reference);
+        let mut clip = load(name);
+        clip.set_precision(Precision::F32).unwrap();
+        let (i2, t2) = features(&clip);
+        let d = img
+            .iter()
+            .chain(&txt)
+            .zip(i2.iter().chain(&t2))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let after = clip.weight_bytes();
+        eprintln!(
+            "{name}: f32 packed (AVX-512 kernel: {}) max abs diff {d:e}, weights {before} → {after} bytes",
+            clip_model::lowp::packs(Precision::F32)
+        );
+        assert!(d < 1e-5, "{name}: packed f32 moved a feature by {d}");
+        if clip_model::lowp::packs(Precision::F32) {
+            // (unpacked, a ResNet keeps its folded convolutions beside the parameters)
+            assert!(
+                after <= before + before / 20 && after + after / 20 >= before,
+                "{name}: {before} → {after} bytes"
+            );
+            let err = clip.set_precision(Precision::Bf16).unwrap_err().to_string();
+            assert!(err.contains("already runs in f32"), "{err}");
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! The arithmetic of [`super`]: rows of activations rounded to bf16 or quantized to uint8, and the
-//! micro-kernels that multiply them with packed weight panels — AVX-512 BF16 (`vdpbf16ps`) and
-//! VNNI (`vpdpbusd`) where the CPU has them, a portable loop with the same per-lane arithmetic
-//! elsewhere.
+//! micro-kernels that multiply them with packed weight panels — AVX-512F (`vfmadd231ps`, f32),
+//! AVX-512 BF16 (`vdpbf16ps`) and VNNI (`vpdpbusd`) where the CPU has them, a portable loop with
+//! the same per-lane arithmetic elsewhere.
 
 use super::{LANES, MR, NV, Precision};
 
@@ -19,7 +19,18 @@ pub(super) fn bf16_value(bits: u32) -> f32 {
     f32::from_bits(bits << 16)
 }
 
-/// A micro-tile's sums: f32 (bf16) or i32 (int8).
+/// What the packed words hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// one f32 per word
+    F32,
+    /// two bf16 per word
+    Bf16,
+    /// four int8 (weights) or uint8 (activations) per word
+    Int8,
+}
+
+/// A micro-tile's sums: f32 (f32, bf16) or i32 (int8).
 pub(super) struct Tile {
     pub(super) f: [[f32; NV * LANES]; MR],
     pub(super) i: [[i32; NV * LANES]; MR],
@@ -33,6 +44,36 @@ impl Default for Tile {
         }
     }
 }
+
+/// `out (+)= sums (+ bias)`: a finished tile row into the output (`bias` empty: none), in one
+/// vectorised pass (compiled for the baseline alone, this loop cost a fifth of a product with
+/// 64 inputs).
+pub(super) fn add_row(sums: &[f32], bias: &[f32], out: &mut [f32], accumulate: bool) {
+    add_row_into(crate::fastmath::kernel(), sums, bias, out, accumulate)
+}
+
+multiversion!(
+    fn add_row_into(sums: &[f32], bias: &[f32], out: &mut [f32], accumulate: bool) {
+        match (bias.is_empty(), accumulate) {
+            (true, false) => out.copy_from_slice(&sums[..out.len()]),
+            (true, true) => {
+                for (o, s) in out.iter_mut().zip(sums) {
+                    *o += s;
+                }
+            }
+            (false, false) => {
+                for ((o, s), b) in out.iter_mut().zip(sums).zip(bias) {
+                    *o = s + b;
+                }
+            }
+            (false, true) => {
+                for ((o, s), b) in out.iter_mut().zip(sums).zip(bias) {
+                    *o += s + b;
+                }
+            }
+        }
+    }
+);
 
 /// A row rounded to bf16, two values per word (the lower index in the low half).
 pub(super) fn pack_row_bf16(x: &[f32], out: &mut [u32]) {
@@ -122,7 +163,7 @@ multiversion!(
     }
 );
 
-/// Whether this CPU runs the AVX-512 kernel for `precision` (BF16 or VNNI), unless
+/// Whether this CPU runs the AVX-512 kernel for `precision` (F, BF16 or VNNI), unless
 /// `CLIP_NO_AVX512` is set; else the portable one.
 pub fn fast_kernels(precision: Precision) -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -133,7 +174,8 @@ pub fn fast_kernels(precision: Precision) -> bool {
         match precision {
             Precision::Bf16 => std::is_x86_feature_detected!("avx512bf16"),
             Precision::Int8 => std::is_x86_feature_detected!("avx512vnni"),
-            Precision::F32 => false,
+            // `kernel()` found AVX-512F
+            Precision::F32 => true,
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -143,42 +185,45 @@ pub fn fast_kernels(precision: Precision) -> bool {
     }
 }
 
-/// `R` rows × `V` panels of `Σ_t a[r][t] · b[p][t]` into `tile`, by the AVX-512 kernel when
-/// `fast` (the caller checked the CPU) or the portable one.
+/// `R` rows × `V` panels of `Σ_t a[r][t] · b[p][t]` into `tile` (rows of `a` start `lda` words
+/// apart), by the AVX-512 kernel when `fast` (the caller checked the CPU) or the portable one.
 pub(super) fn kernel<const R: usize, const V: usize>(
     a: &[u32],
+    lda: usize,
     b: &[u32],
     steps: usize,
-    int: bool,
+    kind: Kind,
     fast: bool,
     tile: &mut Tile,
 ) {
-    assert!(a.len() >= R * steps && b.len() >= V * steps * LANES);
+    assert!(lda >= steps && a.len() >= (R - 1) * lda + steps && b.len() >= V * steps * LANES);
     #[cfg(target_arch = "x86_64")]
     if fast {
         // SAFETY: `fast` is true only when `fast_kernels` found the instructions; the slices
         // hold R rows and V panels of `steps` words (asserted above).
         unsafe {
-            if int {
-                avx512::int8::<R, V>(a.as_ptr(), b.as_ptr(), steps, &mut tile.i);
-            } else {
-                avx512::bf16::<R, V>(a.as_ptr(), b.as_ptr(), steps, &mut tile.f);
+            let (a, b) = (a.as_ptr(), b.as_ptr());
+            match kind {
+                Kind::F32 => avx512::fp32::<R, V>(a, lda, b, steps, &mut tile.f),
+                Kind::Bf16 => avx512::bf16::<R, V>(a, lda, b, steps, &mut tile.f),
+                Kind::Int8 => avx512::int8::<R, V>(a, lda, b, steps, &mut tile.i),
             }
         }
         return;
     }
     let _ = fast;
-    if int {
-        portable::<_, R, V>(a, b, steps, &mut tile.i, u8_i8_quad);
-    } else {
-        portable::<_, R, V>(a, b, steps, &mut tile.f, bf16_pair);
+    match kind {
+        Kind::F32 => portable::<_, R, V>(a, lda, b, steps, &mut tile.f, f32_fma),
+        Kind::Bf16 => portable::<_, R, V>(a, lda, b, steps, &mut tile.f, bf16_pair),
+        Kind::Int8 => portable::<_, R, V>(a, lda, b, steps, &mut tile.i, u8_i8_quad),
     }
 }
 
 /// The portable tile: `out[r][lane] = Σ_t mac(·, a[r][t], b[v][t][lane])` with the
-/// per-instruction arithmetic `mac` of [`bf16_pair`] or [`u8_i8_quad`].
+/// per-instruction arithmetic `mac` of [`f32_fma`], [`bf16_pair`] or [`u8_i8_quad`].
 fn portable<T: Copy + Default, const R: usize, const V: usize>(
     a: &[u32],
+    lda: usize,
     b: &[u32],
     steps: usize,
     out: &mut [[T; NV * LANES]; MR],
@@ -187,7 +232,7 @@ fn portable<T: Copy + Default, const R: usize, const V: usize>(
     for r in 0..R {
         let mut acc = [T::default(); NV * LANES];
         for t in 0..steps {
-            let x = a[r * steps + t];
+            let x = a[r * lda + t];
             for v in 0..V {
                 let panel = &b[(v * steps + t) * LANES..][..LANES];
                 for (l, &w) in panel.iter().enumerate() {
@@ -197,6 +242,12 @@ fn portable<T: Copy + Default, const R: usize, const V: usize>(
         }
         out[r] = acc;
     }
+}
+
+/// `vfmadd231ps`'s arithmetic per lane: one product added with a single rounding.
+#[inline(always)]
+fn f32_fma(acc: f32, x: u32, w: u32) -> f32 {
+    f32::from_bits(x).mul_add(f32::from_bits(w), acc)
 }
 
 /// `vdpbf16ps`'s arithmetic per lane: the odd product, then the even one, each added in f32.
@@ -269,14 +320,16 @@ mod avx512 {
         }
     }
 
-    /// `pub unsafe fn $name<R, V>(a, b, steps, out)`: an `R×V` tile (`a`: R rows of `steps`
-    /// words, `b`: V panels of `steps × 16` words) whose accumulators start at `$zero` and take
-    /// one step `$step(acc, x, w)` per packed word, `x` the row's word broadcast to 16 lanes.
+    /// `pub unsafe fn $name<R, V>(a, lda, b, steps, out)`: an `R×V` tile (`a`: R rows of `steps`
+    /// words, `lda` apart; `b`: V panels of `steps × 16` words) whose accumulators start at
+    /// `$zero` and take one step `$step(acc, x, w)` per packed word, `x` the row's word
+    /// broadcast to 16 lanes.
     macro_rules! tile_kernel {
         ($name:ident, $features:literal, $elem:ty, $zero:expr, $step:expr) => {
             #[target_feature(enable = $features)]
             pub unsafe fn $name<const R: usize, const V: usize>(
                 a: *const u32,
+                lda: usize,
                 b: *const u32,
                 steps: usize,
                 out: &mut [[$elem; NV * LANES]; MR],
@@ -289,7 +342,7 @@ mod avx512 {
                         *w = unsafe { _mm512_loadu_si512(b.add((v * steps + t) * LANES).cast()) };
                     }
                     for (r, acc) in acc.iter_mut().enumerate() {
-                        let x = _mm512_set1_epi32(unsafe { *a.add(r * steps + t) } as i32);
+                        let x = _mm512_set1_epi32(unsafe { *a.add(r * lda + t) } as i32);
                         for v in 0..V {
                             acc[v] = $step(acc[v], x, w[v]);
                         }
@@ -309,6 +362,10 @@ mod avx512 {
             }
         };
     }
+
+    tile_kernel!(fp32, "avx512f", f32, _mm512_setzero_ps(), |acc, x, w| {
+        _mm512_fmadd_ps(_mm512_castsi512_ps(x), _mm512_castsi512_ps(w), acc)
+    });
 
     tile_kernel!(
         bf16,
