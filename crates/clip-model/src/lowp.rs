@@ -278,22 +278,15 @@ impl PackedLinear {
     /// `y[m×n] = x[m×k] · W + b` with `x` row-major.
     pub fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
         let mut y = vec![0f32; m * self.n];
-        self.matmul_into(m, x, self.k, &mut y, false, true);
+        self.matmul_into(m, x, self.k, &mut y, Epilogue::BIAS);
         y
     }
 
-    /// `dst[m×n] (+)= x · W (+ b)`: rows of `x` start `ld` values apart (`ld ≥ k`); `dst` is
-    /// row-major; with `accumulate` the product is added to what `dst` holds, with `add_bias` the
-    /// bias too. Runs on all of rayon's threads. Panics when a slice is too short.
-    pub fn matmul_into(
-        &self,
-        m: usize,
-        x: &[f32],
-        ld: usize,
-        dst: &mut [f32],
-        accumulate: bool,
-        add_bias: bool,
-    ) {
+    /// `dst[m×n] = [relu]([dst +] x · W [+ b])`: rows of `x` start `ld` values apart
+    /// (`ld ≥ k`); `dst` is row-major; `then` says which of the bracketed parts apply, done as
+    /// each tile is written (no pass over `dst` of its own). Runs on all of rayon's threads.
+    /// Panics when a slice is too short.
+    pub fn matmul_into(&self, m: usize, x: &[f32], ld: usize, dst: &mut [f32], then: Epilogue) {
         let (k, n) = (self.k, self.n);
         assert!(ld >= k, "row stride {ld} is below the row length {k}");
         assert!(dst.len() >= m * n, "output holds fewer than {m}×{n} values");
@@ -369,7 +362,7 @@ impl PackedLinear {
                         let row = unsafe {
                             std::slice::from_raw_parts_mut(out.get().add((r0 + r) * n + c0), cols)
                         };
-                        self.finish(&tile, r, c0, row_scale[r0 + r], row, accumulate, add_bias);
+                        self.finish(&tile, r, c0, row_scale[r0 + r], row, then);
                     }
                     r0 += rows;
                 }
@@ -422,8 +415,7 @@ impl PackedLinear {
         }
     }
 
-    /// Row `r` of a finished tile into `out` (columns `c0..`): rescaled (int8), plus the bias.
-    #[allow(clippy::too_many_arguments)]
+    /// Row `r` of a finished tile into `out` (columns `c0..`): rescaled (int8), then `then`.
     fn finish(
         &self,
         tile: &Tile,
@@ -431,29 +423,48 @@ impl PackedLinear {
         c0: usize,
         (sx, zx): (f32, i32),
         out: &mut [f32],
-        accumulate: bool,
-        add_bias: bool,
+        then: Epilogue,
     ) {
         let cols = out.len();
-        let bias = &self.bias[c0..c0 + cols];
+        let bias = if then.bias {
+            &self.bias[c0..c0 + cols]
+        } else {
+            &[][..]
+        };
         let mut v = [0f32; NV * LANES];
-        match &self.w {
-            Weights::F32(_) | Weights::Bf16(_) => {
-                let bias = if add_bias { bias } else { &[][..] };
-                return kernels::add_row(&tile.f[r][..cols], bias, out, accumulate);
-            }
+        let sums = match &self.w {
+            Weights::F32(_) | Weights::Bf16(_) => &tile.f[r][..cols],
             Weights::Int8 { scale, sum, .. } => {
                 for (j, v) in v[..cols].iter_mut().enumerate() {
                     let exact = tile.i[r][j] - zx * sum[c0 + j];
                     *v = exact as f32 * (sx * scale[c0 + j]);
                 }
+                &v[..cols]
             }
-        }
-        for (j, o) in out.iter_mut().enumerate() {
-            let y = v[j] + if add_bias { bias[j] } else { 0.0 };
-            *o = if accumulate { *o + y } else { y };
-        }
+        };
+        kernels::add_row(sums, bias, out, then.accumulate, then.relu)
     }
+}
+
+/// What [`PackedLinear::matmul_into`] does with each product as it writes it:
+/// `dst = [relu]([dst +] product [+ bias])`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Epilogue {
+    /// add to what `dst` holds (else overwrite it)
+    pub accumulate: bool,
+    /// add the layer's bias
+    pub bias: bool,
+    /// `max(·, 0)` last (NaN stays NaN, as PyTorch's ReLU)
+    pub relu: bool,
+}
+
+impl Epilogue {
+    /// `dst = product + bias` (a linear layer).
+    pub const BIAS: Epilogue = Epilogue {
+        accumulate: false,
+        bias: true,
+        relu: false,
+    };
 }
 
 /// The output pointer shared by the tasks of one product (each writes its own rectangle).
@@ -606,7 +617,11 @@ mod tests {
             let packed = PackedLinear::new(&w, k, n, Some(&b), p);
             let plain = packed.forward(&dense, m);
             let mut dst = vec![1.0f32; m * n];
-            packed.matmul_into(m, &x, ld, &mut dst, true, false);
+            let then = Epilogue {
+                accumulate: true,
+                ..Epilogue::default()
+            };
+            packed.matmul_into(m, &x, ld, &mut dst, then);
             for (d, p) in dst.iter().zip(&plain) {
                 assert!((d - (1.0 + p - 100.0)).abs() < 1e-4, "{d} vs {p}");
             }

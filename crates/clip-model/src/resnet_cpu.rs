@@ -14,15 +14,17 @@
 //! pool at the end stays burn's ([`crate::resnet::AttentionPool2d`]): it is 2% of the work.
 //! [`crate::resnet::ModifiedResNet::forward`] stays the path for training (autodiff) and for other
 //! devices; a test holds the two to the same outputs on weights with non-trivial statistics.
-//! With reduced precision ([`crate::lowp`]) the folded weights are packed in bf16 or int8 and
-//! each convolution's product runs through [`PackedLinear`] instead of `gemm`.
+//! Where [`crate::lowp::packs`] (AVX-512 CPUs in f32; bf16 and int8 everywhere) the folded
+//! weights are packed once and each convolution's product runs through [`PackedLinear`] instead
+//! of `gemm`, which also adds the bias, accumulates onto the shortcut and applies the ReLU as
+//! it writes each tile: no separate passes over the activations.
 
 use burn::prelude::*;
 use rayon::prelude::*;
 
 use crate::capture::Capture;
 use crate::linalg::matmul_into;
-use crate::lowp::{PackedLinear, Precision};
+use crate::lowp::{Epilogue, PackedLinear, Precision};
 use crate::resnet::{BatchNorm2d, Conv2d, ModifiedResNet};
 use crate::source::{to_vec, transpose};
 
@@ -117,11 +119,16 @@ fn relu(data: &mut [f32]) {
     });
 }
 
-/// `rows` copies of `bias`, one per output pixel.
-fn bias_rows(bias: &[f32], rows: usize) -> Vec<f32> {
-    let mut out = vec![0f32; rows * bias.len()];
-    add_rows(&mut out, bias);
-    out
+/// `bias` into every row of `data` (rows of `bias.len()` values).
+fn fill_rows(data: &mut [f32], bias: &[f32]) {
+    if bias.is_empty() {
+        return;
+    }
+    data.par_chunks_mut(bias.len() * 64).for_each(|chunk| {
+        for row in chunk.chunks_mut(bias.len()) {
+            row.copy_from_slice(bias);
+        }
+    });
 }
 
 /// Add `bias` to every row of `data` (rows of `bias.len()` values).
@@ -177,7 +184,7 @@ impl ConvBn {
             }
         }
         let packed = crate::lowp::packs(precision)
-            .then(|| PackedLinear::new(&weight, k * k * c_in, c_out, None, precision));
+            .then(|| PackedLinear::new(&weight, k * k * c_in, c_out, Some(&bias), precision));
         if packed.is_some() {
             weight = Vec::new();
         }
@@ -197,64 +204,77 @@ impl ConvBn {
         (size + 2 * self.pad - self.k) / self.stride + 1
     }
 
-    /// `out[pixels, c_out] += conv(x)` (no bias); `col` is the im2col scratch buffer, kept across
-    /// convolutions so that it is neither reallocated nor zeroed for each (only its rows in use
-    /// are read, each written first).
-    fn add_to(&self, x: &Act, out: &mut [f32], col: &mut Vec<f32>) {
+    /// `out[pixels, c_out] = [relu]([out +] conv(x) + b)` as `then` says (its `bias` is always
+    /// applied); `col` is the im2col scratch buffer, kept across convolutions so that it is
+    /// neither reallocated nor zeroed for each (only its rows in use are read, each written
+    /// first). Packed weights do the bias, accumulation and ReLU as each tile is written; with
+    /// `gemm` they are passes over `out`.
+    fn apply(&self, x: &Act, out: &mut [f32], col: &mut Vec<f32>, then: Epilogue) {
         debug_assert_eq!(x.c, self.c_in);
         let (ho, wo) = (self.out_size(x.h), self.out_size(x.w));
         let pixels = x.n * ho * wo;
         let (c_in, c_out) = (self.c_in, self.c_out);
         debug_assert_eq!(out.len(), pixels * c_out);
+        let then = Epilogue { bias: true, ..then };
+        if self.packed.is_none() {
+            if then.accumulate {
+                add_rows(out, &self.bias);
+            } else {
+                fill_rows(out, &self.bias);
+            }
+        }
         if self.k == 1 && self.stride == 1 {
-            if let Some(p) = &self.packed {
-                p.matmul_into(pixels, &x.data, c_in, out, true, false);
-                return;
+            match &self.packed {
+                Some(p) => p.matmul_into(pixels, &x.data, c_in, out, then),
+                None => {
+                    let ci = c_in as isize;
+                    matmul_into(
+                        pixels,
+                        c_out,
+                        c_in,
+                        out,
+                        true,
+                        &x.data,
+                        (1, ci),
+                        &self.weight,
+                        (1, c_out as isize),
+                        true,
+                    );
+                }
             }
-            let ci = c_in as isize;
-            matmul_into(
-                pixels,
-                c_out,
-                c_in,
-                out,
-                true,
-                &x.data,
-                (1, ci),
-                &self.weight,
-                (1, c_out as isize),
-                true,
-            );
-            return;
-        }
-        let kk = self.k * self.k * c_in;
-        let rows = (TILE_VALUES / kk).max(MIN_TILE_ROWS).min(pixels);
-        if col.len() < rows * kk {
-            col.resize(rows * kk, 0.0);
-        }
-        for p0 in (0..pixels).step_by(rows) {
-            let m = rows.min(pixels - p0);
-            col[..m * kk]
-                .par_chunks_mut(kk)
-                .with_min_len(32)
-                .enumerate()
-                .for_each(|(i, row)| self.gather(x, p0 + i, ho, wo, row));
-            let dst = &mut out[p0 * c_out..(p0 + m) * c_out];
-            if let Some(p) = &self.packed {
-                p.matmul_into(m, &col[..m * kk], kk, dst, true, false);
-                continue;
+        } else {
+            let kk = self.k * self.k * c_in;
+            let rows = (TILE_VALUES / kk).max(MIN_TILE_ROWS).min(pixels);
+            if col.len() < rows * kk {
+                col.resize(rows * kk, 0.0);
             }
-            matmul_into(
-                m,
-                c_out,
-                kk,
-                dst,
-                true,
-                &col[..m * kk],
-                (1, kk as isize),
-                &self.weight,
-                (1, c_out as isize),
-                true,
-            );
+            for p0 in (0..pixels).step_by(rows) {
+                let m = rows.min(pixels - p0);
+                col[..m * kk]
+                    .par_chunks_mut(kk)
+                    .with_min_len(32)
+                    .enumerate()
+                    .for_each(|(i, row)| self.gather(x, p0 + i, ho, wo, row));
+                let dst = &mut out[p0 * c_out..(p0 + m) * c_out];
+                match &self.packed {
+                    Some(p) => p.matmul_into(m, &col[..m * kk], kk, dst, then),
+                    None => matmul_into(
+                        m,
+                        c_out,
+                        kk,
+                        dst,
+                        true,
+                        &col[..m * kk],
+                        (1, kk as isize),
+                        &self.weight,
+                        (1, c_out as isize),
+                        true,
+                    ),
+                }
+            }
+        }
+        if self.packed.is_none() && then.relu {
+            relu(out);
         }
     }
 
@@ -280,9 +300,12 @@ impl ConvBn {
     /// `relu(conv(x) + b)` as a new activation.
     fn run_relu(&self, x: &Act, col: &mut Vec<f32>) -> Act {
         let (h, w) = (self.out_size(x.h), self.out_size(x.w));
-        let mut data = bias_rows(&self.bias, x.n * h * w);
-        self.add_to(x, &mut data, col);
-        relu(&mut data);
+        let mut data = vec![0f32; x.n * h * w * self.c_out];
+        let then = Epilogue {
+            relu: true,
+            ..Epilogue::default()
+        };
+        self.apply(x, &mut data, col, then);
         Act {
             n: x.n,
             h,
@@ -309,26 +332,19 @@ impl Block {
         let pixels = out.pixels();
         let mut sum = match &self.downsample {
             Some(d) => {
-                let bias: Vec<f32> = self
-                    .conv3
-                    .bias
-                    .iter()
-                    .zip(&d.bias)
-                    .map(|(a, b)| a + b)
-                    .collect();
-                let mut sum = bias_rows(&bias, pixels);
-                d.add_to(&x.avg_pool(self.stride), &mut sum, col);
+                let mut sum = vec![0f32; pixels * d.c_out];
+                d.apply(&x.avg_pool(self.stride), &mut sum, col, Epilogue::default());
                 sum
             }
-            None => {
-                // the identity shortcut: the input's buffer becomes the output's
-                let mut sum = x.data;
-                add_rows(&mut sum, &self.conv3.bias);
-                sum
-            }
+            // the identity shortcut: the input's buffer becomes the output's
+            None => x.data,
         };
-        self.conv3.add_to(&out, &mut sum, col);
-        relu(&mut sum);
+        let then = Epilogue {
+            accumulate: true,
+            relu: true,
+            ..Epilogue::default()
+        };
+        self.conv3.apply(&out, &mut sum, col, then);
         Act {
             n: out.n,
             h: out.h,

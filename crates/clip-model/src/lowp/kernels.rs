@@ -45,15 +45,15 @@ impl Default for Tile {
     }
 }
 
-/// `out (+)= sums (+ bias)`: a finished tile row into the output (`bias` empty: none), in one
-/// vectorised pass (compiled for the baseline alone, this loop cost a fifth of a product with
-/// 64 inputs).
-pub(super) fn add_row(sums: &[f32], bias: &[f32], out: &mut [f32], accumulate: bool) {
-    add_row_into(crate::fastmath::kernel(), sums, bias, out, accumulate)
+/// `out = [relu]([out +] sums [+ bias])`: a finished tile row into the output (`bias` empty:
+/// none), in one vectorised pass (compiled for the baseline alone, this loop cost a fifth of a
+/// product with 64 inputs).
+pub(super) fn add_row(sums: &[f32], bias: &[f32], out: &mut [f32], accumulate: bool, relu: bool) {
+    add_row_into(crate::fastmath::kernel(), sums, bias, out, accumulate, relu)
 }
 
 multiversion!(
-    fn add_row_into(sums: &[f32], bias: &[f32], out: &mut [f32], accumulate: bool) {
+    fn add_row_into(sums: &[f32], bias: &[f32], out: &mut [f32], accumulate: bool, relu: bool) {
         match (bias.is_empty(), accumulate) {
             (true, false) => out.copy_from_slice(&sums[..out.len()]),
             (true, true) => {
@@ -70,6 +70,12 @@ multiversion!(
                 for ((o, s), b) in out.iter_mut().zip(sums).zip(bias) {
                     *o += s + b;
                 }
+            }
+        }
+        if relu {
+            for o in out.iter_mut() {
+                // NaN stays NaN, as in PyTorch
+                *o = if *o < 0.0 { 0.0 } else { *o };
             }
         }
     }
