@@ -83,7 +83,8 @@ pub struct Fig2Args {
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(2..=100000))]
     pub concepts: u64,
     /// Objectives: c-bow, c-tr, p-bow, p-lm (Figure 2); p-bow-sigmoid, visual-ngrams, hashtags, devise,
-    /// lda-topics, c-tr-fixed-temperature, c-tr-heavy-augmentation, c-tr-sentence-sampling
+    /// lda-topics, c-tr-fixed-temperature, c-tr-heavy-augmentation, c-tr-sentence-sampling,
+    /// c-tr-nonlinear-projection
     #[arg(long, value_delimiter = ',', default_value = "c-bow,c-tr,p-bow,p-lm")]
     pub objectives: Vec<clip_train::objectives::Kind>,
     /// Seeds: each objective is trained once per seed

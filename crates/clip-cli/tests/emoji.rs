@@ -379,13 +379,13 @@ fn fig2_runs_resumes_exactly_and_refuses_changed_settings() {
         "--concepts",
         "8",
         "--objectives",
-        "visual-ngrams,hashtags,c-tr-fixed-temperature,c-tr-heavy-augmentation,devise,lda-topics,c-tr-sentence-sampling",
+        "visual-ngrams,hashtags,c-tr-fixed-temperature,c-tr-heavy-augmentation,devise,lda-topics,c-tr-sentence-sampling,c-tr-nonlinear-projection",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bg.join("results.json")).unwrap()).unwrap();
     let runs = r["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 7);
+    assert_eq!(runs.len(), 8);
     assert!(
         runs[0]["output_units"].as_u64().unwrap() > runs[1]["output_units"].as_u64().unwrap(),
         "more n-grams than phrases: {r}"
@@ -431,7 +431,7 @@ fn fig2_runs_resumes_exactly_and_refuses_changed_settings() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(
-        err.contains("unknown objective 'x-lm' (known: c-bow, c-tr, p-bow, p-bow-sigmoid, p-lm, visual-ngrams, hashtags, c-tr-fixed-temperature, c-tr-heavy-augmentation, devise, lda-topics, c-tr-sentence-sampling)"),
+        err.contains("unknown objective 'x-lm' (known: c-bow, c-tr, p-bow, p-bow-sigmoid, p-lm, visual-ngrams, hashtags, c-tr-fixed-temperature, c-tr-heavy-augmentation, devise, lda-topics, c-tr-sentence-sampling, c-tr-nonlinear-projection)"),
         "{err}"
     );
     let x = dir.path().join("x");

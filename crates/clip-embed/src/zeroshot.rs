@@ -86,6 +86,18 @@ impl Classifier {
         classes: &[String],
         templates: &[String],
     ) -> Result<Classifier, ClassifierError> {
+        Self::build_mapped(clip, tok, classes, templates, &|f| f)
+    }
+
+    /// [`Classifier::build_with`] with the prompts' text features mapped (a projection head
+    /// trained beside the CLIP) before normalisation.
+    pub fn build_mapped(
+        clip: &Clip,
+        tok: &TextTokenizer,
+        classes: &[String],
+        templates: &[String],
+        map: &dyn Fn(Tensor<2>) -> Tensor<2>,
+    ) -> Result<Classifier, ClassifierError> {
         let ctx = clip.config.text_cfg.context_length;
         let prompts: Vec<Vec<u32>> = classes
             .iter()
@@ -94,7 +106,7 @@ impl Classifier {
             .collect::<Result<_, _>>()?;
         let mut parts = Vec::new();
         for chunk in prompts.chunks(PROMPT_CHUNK) {
-            parts.push(l2_normalize(clip.encode_text(chunk)?.detach()));
+            parts.push(l2_normalize(map(clip.encode_text(chunk)?).detach()));
         }
         let dim = clip.config.embed_dim;
         let (c, t) = (classes.len(), templates.len());

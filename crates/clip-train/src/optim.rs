@@ -102,23 +102,28 @@ impl AdamW {
     /// AdamW for any module: parameters of rank ≥ 2 are decayed, gains, biases and other vectors
     /// not (open_clip's rule for a module without checkpoint keys); nothing is clamped.
     pub fn for_module<M: Module>(config: AdamWConfig, module: &M) -> AdamW {
-        struct Ranked(HashSet<ParamId>);
-        impl burn::module::ModuleVisitor for Ranked {
+        let mut opt = AdamW {
+            config,
+            step: 0,
+            moments: HashMap::new(),
+            decay: HashSet::new(),
+            logit_scale: None,
+        };
+        opt.decay_matrices_of(module);
+        opt
+    }
+
+    /// Decay the parameters of rank ≥ 2 of `module` too (a head trained beside a CLIP).
+    pub fn decay_matrices_of<M: Module>(&mut self, module: &M) {
+        struct Ranked<'a>(&'a mut HashSet<ParamId>);
+        impl burn::module::ModuleVisitor for Ranked<'_> {
             fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
                 if D >= 2 {
                     self.0.insert(p.id);
                 }
             }
         }
-        let mut r = Ranked(HashSet::new());
-        module.visit(&mut r);
-        AdamW {
-            config,
-            step: 0,
-            moments: HashMap::new(),
-            decay: r.0,
-            logit_scale: None,
-        }
+        module.visit(&mut Ranked(&mut self.decay));
     }
 
     pub(crate) fn moments_of(&self, id: ParamId) -> Option<(&[f32], &[f32])> {

@@ -170,10 +170,27 @@ pub fn zero_shot_top1(clip: &Clip, set: &ZeroShotSet) -> Result<f64, TrainError>
 
 /// Zero-shot (top-1, top-5) accuracy of `clip` on `set`, with the pipeline's classifier and scoring.
 pub fn zero_shot_accuracy(clip: &Clip, set: &ZeroShotSet) -> Result<(f64, f64), TrainError> {
+    zero_shot_accuracy_mapped(clip, set, &|f| f, &|f| f)
+}
+
+/// [`zero_shot_accuracy`] with the image and the text features mapped (a projection head) before
+/// normalisation.
+pub fn zero_shot_accuracy_mapped(
+    clip: &Clip,
+    set: &ZeroShotSet,
+    image_map: &dyn Fn(Tensor<2>) -> Tensor<2>,
+    text_map: &dyn Fn(Tensor<2>) -> Tensor<2>,
+) -> Result<(f64, f64), TrainError> {
     if set.images.is_empty() {
         return Ok((0.0, 0.0));
     }
-    let classifier = Classifier::build(clip, &set.class_names, &set.templates)?;
+    let classifier = Classifier::build_mapped(
+        clip,
+        &clip_tokenizer::TextTokenizer::Clip,
+        &set.class_names,
+        &set.templates,
+        text_map,
+    )?;
     let n = clip.config.image_size();
     let mut ranks = Vec::with_capacity(set.images.len());
     for (chunk, labels) in set.images.chunks(64).zip(set.labels.chunks(64)) {
@@ -181,7 +198,7 @@ pub fn zero_shot_accuracy(clip: &Clip, set: &ZeroShotSet) -> Result<(f64, f64), 
             TensorData::new(chunk.concat(), [chunk.len(), 3, n, n]),
             &clip.device(),
         );
-        let features = to_vec(&l2_normalize(clip.encode_image(x).detach()));
+        let features = to_vec(&l2_normalize(image_map(clip.encode_image(x)).detach()));
         let scores = classifier.scores(&features, chunk.len());
         ranks.extend(zeroshot::ranks(&scores, classifier.len(), labels));
     }

@@ -68,7 +68,7 @@ fn the_bag_of_words_text_tower_ignores_word_order() {
     let err = "x-bow".parse::<Kind>().unwrap_err();
     assert_eq!(
         err,
-        "unknown objective 'x-bow' (known: c-bow, c-tr, p-bow, p-bow-sigmoid, p-lm, visual-ngrams, hashtags, c-tr-fixed-temperature, c-tr-heavy-augmentation, devise, lda-topics, c-tr-sentence-sampling)"
+        "unknown objective 'x-bow' (known: c-bow, c-tr, p-bow, p-bow-sigmoid, p-lm, visual-ngrams, hashtags, c-tr-fixed-temperature, c-tr-heavy-augmentation, devise, lda-topics, c-tr-sentence-sampling, c-tr-nonlinear-projection)"
     );
 }
 
@@ -103,6 +103,7 @@ fn every_objective_learns_a_repeated_batch_and_scores_a_task() {
             | Kind::CTrFixedTemperature
             | Kind::CTrHeavyAugmentation
             | Kind::CTrSentenceSampling
+            | Kind::CTrNonlinearProjection
             | Kind::Devise => &["cosine"],
             Kind::LdaTopics => &["pmi", "topic-loglik"],
             Kind::PBow | Kind::PBowSigmoid | Kind::VisualNgrams | Kind::Hashtags => {
@@ -125,6 +126,26 @@ fn every_objective_learns_a_repeated_batch_and_scores_a_task() {
                 )
             }
             Kind::CTr => assert!((m.clip().unwrap().logit_scale() - 1.0 / 0.07).abs() > 1e-4),
+            Kind::CTrNonlinearProjection => {
+                // the head is there, trained, and counted
+                let plain = Model::new(Kind::CTr, &tiny(), &v, 0, &device).unwrap();
+                assert!(m.forward_flops(5.0) > plain.forward_flops(5.0));
+                let Model::Contrastive {
+                    head: Some(head), ..
+                } = &m
+                else {
+                    panic!("no projection head")
+                };
+                let fresh = Model::new(kind, &tiny(), &v, 0, &device).unwrap();
+                let Model::Contrastive { head: Some(h0), .. } = &fresh else {
+                    panic!("no projection head")
+                };
+                let (a, b) = (
+                    clip_model::source::to_vec(&head.image.weight.val()),
+                    clip_model::source::to_vec(&h0.image.weight.val()),
+                );
+                assert!(a != b, "the head did not learn");
+            }
             _ => {}
         }
     }
@@ -135,37 +156,15 @@ fn state_round_trips_parameters_and_moments() {
     let device = clip_model::cpu().autodiff();
     let (images, rows) = batch(&device);
     let dir = tempfile::tempdir().unwrap();
-    for kind in [Kind::CTr, Kind::PLm] {
+    for kind in [Kind::CTr, Kind::CTrNonlinearProjection, Kind::PLm] {
         let mut m = Model::new(kind, &tiny(), &vocab(), 0, &device).unwrap();
         for _ in 0..2 {
             m.step(images.clone(), &rows, 1e-3).unwrap();
         }
         let path = dir.path().join(format!("{kind}.safetensors"));
         let mut fresh = Model::new(kind, &tiny(), &vocab(), 9, &device).unwrap();
-        match (&m, &mut fresh) {
-            (
-                Model::Contrastive { clip, opt, .. },
-                Model::Contrastive {
-                    clip: c2, opt: o2, ..
-                },
-            ) => {
-                state::save(&path, clip.module(), opt).unwrap();
-                let module = state::load(&path, c2.module().clone(), o2).unwrap();
-                c2.set_module(module);
-            }
-            (
-                Model::Predictive { module, opt, .. },
-                Model::Predictive {
-                    module: m2,
-                    opt: o2,
-                    ..
-                },
-            ) => {
-                state::save(&path, module, opt).unwrap();
-                *m2 = state::load(&path, m2.clone(), o2).unwrap();
-            }
-            _ => unreachable!(),
-        }
+        m.save_state(&path).unwrap();
+        fresh.load_state(&path).unwrap();
         assert_eq!(fresh.steps(), 2);
         // the restored model continues exactly: the same loss now, and after a step that used the
         // restored moments
@@ -177,8 +176,14 @@ fn state_round_trips_parameters_and_moments() {
         // without the moments the second step would differ: check the test can fail
         let mut cold = Model::new(kind, &tiny(), &vocab(), 9, &device).unwrap();
         match (&m, &mut cold) {
-            (Model::Contrastive { clip, .. }, Model::Contrastive { clip: c2, .. }) => {
+            (
+                Model::Contrastive { clip, head, .. },
+                Model::Contrastive {
+                    clip: c2, head: h2, ..
+                },
+            ) => {
                 c2.set_module(clip.module().clone());
+                h2.clone_from(head);
             }
             (Model::Predictive { module, .. }, Model::Predictive { module: m2, .. }) => {
                 *m2 = module.clone();

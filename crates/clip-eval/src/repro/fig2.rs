@@ -395,43 +395,12 @@ pub(super) fn run_one(
 }
 
 fn save(model: &Model, path: &Path) -> Result<(), EvalError> {
-    use clip_train::objectives::state;
-    let r = match model {
-        Model::Contrastive { clip, opt, .. } => state::save(path, clip.module(), opt),
-        Model::Predictive { module, opt, .. } => state::save(path, module, opt),
-    };
-    r.map_err(invalid)
+    model.save_state(path).map_err(invalid)
 }
 
-fn restore(model: Model, path: &Path) -> Result<Model, EvalError> {
-    use clip_train::objectives::state;
-    Ok(match model {
-        Model::Contrastive {
-            kind,
-            mut clip,
-            mut opt,
-        } => {
-            let m = state::load(path, clip.module().clone(), &mut opt).map_err(invalid)?;
-            clip.set_module(m);
-            Model::Contrastive { kind, clip, opt }
-        }
-        Model::Predictive {
-            kind,
-            module,
-            mut opt,
-            vocab,
-            config,
-        } => {
-            let module = state::load(path, module, &mut opt).map_err(invalid)?;
-            Model::Predictive {
-                kind,
-                module,
-                opt,
-                vocab,
-                config,
-            }
-        }
-    })
+fn restore(mut model: Model, path: &Path) -> Result<Model, EvalError> {
+    model.load_state(path).map_err(invalid)?;
+    Ok(model)
 }
 
 /// Run (or continue) every objective and seed, then write the results, report and plot.

@@ -17,17 +17,16 @@
 //!   CLDR keywords) as tags, softmax against the normalised tag set; zero-shot by the class name's
 //!   log-probability as a tag;
 //! - ConVIRT (Zhang et al. 2020) with CLIP's simplifications undone one at a time:
-//!   `c-tr-fixed-temperature` (τ = 0.1, not learned) and `c-tr-heavy-augmentation` (ConVIRT's crops,
-//!   flips, colour jitter and blur) and `c-tr-sentence-sampling` (one random caption per image
-//!   visit, [`sentences`]);
+//!   `c-tr-fixed-temperature` (τ = 0.1, not learned), `c-tr-heavy-augmentation` (ConVIRT's crops,
+//!   flips, colour jitter and blur), `c-tr-sentence-sampling` (one random caption per image
+//!   visit, [`sentences`]) and `c-tr-nonlinear-projection` (ReLU and a second linear layer after
+//!   each tower's projection, [`projection`]);
 //! - `devise` (Frome et al. 2013): the image regressed with a hinge rank loss onto frozen word
 //!   vectors of its caption, trained here on the captions ([`devise`]); zero-shot by the cosine to
 //!   a class name's vector.
 //!
 //! - `lda-topics`: the caption's topic mixture under an LDA fitted here by Gibbs sampling
 //!   ([`lda`]); zero-shot by the log-likelihood of a class name's folded-in mixture.
-//!
-//! ConVIRT's non-linear projection head is not built yet.
 //!
 //! [`Model`] trains any of them one batch at a time, scores a zero-shot task with each objective's
 //! own rule ([`Model::zero_shot`]), counts forward FLOPs analytically, and saves and restores its
@@ -37,6 +36,7 @@ pub mod classifier;
 pub mod devise;
 pub mod heads;
 pub mod lda;
+pub mod projection;
 pub mod sentences;
 pub mod state;
 pub mod vocab;
@@ -50,8 +50,9 @@ use clip_model::{Clip, ClipConfig, VisualTower, l2_normalize};
 use serde::{Deserialize, Serialize};
 
 use crate::optim::{AdamW, AdamWConfig};
-use crate::trainer::{TrainError, ZeroShotSet, zero_shot_accuracy};
+use crate::trainer::{TrainError, ZeroShotSet, zero_shot_accuracy, zero_shot_accuracy_mapped};
 use heads::{CaptionDecoder, DecoderDims, Head, Predictor};
+use projection::{Headed, NonlinearHead};
 use vocab::Vocab;
 
 /// One of Figure 2's objectives, or one of the background systems' as an option of the same
@@ -89,6 +90,9 @@ pub enum Kind {
     /// ConVIRT's sentence sampling: one random caption per image visit
     #[serde(rename = "c-tr-sentence-sampling")]
     CTrSentenceSampling,
+    /// ConVIRT's non-linear projection: ReLU and a second linear layer after each tower's
+    #[serde(rename = "c-tr-nonlinear-projection")]
+    CTrNonlinearProjection,
 }
 
 /// Topics, Gibbs sweeps, and fold-in sweeps of the LDA objective.
@@ -103,7 +107,7 @@ pub const DEVISE_DIM: usize = 128;
 pub const MAX_UNITS: usize = 16_384;
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::CBow,
         Kind::CTr,
         Kind::PBow,
@@ -116,6 +120,7 @@ impl Kind {
         Kind::Devise,
         Kind::LdaTopics,
         Kind::CTrSentenceSampling,
+        Kind::CTrNonlinearProjection,
     ];
 
     pub fn name(self) -> &'static str {
@@ -132,6 +137,7 @@ impl Kind {
             "devise",
             "lda-topics",
             "c-tr-sentence-sampling",
+            "c-tr-nonlinear-projection",
         ][self as usize]
     }
 
@@ -150,6 +156,7 @@ impl Kind {
             "DeViSE (regression onto caption word vectors)",
             "LDA-topic prediction",
             "C-Tr with ConVIRT's sentence sampling",
+            "C-Tr with ConVIRT's non-linear projection",
         ][self as usize]
     }
 
@@ -161,6 +168,7 @@ impl Kind {
                 | Kind::CTrFixedTemperature
                 | Kind::CTrHeavyAugmentation
                 | Kind::CTrSentenceSampling
+                | Kind::CTrNonlinearProjection
         )
     }
 
@@ -265,6 +273,8 @@ pub enum Model {
         kind: Kind,
         clip: Clip,
         opt: AdamW,
+        /// ConVIRT's non-linear projection (`c-tr-nonlinear-projection` only)
+        head: Option<NonlinearHead>,
     },
     Predictive {
         kind: Kind,
@@ -299,8 +309,20 @@ impl Model {
             .map_err(|e| TrainError::Unsupported(e.to_string()))?;
         let adam = AdamWConfig::paper(true);
         if kind.contrastive() {
-            let opt = AdamW::new(adam, &clip);
-            return Ok(Model::Contrastive { kind, clip, opt });
+            let mut opt = AdamW::new(adam, &clip);
+            let head = (kind == Kind::CTrNonlinearProjection).then(|| {
+                device.seed(seed ^ 0x0B1E_C71F);
+                NonlinearHead::new(config.embed_dim, device)
+            });
+            if let Some(h) = &head {
+                opt.decay_matrices_of(h);
+            }
+            return Ok(Model::Contrastive {
+                kind,
+                clip,
+                opt,
+                head,
+            });
         }
         let visual = vit_of(&clip)?;
         device.seed(seed ^ 0x0B1E_C71F);
@@ -365,7 +387,30 @@ impl Model {
         lr: f64,
     ) -> Result<f32, TrainError> {
         match self {
-            Model::Contrastive { kind, clip, opt } => {
+            Model::Contrastive {
+                clip,
+                opt,
+                head: Some(head),
+                ..
+            } => {
+                let (loss, grads) = projection::loss_and_grads(clip, head, images, rows)?;
+                if loss.is_finite() {
+                    let both = Headed {
+                        clip: clip.module().clone(),
+                        head: head.clone(),
+                    };
+                    let both = opt.step_module(both, lr, grads);
+                    clip.set_module(both.clip);
+                    *head = both.head;
+                }
+                Ok(loss)
+            }
+            Model::Contrastive {
+                kind,
+                clip,
+                opt,
+                head: None,
+            } => {
                 let (loss, mut grads) = crate::gradcache::loss_and_grads(
                     clip,
                     images,
@@ -448,8 +493,21 @@ impl Model {
     pub fn zero_shot(&self, set: &ZeroShotSet) -> Result<Scores, TrainError> {
         let mut out = Scores::new();
         match self {
-            Model::Contrastive { clip, .. } => {
+            Model::Contrastive {
+                clip, head: None, ..
+            } => {
                 out.insert("cosine".into(), zero_shot_accuracy(clip, set)?);
+            }
+            Model::Contrastive {
+                clip,
+                head: Some(head),
+                ..
+            } => {
+                let (image, text) = (|f| head.image(f), |f| head.text(f));
+                out.insert(
+                    "cosine".into(),
+                    zero_shot_accuracy_mapped(clip, set, &image, &text)?,
+                );
             }
             Model::Predictive {
                 module,
@@ -622,10 +680,16 @@ impl Model {
         let t = &c.text_cfg;
         let tw = t.width as f64;
         match self {
-            Model::Contrastive { .. } => {
+            Model::Contrastive { head, .. } => {
+                let e = c.embed_dim as f64;
                 image
                     + t.layers as f64 * block(tokens, tw, tw * t.mlp_ratio, tokens)
-                    + 2.0 * tw * c.embed_dim as f64
+                    + 2.0 * tw * e
+                    + if head.is_some() {
+                        2.0 * 2.0 * e * e
+                    } else {
+                        0.0
+                    }
             }
             Model::Predictive { module, vocab, .. } => {
                 let vocab = self.output_units().unwrap_or(vocab.len()) as f64;
@@ -658,6 +722,64 @@ impl Model {
                 Head::Lm(dec) => dec.out.weight.dims()[1],
             }),
         }
+    }
+
+    /// Save the parameters (a projection head's too) and the AdamW moments: a run's state.
+    pub fn save_state(&self, path: &std::path::Path) -> Result<(), String> {
+        match self {
+            Model::Contrastive {
+                clip,
+                opt,
+                head: None,
+                ..
+            } => state::save(path, clip.module(), opt),
+            Model::Contrastive {
+                clip,
+                opt,
+                head: Some(head),
+                ..
+            } => {
+                let both = Headed {
+                    clip: clip.module().clone(),
+                    head: head.clone(),
+                };
+                state::save(path, &both, opt)
+            }
+            Model::Predictive { module, opt, .. } => state::save(path, module, opt),
+        }
+    }
+
+    /// Restore what [`Model::save_state`] wrote, into a model built with the same settings.
+    pub fn load_state(&mut self, path: &std::path::Path) -> Result<(), String> {
+        match self {
+            Model::Contrastive {
+                clip,
+                opt,
+                head: None,
+                ..
+            } => {
+                let m = state::load(path, clip.module().clone(), opt)?;
+                clip.set_module(m);
+            }
+            Model::Contrastive {
+                clip,
+                opt,
+                head: Some(head),
+                ..
+            } => {
+                let both = Headed {
+                    clip: clip.module().clone(),
+                    head: head.clone(),
+                };
+                let both = state::load(path, both, opt)?;
+                clip.set_module(both.clip);
+                *head = both.head;
+            }
+            Model::Predictive { module, opt, .. } => {
+                *module = state::load(path, module.clone(), opt)?;
+            }
+        }
+        Ok(())
     }
 
     /// Completed optimiser steps.
