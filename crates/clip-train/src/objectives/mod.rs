@@ -395,11 +395,7 @@ impl Model {
             } => {
                 let (loss, grads) = projection::loss_and_grads(clip, head, images, rows)?;
                 if loss.is_finite() {
-                    let both = Headed {
-                        clip: clip.module().clone(),
-                        head: head.clone(),
-                    };
-                    let both = opt.step_module(both, lr, grads);
+                    let both = opt.step_module(Headed::of(clip, head), lr, grads);
                     clip.set_module(both.clip);
                     *head = both.head;
                 }
@@ -728,23 +724,11 @@ impl Model {
     pub fn save_state(&self, path: &std::path::Path) -> Result<(), String> {
         match self {
             Model::Contrastive {
-                clip,
-                opt,
-                head: None,
-                ..
-            } => state::save(path, clip.module(), opt),
-            Model::Contrastive {
-                clip,
-                opt,
-                head: Some(head),
-                ..
-            } => {
-                let both = Headed {
-                    clip: clip.module().clone(),
-                    head: head.clone(),
-                };
-                state::save(path, &both, opt)
-            }
+                clip, opt, head, ..
+            } => match head {
+                None => state::save(path, clip.module(), opt),
+                Some(h) => state::save(path, &Headed::of(clip, h), opt),
+            },
             Model::Predictive { module, opt, .. } => state::save(path, module, opt),
         }
     }
@@ -753,28 +737,18 @@ impl Model {
     pub fn load_state(&mut self, path: &std::path::Path) -> Result<(), String> {
         match self {
             Model::Contrastive {
-                clip,
-                opt,
-                head: None,
-                ..
-            } => {
-                let m = state::load(path, clip.module().clone(), opt)?;
-                clip.set_module(m);
-            }
-            Model::Contrastive {
-                clip,
-                opt,
-                head: Some(head),
-                ..
-            } => {
-                let both = Headed {
-                    clip: clip.module().clone(),
-                    head: head.clone(),
-                };
-                let both = state::load(path, both, opt)?;
-                clip.set_module(both.clip);
-                *head = both.head;
-            }
+                clip, opt, head, ..
+            } => match head {
+                None => {
+                    let m = state::load(path, clip.module().clone(), opt)?;
+                    clip.set_module(m);
+                }
+                Some(h) => {
+                    let both = state::load(path, Headed::of(clip, h), opt)?;
+                    clip.set_module(both.clip);
+                    *h = both.head;
+                }
+            },
             Model::Predictive { module, opt, .. } => {
                 *module = state::load(path, module.clone(), opt)?;
             }

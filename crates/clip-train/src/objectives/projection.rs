@@ -55,6 +55,16 @@ pub struct Headed {
     pub head: NonlinearHead,
 }
 
+impl Headed {
+    /// A CLIP's parameters and a head's (shared handles, not copies).
+    pub fn of(clip: &Clip, head: &NonlinearHead) -> Headed {
+        Headed {
+            clip: clip.module().clone(),
+            head: head.clone(),
+        }
+    }
+}
+
 /// The contrastive loss of one batch through the head, and the gradients of the CLIP's and the
 /// head's parameters.
 pub fn loss_and_grads(
@@ -71,9 +81,6 @@ pub fn loss_and_grads(
         clip.module().logit_scale.val().exp(),
     );
     let value = to_vec(&loss)[0];
-    let both = Headed {
-        clip: clip.module().clone(),
-        head: head.clone(),
-    };
+    let both = Headed::of(clip, head);
     Ok((value, GradientsParams::from_grads(loss.backward(), &both)))
 }
