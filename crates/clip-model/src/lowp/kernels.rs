@@ -191,53 +191,85 @@ pub fn fast_kernels(precision: Precision) -> bool {
     }
 }
 
-/// `R` rows × `V` panels of `Σ_t a[r][t] · b[p][t]` into `tile` (rows of `a` start `lda` words
-/// apart), by the AVX-512 kernel when `fast` (the caller checked the CPU) or the portable one.
+/// The steps `k0 .. k0 + len` of a product; `first`: the tile starts from zero, else from the
+/// sums it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Span {
+    pub k0: usize,
+    pub len: usize,
+    pub first: bool,
+}
+
+impl Span {
+    /// All `steps` in one pass.
+    #[cfg(test)]
+    pub fn all(steps: usize) -> Span {
+        Span {
+            k0: 0,
+            len: steps,
+            first: true,
+        }
+    }
+}
+
+/// `R` rows × `V` panels of `Σ_t a[r][t] · b[p][t]` over the steps of `span` into `tile` (rows
+/// of `a` start `lda` words apart; each of `b`'s panels holds `steps` steps), by the AVX-512
+/// kernel when `fast` (the caller checked the CPU) or the portable one.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn kernel<const R: usize, const V: usize>(
     a: &[u32],
     lda: usize,
     b: &[u32],
     steps: usize,
+    span: Span,
     kind: Kind,
     fast: bool,
     tile: &mut Tile,
 ) {
     assert!(lda >= steps && a.len() >= (R - 1) * lda + steps && b.len() >= V * steps * LANES);
+    assert!(span.k0 + span.len <= steps, "steps {span:?} beyond {steps}");
     #[cfg(target_arch = "x86_64")]
     if fast {
         // SAFETY: `fast` is true only when `fast_kernels` found the instructions; the slices
-        // hold R rows and V panels of `steps` words (asserted above).
+        // hold R rows and V panels of `steps` words, and the span lies inside them (asserted
+        // above).
         unsafe {
-            let (a, b) = (a.as_ptr(), b.as_ptr());
+            let (a, b) = (a.as_ptr().add(span.k0), b.as_ptr().add(span.k0 * LANES));
+            let (len, first) = (span.len, span.first);
             match kind {
-                Kind::F32 => avx512::fp32::<R, V>(a, lda, b, steps, &mut tile.f),
-                Kind::Bf16 => avx512::bf16::<R, V>(a, lda, b, steps, &mut tile.f),
-                Kind::Int8 => avx512::int8::<R, V>(a, lda, b, steps, &mut tile.i),
+                Kind::F32 => avx512::fp32::<R, V>(a, lda, b, steps, len, first, &mut tile.f),
+                Kind::Bf16 => avx512::bf16::<R, V>(a, lda, b, steps, len, first, &mut tile.f),
+                Kind::Int8 => avx512::int8::<R, V>(a, lda, b, steps, len, first, &mut tile.i),
             }
         }
         return;
     }
     let _ = fast;
     match kind {
-        Kind::F32 => portable::<_, R, V>(a, lda, b, steps, &mut tile.f, f32_fma),
-        Kind::Bf16 => portable::<_, R, V>(a, lda, b, steps, &mut tile.f, bf16_pair),
-        Kind::Int8 => portable::<_, R, V>(a, lda, b, steps, &mut tile.i, u8_i8_quad),
+        Kind::F32 => portable::<_, R, V>(a, lda, b, steps, span, &mut tile.f, f32_fma),
+        Kind::Bf16 => portable::<_, R, V>(a, lda, b, steps, span, &mut tile.f, bf16_pair),
+        Kind::Int8 => portable::<_, R, V>(a, lda, b, steps, span, &mut tile.i, u8_i8_quad),
     }
 }
 
-/// The portable tile: `out[r][lane] = Σ_t mac(·, a[r][t], b[v][t][lane])` with the
-/// per-instruction arithmetic `mac` of [`f32_fma`], [`bf16_pair`] or [`u8_i8_quad`].
+/// The portable tile: `out[r][lane] (+)= Σ_t mac(·, a[r][t], b[v][t][lane])` over the span, with
+/// the per-instruction arithmetic `mac` of [`f32_fma`], [`bf16_pair`] or [`u8_i8_quad`].
 fn portable<T: Copy + Default, const R: usize, const V: usize>(
     a: &[u32],
     lda: usize,
     b: &[u32],
     steps: usize,
+    span: Span,
     out: &mut [[T; NV * LANES]; MR],
     mac: impl Fn(T, u32, u32) -> T,
 ) {
-    for r in 0..R {
-        let mut acc = [T::default(); NV * LANES];
-        for t in 0..steps {
+    for (r, out) in out.iter_mut().enumerate().take(R) {
+        let mut acc = if span.first {
+            [T::default(); NV * LANES]
+        } else {
+            *out
+        };
+        for t in span.k0..span.k0 + span.len {
             let x = a[r * lda + t];
             for v in 0..V {
                 let panel = &b[(v * steps + t) * LANES..][..LANES];
@@ -246,7 +278,7 @@ fn portable<T: Copy + Default, const R: usize, const V: usize>(
                 }
             }
         }
-        out[r] = acc;
+        *out = acc;
     }
 }
 
@@ -326,10 +358,11 @@ mod avx512 {
         }
     }
 
-    /// `pub unsafe fn $name<R, V>(a, lda, b, steps, out)`: an `R×V` tile (`a`: R rows of `steps`
-    /// words, `lda` apart; `b`: V panels of `steps × 16` words) whose accumulators start at
-    /// `$zero` and take one step `$step(acc, x, w)` per packed word, `x` the row's word
-    /// broadcast to 16 lanes.
+    /// `pub unsafe fn $name<R, V>(a, lda, b, steps, len, first, out)`: an `R×V` tile over `len`
+    /// steps (`a`: R rows, `lda` words apart; `b`: V panels `steps × 16` words apart, both
+    /// pointing at the span's first step) whose accumulators start at `$zero` (`first`) or at
+    /// what `out` holds, and take one step `$step(acc, x, w)` per packed word, `x` the row's
+    /// word broadcast to 16 lanes.
     macro_rules! tile_kernel {
         ($name:ident, $features:literal, $elem:ty, $zero:expr, $step:expr) => {
             #[target_feature(enable = $features)]
@@ -338,10 +371,22 @@ mod avx512 {
                 lda: usize,
                 b: *const u32,
                 steps: usize,
+                len: usize,
+                first: bool,
                 out: &mut [[$elem; NV * LANES]; MR],
             ) {
                 let mut acc = [[$zero; V]; R];
-                for t in 0..steps {
+                if !first {
+                    for r in 0..R {
+                        for v in 0..V {
+                            // SAFETY: 16 lanes at v·16 < 64 of row r < MR.
+                            acc[r][v] = unsafe {
+                                std::ptr::read_unaligned(out[r][v * LANES..].as_ptr().cast())
+                            };
+                        }
+                    }
+                }
+                for t in 0..len {
                     let mut w = [_mm512_setzero_si512(); V];
                     for (v, w) in w.iter_mut().enumerate() {
                         // SAFETY (all reads): inside the V panels and R rows the caller sized.
