@@ -31,7 +31,7 @@ use rayon::prelude::*;
 
 mod kernels;
 pub use kernels::fast_kernels;
-use kernels::{Kind, Span, Tile, bf16_bits, kernel, pack_row_bf16, quantize_row};
+use kernels::{Span, Tile, bf16_bits, kernel, pack_row_bf16, quantize_row};
 
 /// Whether [`PackedLinear`] serves `precision` on this CPU: always for bf16 and int8 (the
 /// portable kernel where the CPU lacks the instructions); for f32 only where its AVX-512 kernel
@@ -403,11 +403,8 @@ impl PackedLinear {
         tile: &mut Tile,
     ) {
         let steps = self.steps();
-        let (w, kind) = match &self.w {
-            Weights::F32(q) => (q, Kind::F32),
-            Weights::Bf16(q) => (q, Kind::Bf16),
-            Weights::Int8 { q, .. } => (q, Kind::Int8),
-        };
+        let (Weights::F32(w) | Weights::Bf16(w) | Weights::Int8 { q: w, .. }) = &self.w;
+        let kind = self.precision();
         let b = &w[p0 * steps * LANES..(p0 + panels) * steps * LANES];
         let a = &a[..(rows - 1) * lda + steps];
         macro_rules! go {

@@ -119,27 +119,20 @@ fn relu(data: &mut [f32]) {
     });
 }
 
-/// `bias` into every row of `data` (rows of `bias.len()` values).
-fn fill_rows(data: &mut [f32], bias: &[f32]) {
+/// `bias` into every row of `data` (rows of `bias.len()` values): added to what the row holds
+/// with `accumulate`, else written over it.
+fn bias_rows(data: &mut [f32], bias: &[f32], accumulate: bool) {
     if bias.is_empty() {
         return;
     }
     data.par_chunks_mut(bias.len() * 64).for_each(|chunk| {
         for row in chunk.chunks_mut(bias.len()) {
-            row.copy_from_slice(bias);
-        }
-    });
-}
-
-/// Add `bias` to every row of `data` (rows of `bias.len()` values).
-fn add_rows(data: &mut [f32], bias: &[f32]) {
-    if bias.is_empty() {
-        return;
-    }
-    data.par_chunks_mut(bias.len() * 64).for_each(|chunk| {
-        for row in chunk.chunks_mut(bias.len()) {
-            for (v, b) in row.iter_mut().zip(bias) {
-                *v += b;
+            if accumulate {
+                for (v, b) in row.iter_mut().zip(bias) {
+                    *v += b;
+                }
+            } else {
+                row.copy_from_slice(bias);
             }
         }
     });
@@ -217,11 +210,7 @@ impl ConvBn {
         debug_assert_eq!(out.len(), pixels * c_out);
         let then = Epilogue { bias: true, ..then };
         if self.packed.is_none() {
-            if then.accumulate {
-                add_rows(out, &self.bias);
-            } else {
-                fill_rows(out, &self.bias);
-            }
+            bias_rows(out, &self.bias, then.accumulate);
         }
         if self.k == 1 && self.stride == 1 {
             match &self.packed {

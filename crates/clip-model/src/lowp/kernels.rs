@@ -19,17 +19,6 @@ pub(super) fn bf16_value(bits: u32) -> f32 {
     f32::from_bits(bits << 16)
 }
 
-/// What the packed words hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
-    /// one f32 per word
-    F32,
-    /// two bf16 per word
-    Bf16,
-    /// four int8 (weights) or uint8 (activations) per word
-    Int8,
-}
-
 /// A micro-tile's sums: f32 (f32, bf16) or i32 (int8).
 pub(super) struct Tile {
     pub(super) f: [[f32; NV * LANES]; MR],
@@ -222,7 +211,7 @@ pub(super) fn kernel<const R: usize, const V: usize>(
     b: &[u32],
     steps: usize,
     span: Span,
-    kind: Kind,
+    kind: Precision,
     fast: bool,
     tile: &mut Tile,
 ) {
@@ -237,18 +226,18 @@ pub(super) fn kernel<const R: usize, const V: usize>(
             let (a, b) = (a.as_ptr().add(span.k0), b.as_ptr().add(span.k0 * LANES));
             let (len, first) = (span.len, span.first);
             match kind {
-                Kind::F32 => avx512::fp32::<R, V>(a, lda, b, steps, len, first, &mut tile.f),
-                Kind::Bf16 => avx512::bf16::<R, V>(a, lda, b, steps, len, first, &mut tile.f),
-                Kind::Int8 => avx512::int8::<R, V>(a, lda, b, steps, len, first, &mut tile.i),
+                Precision::F32 => avx512::fp32::<R, V>(a, lda, b, steps, len, first, &mut tile.f),
+                Precision::Bf16 => avx512::bf16::<R, V>(a, lda, b, steps, len, first, &mut tile.f),
+                Precision::Int8 => avx512::int8::<R, V>(a, lda, b, steps, len, first, &mut tile.i),
             }
         }
         return;
     }
     let _ = fast;
     match kind {
-        Kind::F32 => portable::<_, R, V>(a, lda, b, steps, span, &mut tile.f, f32_fma),
-        Kind::Bf16 => portable::<_, R, V>(a, lda, b, steps, span, &mut tile.f, bf16_pair),
-        Kind::Int8 => portable::<_, R, V>(a, lda, b, steps, span, &mut tile.i, u8_i8_quad),
+        Precision::F32 => portable::<_, R, V>(a, lda, b, steps, span, &mut tile.f, f32_fma),
+        Precision::Bf16 => portable::<_, R, V>(a, lda, b, steps, span, &mut tile.f, bf16_pair),
+        Precision::Int8 => portable::<_, R, V>(a, lda, b, steps, span, &mut tile.i, u8_i8_quad),
     }
 }
 
