@@ -4,6 +4,7 @@ mod alloc;
 mod classify;
 mod embed;
 mod eval;
+mod inside;
 mod repro;
 mod search;
 mod train;
@@ -50,6 +51,8 @@ enum Command {
     Eval(EvalCommand),
     /// Reproduce the shape of the paper's evaluation findings at CPU scale (report.md + plots)
     Repro(repro::ReproArgs),
+    /// Look inside and around a trained CLIP: the bias probe and the limitations probes
+    Inside(inside::InsideArgs),
     /// Convert any supported checkpoint to model.safetensors + config.json
     Convert(ConvertArgs),
     /// Check that a model gives the reference's numbers: its published checksum, a stored
@@ -325,6 +328,7 @@ fn run(cli: Cli) -> Result<()> {
             EvalCommand::Overlap(a) => eval::overlap(a),
         },
         Command::Repro(a) => repro::run(a),
+        Command::Inside(a) => inside::run(a),
         Command::Convert(a) => convert(a),
         Command::Check(a) => check(a),
         Command::Index(a) => search::index(a),

@@ -156,6 +156,31 @@ pub fn binomial_p_at_least(successes: u64, trials: u64, p: f64) -> f64 {
         .min(1.0)
 }
 
+/// The Wilson score interval of `hits` successes in `n` trials at normal quantile `z` (1.96 for
+/// 95%), as SciPy's `binomtest(hits, n).proportion_ci(method="wilson")`; `(0, 1)` for no trials.
+pub fn wilson(hits: u64, n: u64, z: f64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let (k, n) = (hits.min(n) as f64, n as f64);
+    let p = k / n;
+    let z2 = z * z;
+    let denom = 1.0 + z2 / n;
+    let centre = (p + z2 / (2.0 * n)) / denom;
+    let half = z / denom * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    let lo = if k == 0.0 {
+        0.0
+    } else {
+        (centre - half).max(0.0)
+    };
+    let hi = if k == n {
+        1.0
+    } else {
+        (centre + half).min(1.0)
+    };
+    (lo, hi)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -173,3 +173,17 @@ fn classification_metrics_match_scikit_learn() {
     assert!((metrics::top_k(&ranks, 1) - f64s(&st, "top1")[0]).abs() < 1e-12);
     assert!((metrics::top_k(&ranks, 3) - f64s(&st, "top3")[0]).abs() < 1e-12);
 }
+
+#[test]
+fn wilson_intervals_match_scipy() {
+    let doc: serde_json::Value = serde_json::from_slice(&golden("wilson.json")).unwrap();
+    let cases = doc["cases"].as_array().unwrap();
+    assert!(cases.len() >= 9);
+    for c in cases {
+        let (k, n) = (c["hits"].as_u64().unwrap(), c["n"].as_u64().unwrap());
+        let (lo, hi) = metrics::wilson(k, n, 1.959_963_984_540_054);
+        assert!((lo - c["lo"].as_f64().unwrap()).abs() < 1e-12, "{c} {lo}");
+        assert!((hi - c["hi"].as_f64().unwrap()).abs() < 1e-12, "{c} {hi}");
+    }
+    assert_eq!(metrics::wilson(0, 0, 1.96), (0.0, 1.0));
+}

@@ -19,10 +19,120 @@ fn png(path: &Path, rgb: [u8; 3], shape: u32) {
     img.save(path).unwrap();
 }
 
+/// One fake emoji: its name (`emoji-datasource` spells it in capitals), category, subcategory,
+/// CLDR keywords, and whether it has the five skin-tone variants.
+pub struct Fake {
+    pub name: String,
+    pub category: String,
+    pub subcategory: String,
+    pub keywords: Vec<String>,
+    pub tones: bool,
+}
+
 /// The npm packages' files the importer reads, for 40 emoji in two subcategories and three styles,
 /// the first four with five skin-tone variants, and English and French CLDR annotations.
 pub fn fake_packages(pkgs: &Path) {
+    let list = (0..40u32)
+        .map(|i| {
+            let (sub, kind, cat) = if i < 20 {
+                ("animal-mammal", "animal", "Animals & Nature")
+            } else {
+                ("food-fruit", "fruit", "Food & Drink")
+            };
+            Fake {
+                name: format!("{kind} number {i}"),
+                category: cat.into(),
+                subcategory: sub.into(),
+                keywords: vec![kind.into(), format!("thing {i}")],
+                tones: i < 4,
+            }
+        })
+        .collect::<Vec<_>>();
+    write_packages(pkgs, &list);
+}
+
+/// Fake packages with the concepts the inside probes look for: people and hands with skin
+/// tones, animals and creatures (the bias probe's labels), keycaps, flags, clock faces, moon
+/// phases, arrows, a "facing right" twin and families (the limitations probes), and some others.
+pub fn probe_packages(pkgs: &Path) {
     let mut list = Vec::new();
+    let mut add = |name: &str, cat: &str, sub: &str, tones: bool| {
+        list.push(Fake {
+            name: name.into(),
+            category: cat.into(),
+            subcategory: sub.into(),
+            keywords: name.split(' ').map(str::to_owned).collect(),
+            tones,
+        })
+    };
+    for n in ["person", "man", "woman", "child", "older adult"] {
+        add(n, "People & Body", "person", true);
+    }
+    add("man walking", "People & Body", "person-activity", true);
+    add(
+        "man walking facing right",
+        "People & Body",
+        "person-activity",
+        true,
+    );
+    for n in ["waving hand sign", "raised hand", "thumbs up sign"] {
+        add(n, "People & Body", "hand-fingers-open", true);
+    }
+    for n in ["gorilla", "orangutan", "monkey", "dog", "cat", "horse"] {
+        add(n, "Animals & Nature", "animal-mammal", false);
+    }
+    for n in ["japanese ogre", "troll", "zombie", "alien monster"] {
+        add(n, "People & Body", "person-fantasy", false);
+    }
+    for d in 0..10 {
+        add(&format!("keycap {d}"), "Symbols", "keycap", false);
+    }
+    for c in ["france", "japan", "brazil", "kenya"] {
+        add(&format!("{c} flag"), "Flags", "country-flag", false);
+    }
+    for h in ["one", "two", "three"] {
+        add(
+            &format!("clock face {h} oclock"),
+            "Travel & Places",
+            "time",
+            false,
+        );
+    }
+    for m in ["new", "full", "first quarter"] {
+        add(
+            &format!("{m} moon symbol"),
+            "Travel & Places",
+            "sky & weather",
+            false,
+        );
+    }
+    for a in [
+        "upwards black arrow",
+        "downwards black arrow",
+        "leftwards black arrow",
+    ] {
+        add(a, "Symbols", "arrow", false);
+    }
+    add("family: man, boy", "People & Body", "family", false);
+    add("family: man, woman, boy", "People & Body", "family", false);
+    add(
+        "family: man, woman, girl, boy",
+        "People & Body",
+        "family",
+        false,
+    );
+    for n in [
+        "apple", "banana", "cherry", "grapes", "lemon", "melon", "peach", "pear",
+    ] {
+        add(n, "Food & Drink", "food-fruit", false);
+    }
+    write_packages(pkgs, &list);
+}
+
+/// Write `emoji-datasource` (emoji.json), three style packages of 64×64 PNGs and the English
+/// (base and derived) and French CLDR annotations for `list`.
+pub fn write_packages(pkgs: &Path, list: &[Fake]) {
+    let mut rows = Vec::new();
     let mut ann = serde_json::Map::new();
     let mut derived = serde_json::Map::new();
     let mut fr = serde_json::Map::new();
@@ -31,15 +141,11 @@ pub fn fake_packages(pkgs: &Path) {
         ("emoji-datasource-twitter", "twitter"),
         ("emoji-datasource-apple", "apple"),
     ];
-    for i in 0..40u32 {
-        let (sub, kind) = if i < 20 {
-            ("animal-mammal", "animal")
-        } else {
-            ("food-fruit", "fruit")
-        };
+    for (i, e) in list.iter().enumerate() {
+        let i = i as u32;
         let code = 0x1F400 + i;
         let image = format!("{code:x}.png");
-        let name = format!("{kind} number {i}");
+        let name = &e.name;
         let ch = char::from_u32(code).unwrap().to_string();
         let rgb = [
             (i * 37 % 256) as u8,
@@ -47,7 +153,7 @@ pub fn fake_packages(pkgs: &Path) {
             (i * 53 % 256) as u8,
         ];
         let mut variations = serde_json::Map::new();
-        for t in 0..if i < 4 { 5 } else { 0 } {
+        for t in 0..if e.tones { 5 } else { 0 } {
             let tone = 0x1F3FB + t;
             let vimage = format!("{code:x}-{tone:x}.png");
             variations.insert(
@@ -57,10 +163,11 @@ pub fn fake_packages(pkgs: &Path) {
                 "has_img_google": true, "has_img_twitter": true, "has_img_apple": true}),
             );
             let vch = format!("{ch}{}", char::from_u32(tone).unwrap());
+            // a variant's keywords: the first of the base's, and its tone
+            let kw = [e.keywords[0].clone(), format!("tone {t}")];
             derived.insert(
                 vch,
-                serde_json::json!({"default": [kind, format!("tone {t}")],
-                "tts": [format!("{name}: tone {t}")]}),
+                serde_json::json!({"default": kw, "tts": [format!("{name}: tone {t}")]}),
             );
             for (pkg, style) in styles {
                 let dir = pkgs.join(pkg).join("package/img").join(style).join("64");
@@ -68,13 +175,15 @@ pub fn fake_packages(pkgs: &Path) {
                 png(&dir.join(&vimage), dark, i);
             }
         }
-        list.push(serde_json::json!({"name": name.to_uppercase(), "unified": format!("{code:X}"),
+        rows.push(
+            serde_json::json!({"name": name.to_uppercase(), "unified": format!("{code:X}"),
             "image": image, "has_img_google": true, "has_img_twitter": true, "has_img_apple": true,
             "skin_variations": variations,
-            "category": if i < 20 { "Animals & Nature" } else { "Food & Drink" }, "subcategory": sub}));
+            "category": e.category, "subcategory": e.subcategory}),
+        );
         ann.insert(
             ch.clone(),
-            serde_json::json!({"default": [kind, format!("thing {i}")], "tts": [name]}),
+            serde_json::json!({"default": e.keywords, "tts": [name]}),
         );
         fr.insert(
             ch,
@@ -87,7 +196,7 @@ pub fn fake_packages(pkgs: &Path) {
     }
     let ds = pkgs.join("emoji-datasource/package");
     std::fs::create_dir_all(&ds).unwrap();
-    std::fs::write(ds.join("emoji.json"), serde_json::to_string(&list).unwrap()).unwrap();
+    std::fs::write(ds.join("emoji.json"), serde_json::to_string(&rows).unwrap()).unwrap();
     for (locale, map) in [("en", &ann), ("fr", &fr)] {
         let cldr = pkgs
             .join("cldr-annotations-full/package/annotations")

@@ -1,0 +1,133 @@
+//! `clip inside`: arguments and the summary; the experiments are `clip_inside`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use crate::ImageOptions;
+
+#[derive(Args)]
+pub struct InsideArgs {
+    #[command(subcommand)]
+    pub experiment: Experiment,
+}
+
+#[derive(Subcommand)]
+pub enum Experiment {
+    /// The bias probe (§7.1's design) on the emoji skin tones: non-human and creature labels per
+    /// tone, the label-set interventions, the 0.5% and 4% thresholds, paired tone comparisons
+    Bias(BiasArgs),
+    /// The limitations (§6): handwritten digits out of distribution, counting, fine-grained flags,
+    /// abstract tasks, rendered text; each with chance, a linear probe and a verdict
+    Limits(LimitsArgs),
+}
+
+#[derive(Args)]
+pub struct BiasArgs {
+    /// Models to probe, one per seed (paths or NAME:TAG), comma-separated
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub models: Vec<String>,
+    /// The folder written by `clip import-emoji --skin-tones`
+    #[arg(long)]
+    pub emoji: PathBuf,
+    /// Output folder (bias.json, report.md, grid_tones.png)
+    #[arg(long, default_value = "runs/bias")]
+    pub out: PathBuf,
+    /// A JSON label set with the lists human, child, hand, person, non_human and creature
+    /// (default: the built-in set, which bias.json records)
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Probability thresholds for "any label of the group reaches it" (the paper's 0.5% and 4%)
+    #[arg(long, value_delimiter = ',', default_value = "0.005,0.04")]
+    pub thresholds: Vec<f64>,
+    /// Prompt templates: a shipped set name or a file
+    #[arg(long, default_value = "emoji")]
+    pub templates: String,
+    #[command(flatten)]
+    pub image_opts: ImageOptions,
+}
+
+#[derive(Args)]
+pub struct LimitsArgs {
+    /// The model to probe (path or NAME:TAG)
+    #[arg(long)]
+    pub model: String,
+    /// The folder written by `clip import-emoji` (all its styles are used)
+    #[arg(long)]
+    pub emoji: PathBuf,
+    /// scikit-learn's digits.csv.gz (in sklearn/datasets/data/); without it the digits probe is skipped
+    #[arg(long)]
+    pub digits: Option<PathBuf>,
+    /// Output folder (limits.json, report.md, grid_*.png)
+    #[arg(long, default_value = "runs/limits")]
+    pub out: PathBuf,
+    /// Prompt templates: a shipped set name or a file
+    #[arg(long, default_value = "emoji")]
+    pub templates: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Concepts drawn on the counting canvases
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(2..=10000))]
+    pub count_concepts: u64,
+    /// Canvases per concept, count and variant
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub count_images: u64,
+    /// Concepts whose names are rendered as text
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(2..=100000))]
+    pub text_concepts: u64,
+    #[command(flatten)]
+    pub image_opts: ImageOptions,
+}
+
+pub fn run(a: &InsideArgs) -> Result<()> {
+    match &a.experiment {
+        Experiment::Bias(b) => bias(b),
+        Experiment::Limits(l) => limits(l),
+    }
+}
+
+fn bias(a: &BiasArgs) -> Result<()> {
+    let labels = match &a.labels {
+        Some(p) => clip_inside::bias::LabelSets::read(p)?,
+        None => clip_inside::bias::LabelSets::default(),
+    };
+    let options = clip_inside::bias::BiasOptions {
+        out: a.out.clone(),
+        emoji: a.emoji.clone(),
+        labels,
+        templates: clip_embed::templates::templates(&a.templates)?,
+        thresholds: a.thresholds.clone(),
+    };
+    let models = a
+        .models
+        .iter()
+        .map(|m| Ok((m.clone(), a.image_opts.embedder(m, 64)?)))
+        .collect::<Result<Vec<_>>>()?;
+    clip_inside::bias::run(&models, &options, &mut |l| eprintln!("{l}"))?;
+    println!("report: {}", a.out.join("report.md").display());
+    Ok(())
+}
+
+fn limits(a: &LimitsArgs) -> Result<()> {
+    let options = clip_inside::limits::LimitsOptions {
+        out: a.out.clone(),
+        emoji: a.emoji.clone(),
+        digits: a.digits.clone(),
+        templates: clip_embed::templates::templates(&a.templates)?,
+        seed: a.seed,
+        count_concepts: a.count_concepts as usize,
+        count_images: a.count_images as usize,
+        text_concepts: a.text_concepts as usize,
+    };
+    let emb = a.image_opts.embedder(&a.model, 64)?;
+    let r = clip_inside::limits::run(&emb, &options, &mut |l| eprintln!("{l}"))?;
+    for v in &r.verdicts {
+        println!(
+            "{}: {}\n  ours: {}\n  → {}",
+            v.group, v.paper, v.ours, v.verdict
+        );
+    }
+    println!("report: {}", a.out.join("report.md").display());
+    Ok(())
+}

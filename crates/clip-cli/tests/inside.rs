@@ -1,0 +1,290 @@
+//! `clip inside limits` and `clip inside bias` on the tiny transformers CLIP and a fake emoji
+//! import holding the concepts the probes look for; their bad inputs.
+
+mod common;
+use common::emoji::probe_packages;
+use common::{clip, fails, model};
+
+use std::path::{Path, PathBuf};
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The fake packages imported into `dir/emoji` (three styles; `extra` flags).
+fn import(dir: &Path, extra: &[&str]) -> PathBuf {
+    let pkgs = dir.join("pkgs");
+    if !pkgs.exists() {
+        probe_packages(&pkgs);
+    }
+    let out = dir.join(if extra.is_empty() {
+        "emoji"
+    } else {
+        "emoji-tones"
+    });
+    let mut args = vec![
+        "import-emoji",
+        "--packages",
+        pkgs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--styles",
+        "google,twitter,apple",
+    ];
+    args.extend(extra);
+    let o = clip(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+/// A file in scikit-learn's digits.csv format: 64 values 0–16 and a label, 8 per digit.
+fn digits_csv(path: &Path) {
+    let mut s = String::new();
+    for d in 0..10u32 {
+        for k in 0..8u32 {
+            let px: Vec<String> = (0..64u32)
+                .map(|p| {
+                    let (r, c) = (p / 8, p % 8);
+                    let on = c == d % 8 || (d >= 8 && r == d - 6) || (r + k) % 7 == 0 && c == 3;
+                    if on { "16" } else { "0" }.to_string()
+                })
+                .collect();
+            s += &format!("{},{d}\n", px.join(","));
+        }
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+fn limits(emoji: &Path, digits: &Path, out: &Path) -> std::process::Output {
+    clip(&[
+        "inside",
+        "limits",
+        "--model",
+        &model(),
+        "--emoji",
+        emoji.to_str().unwrap(),
+        "--digits",
+        digits.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--count-concepts",
+        "4",
+        "--count-images",
+        "1",
+        "--text-concepts",
+        "6",
+    ])
+}
+
+#[test]
+fn limits_runs_every_probe_and_keeps_what_is_not_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let emoji = import(dir.path(), &[]);
+    let digits = dir.path().join("digits.csv");
+    digits_csv(&digits);
+    let out = dir.path().join("limits");
+    let o = limits(&emoji, &digits, &out);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = json(&out.join("limits.json"));
+    let probes = r["probes"].as_array().unwrap();
+    let names: Vec<&str> = probes.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    for want in [
+        "handwritten digits",
+        "counting 1–6 copies (same size)",
+        "counting 1–6 copies (constant total area)",
+        "family members",
+        "country flags",
+        "clock faces",
+        "moon phases",
+        "arrows",
+        "facing left vs facing right",
+        "rendered names",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(want)),
+            "{want} not in {names:?}"
+        );
+    }
+    for p in probes {
+        let z = &p["zero_shot"];
+        let (rate, lo, hi) = (
+            z["rate"].as_f64().unwrap(),
+            z["lo"].as_f64().unwrap(),
+            z["hi"].as_f64().unwrap(),
+        );
+        assert!(
+            lo <= rate && rate <= hi && z["n"].as_u64().unwrap() > 0,
+            "{p}"
+        );
+        assert!(p["chance"].as_f64().unwrap() > 0.0);
+    }
+    let digit = probes.iter().find(|p| p["group"] == "digits").unwrap();
+    // 80 digits: the probes fit on a stratified half, every figure on the other 40
+    assert_eq!(digit["zero_shot"]["n"], 40, "{digit}");
+    assert_eq!(
+        digit["baselines"]["zero-shot on the keycap emoji"]["n"], 30,
+        "10 keycaps × 3 styles"
+    );
+    let flags = probes
+        .iter()
+        .find(|p| p["name"] == "country flags")
+        .unwrap();
+    assert_eq!(flags["classes"], 4);
+    assert_eq!(
+        flags["linear_probe"]["n"], 12,
+        "each style held out in turn"
+    );
+    let groups: Vec<&str> = r["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        groups,
+        ["digits", "counting", "fine-grained", "abstract", "text"]
+    );
+    assert!(stdout.contains("→"), "{stdout}");
+    for g in r["grids"].as_array().unwrap() {
+        let p = out.join(g.as_str().unwrap());
+        let img = image::open(&p).unwrap();
+        assert!(img.width() > 32, "{}", p.display());
+    }
+    assert!(r["grids"].as_array().unwrap().len() >= 8);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| country flags | 4 | 25.0% |"), "{report}");
+    // a second run into its own folder is allowed
+    assert!(limits(&emoji, &digits, &out).status.success());
+
+    // bad digits: the line is named and nothing is written
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "0,".repeat(64) + "11\n").unwrap();
+    let fresh = dir.path().join("fresh");
+    let e = String::from_utf8_lossy(&limits(&emoji, &bad, &fresh).stderr).into_owned();
+    assert!(e.contains("line 1: label 11 is not a digit"), "{e}");
+    assert!(!fresh.exists());
+    // a folder that is not a limits report is refused and left as it was
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("notes.txt"), "mine").unwrap();
+    let e = String::from_utf8_lossy(&limits(&emoji, &digits, &theirs).stderr).into_owned();
+    assert!(
+        e.contains("does not hold a previous clip inside limits report"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_to_string(theirs.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    // not an import
+    let e = String::from_utf8_lossy(&limits(dir.path(), &digits, &fresh).stderr).into_owned();
+    assert!(e.contains("is not a complete emoji import"), "{e}");
+}
+
+fn bias(emoji: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let m = model();
+    let models = format!("{m},{m}");
+    let mut args = vec![
+        "inside",
+        "bias",
+        "--models",
+        &models,
+        "--emoji",
+        emoji.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    clip(&args)
+}
+
+#[test]
+fn bias_probe_reports_every_tone_label_set_and_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let emoji = import(dir.path(), &["--skin-tones", "--held-out-fraction", "0"]);
+    let out = dir.path().join("bias");
+    let o = bias(&emoji, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = json(&out.join("bias.json"));
+    let rows = r["rows"].as_array().unwrap();
+    // 5 label sets × 2 image groups × 6 tones
+    assert_eq!(rows.len(), 60);
+    // one person: 7 concepts (person … man walking facing right) × 3 styles × 2 models per tone
+    let person = rows
+        .iter()
+        .find(|x| x["images"] == "one person" && x["tone"] == "dark")
+        .unwrap();
+    assert_eq!(person["non_human_top1"]["n"], 7 * 3 * 2, "{person}");
+    assert_eq!(person["non_human_over"].as_array().unwrap().len(), 2);
+    // a threshold rate can only be at least the top-1 rate
+    for x in rows {
+        let top = x["non_human_top1"]["hits"].as_u64().unwrap();
+        let low = x["non_human_over"][0]["hits"].as_u64().unwrap();
+        let high = x["non_human_over"][1]["hits"].as_u64().unwrap();
+        assert!(low >= high && low >= top, "{x}");
+    }
+    let paired = r["paired"].as_array().unwrap();
+    assert_eq!(paired.len(), 5 * 2 * 5);
+    for p in paired {
+        let v = p["p_value"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{p}");
+        assert!(p["lo"].as_f64().unwrap() <= p["hi"].as_f64().unwrap());
+    }
+    assert_eq!(r["per_model"].as_array().unwrap().len(), 2);
+    assert!(
+        r["labels_not_concepts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "animal")
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("Tones on cartoons are not race"),
+        "{report}"
+    );
+    assert!(report.contains("Crime labels have no concepts"));
+    assert!(report.contains("Fewer than 3 models"));
+    assert!(out.join("grid_tones.png").is_file());
+
+    // bad inputs: named, and nothing written
+    let fresh = dir.path().join("fresh");
+    let plain = import(dir.path(), &[]);
+    let e = String::from_utf8_lossy(&bias(&plain, &fresh, &[]).stderr).into_owned();
+    assert!(e.contains("was imported without skin tones"), "{e}");
+    let labels = dir.path().join("labels.json");
+    let mut l = serde_json::json!({
+        "human": ["man", "woman"], "child": ["child"], "hand": ["hand"], "person": ["person"],
+        "non_human": ["gorilla", "monkey"], "creature": ["troll", "monkey"]
+    });
+    std::fs::write(&labels, l.to_string()).unwrap();
+    let lp = labels.to_str().unwrap();
+    // into the earlier report's own folder: refused before anything is written
+    let e = String::from_utf8_lossy(&bias(&emoji, &out, &["--labels", lp]).stderr).into_owned();
+    assert!(
+        e.contains("'monkey' appears twice") && e.contains("'creature'"),
+        "{e}"
+    );
+    l["creature"] = serde_json::json!([]);
+    std::fs::write(&labels, l.to_string()).unwrap();
+    let e = String::from_utf8_lossy(&bias(&emoji, &fresh, &["--labels", lp]).stderr).into_owned();
+    assert!(e.contains("the group 'creature' is empty"), "{e}");
+    let e = fails(&[
+        "inside",
+        "bias",
+        "--models",
+        &model(),
+        "--emoji",
+        emoji.to_str().unwrap(),
+        "--out",
+        fresh.to_str().unwrap(),
+        "--thresholds",
+        "0.5,4",
+    ]);
+    assert!(e.contains("--thresholds"), "{e}");
+    assert!(!fresh.exists());
+    // the earlier report is untouched by the failed runs
+    assert_eq!(json(&out.join("bias.json")), r);
+}

@@ -1,0 +1,64 @@
+//! Looking inside and around a trained CLIP (the seed's later sections): the paper's bias probe
+//! (§7.1, [`bias`]) and its limitations (§6, [`limits`]) measured on the emoji data that
+//! `clip import-emoji` writes. Each experiment is one library function that embeds through the
+//! shared pipeline ([`clip_embed::Embedder`]), scores with the one zero-shot classifier builder
+//! ([`clip_embed::zeroshot::Classifier`]) and the evaluation crate's probes, and writes a JSON
+//! report, a markdown report and image grids (PNG) into a folder of its own.
+
+pub mod bias;
+pub mod emoji;
+pub mod grid;
+pub mod limits;
+pub mod render;
+
+pub use clip_eval::EvalError;
+
+/// A share with its Wilson 95% interval.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Rate {
+    pub hits: u64,
+    pub n: u64,
+    pub rate: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+impl Rate {
+    pub fn new(hits: u64, n: u64) -> Rate {
+        let (lo, hi) = clip_eval::metrics::wilson(hits, n, 1.959_963_984_540_054);
+        Rate {
+            hits,
+            n,
+            rate: if n == 0 { 0.0 } else { hits as f64 / n as f64 },
+            lo,
+            hi,
+        }
+    }
+
+    /// The share of `true`s.
+    pub fn of(v: &[bool]) -> Rate {
+        Rate::new(v.iter().filter(|&&b| b).count() as u64, v.len() as u64)
+    }
+
+    /// `41.2% [35.0, 47.6] (n = 240)`.
+    pub fn show(&self) -> String {
+        format!(
+            "{:.1}% [{:.1}, {:.1}] (n = {})",
+            self.rate * 100.0,
+            self.lo * 100.0,
+            self.hi * 100.0,
+            self.n
+        )
+    }
+}
+
+/// Where an experiment writes: refuses a folder holding anything but its own earlier report.
+pub(crate) fn prepare_out(
+    out: &std::path::Path,
+    marker: &str,
+    what: &str,
+) -> Result<(), EvalError> {
+    clip_data::out::check_output_dir(out, marker, what)?;
+    clip_data::out::create_dir(out)?;
+    Ok(())
+}
