@@ -1,7 +1,8 @@
 //! Every `clip` command line in the README's `sh` blocks runs, in order, as written — so a documented
 //! command can never fail. The commands run in a scratch folder that links `testdata/` and
 //! `configs/`, on the tiny test models, with the npm emoji packages replaced by a small set in the
-//! packages' own layout (40 emoji in two subcategories, made here). Training and `repro` get flags
+//! packages' own layout (40 emoji in two subcategories, and the people, hands, animals, keycaps,
+//! flags, clocks, moons and arrows the `clip inside` probes look for, made here). Training and `repro` get flags
 //! that shorten them (listed in `SHORTER`); `~` is a scratch home whose `Pictures` holds test images,
 //! `$CLIP_MODEL` (the default model of `index` and `serve`) is the tiny test model, `&&` joins
 //! commands as in a shell, and `clip serve` listens on a free port, is asked `/health`, and is
@@ -13,7 +14,7 @@
 use std::path::Path;
 
 mod common;
-use common::emoji::fake_packages;
+use common::emoji::{fake_list, probe_list, write_packages};
 use common::{clip, root};
 
 /// Flags appended to long-running commands (first words → extra flags; the first match counts).
@@ -196,7 +197,7 @@ fn every_readme_command_runs() {
     for link in ["testdata", "configs"] {
         std::os::unix::fs::symlink(root().join(link), cwd.join(link)).unwrap();
     }
-    fake_packages(&cwd.join("pkgs"));
+    write_packages(&cwd.join("pkgs"), &[fake_list(), probe_list()].concat());
     let home = cwd.join("home");
     std::fs::create_dir_all(home.join("Pictures")).unwrap();
     for name in ["photo_224.jpg", "alpha.png", "grey.png", "lossy.webp"] {

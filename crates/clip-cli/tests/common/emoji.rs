@@ -21,6 +21,7 @@ fn png(path: &Path, rgb: [u8; 3], shape: u32) {
 
 /// One fake emoji: its name (`emoji-datasource` spells it in capitals), category, subcategory,
 /// CLDR keywords, and whether it has the five skin-tone variants.
+#[derive(Clone)]
 pub struct Fake {
     pub name: String,
     pub category: String,
@@ -32,7 +33,12 @@ pub struct Fake {
 /// The npm packages' files the importer reads, for 40 emoji in two subcategories and three styles,
 /// the first four with five skin-tone variants, and English and French CLDR annotations.
 pub fn fake_packages(pkgs: &Path) {
-    let list = (0..40u32)
+    write_packages(pkgs, &fake_list());
+}
+
+/// The 40 emoji of [`fake_packages`].
+pub fn fake_list() -> Vec<Fake> {
+    (0..40u32)
         .map(|i| {
             let (sub, kind, cat) = if i < 20 {
                 ("animal-mammal", "animal", "Animals & Nature")
@@ -47,14 +53,18 @@ pub fn fake_packages(pkgs: &Path) {
                 tones: i < 4,
             }
         })
-        .collect::<Vec<_>>();
-    write_packages(pkgs, &list);
+        .collect()
 }
 
 /// Fake packages with the concepts the inside probes look for: people and hands with skin
 /// tones, animals and creatures (the bias probe's labels), keycaps, flags, clock faces, moon
 /// phases, arrows, a "facing right" twin and families (the limitations probes), and some others.
 pub fn probe_packages(pkgs: &Path) {
+    write_packages(pkgs, &probe_list());
+}
+
+/// The emoji of [`probe_packages`].
+pub fn probe_list() -> Vec<Fake> {
     let mut list = Vec::new();
     let mut add = |name: &str, cat: &str, sub: &str, tones: bool| {
         list.push(Fake {
@@ -126,7 +136,7 @@ pub fn probe_packages(pkgs: &Path) {
     ] {
         add(n, "Food & Drink", "food-fruit", false);
     }
-    write_packages(pkgs, &list);
+    list
 }
 
 /// Write `emoji-datasource` (emoji.json), three style packages of 64×64 PNGs and the English
