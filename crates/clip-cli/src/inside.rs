@@ -18,6 +18,9 @@ pub enum Experiment {
     /// The bias probe (§7.1's design) on the emoji skin tones: non-human and creature labels per
     /// tone, the label-set interventions, the 0.5% and 4% thresholds, paired tone comparisons
     Bias(BiasArgs),
+    /// Units of the image tower: top and bottom dataset examples, concept purity against a
+    /// random-init model and random directions, and each unit's nearest texts
+    Neurons(NeuronsArgs),
     /// The limitations (§6): handwritten digits out of distribution, counting, fine-grained flags,
     /// abstract tasks, rendered text; each with chance, a linear probe and a verdict
     Limits(LimitsArgs),
@@ -44,6 +47,39 @@ pub struct BiasArgs {
     /// Prompt templates: a shipped set name or a file
     #[arg(long, default_value = "emoji")]
     pub templates: String,
+    #[command(flatten)]
+    pub image_opts: ImageOptions,
+}
+
+#[derive(Args)]
+pub struct NeuronsArgs {
+    /// The model to look into (path or NAME:TAG)
+    #[arg(long)]
+    pub model: String,
+    /// The folder written by `clip import-emoji` (every default-tone image of every style is used)
+    #[arg(long)]
+    pub emoji: PathBuf,
+    /// Output folder (neurons.json, report.md, grid_*.png)
+    #[arg(long, default_value = "runs/neurons")]
+    pub out: PathBuf,
+    /// The last this many transformer blocks (ViT)
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub blocks: u64,
+    /// Top and bottom images kept per unit
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub top: u64,
+    /// Units drawn in each grid (the purest)
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub show: u64,
+    /// Random directions per unit set (the baseline; at most the number of units)
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100000))]
+    pub directions: u64,
+    /// Seed of the random-init model and the random directions
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Units drawn first in every grid (e.g. 12,407)
+    #[arg(long, value_delimiter = ',')]
+    pub units: Vec<usize>,
     #[command(flatten)]
     pub image_opts: ImageOptions,
 }
@@ -84,7 +120,26 @@ pub fn run(a: &InsideArgs) -> Result<()> {
     match &a.experiment {
         Experiment::Bias(b) => bias(b),
         Experiment::Limits(l) => limits(l),
+        Experiment::Neurons(n) => neurons(n),
     }
+}
+
+fn neurons(a: &NeuronsArgs) -> Result<()> {
+    let options = clip_inside::neurons::NeuronOptions {
+        out: a.out.clone(),
+        emoji: a.emoji.clone(),
+        blocks: a.blocks as usize,
+        top: a.top as usize,
+        show: a.show as usize,
+        directions: a.directions as usize,
+        units: a.units.clone(),
+        seed: a.seed,
+    };
+    let emb = a.image_opts.embedder(&a.model, 64)?;
+    let r = clip_inside::neurons::run(&emb, &options, &mut |l| eprintln!("{l}"))?;
+    println!("{}", r.verdict);
+    println!("report: {}", a.out.join("report.md").display());
+    Ok(())
 }
 
 fn bias(a: &BiasArgs) -> Result<()> {

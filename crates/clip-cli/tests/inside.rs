@@ -288,3 +288,95 @@ fn bias_probe_reports_every_tone_label_set_and_pair() {
     // the earlier report is untouched by the failed runs
     assert_eq!(json(&out.join("bias.json")), r);
 }
+
+#[test]
+fn neurons_rank_units_against_both_baselines() {
+    let dir = tempfile::tempdir().unwrap();
+    let emoji = import(dir.path(), &[]);
+    let out = dir.path().join("neurons");
+    let run = |out: &Path| {
+        clip(&[
+            "inside",
+            "neurons",
+            "--model",
+            &model(),
+            "--emoji",
+            emoji.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--blocks",
+            "1",
+            "--top",
+            "3",
+            "--show",
+            "2",
+            "--directions",
+            "8",
+        ])
+    };
+    let o = run(&out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = json(&out.join("neurons.json"));
+    let sets = r["result"]["sets"].as_array().unwrap();
+    // the last block's MLP, at the class token and as the mean over tokens
+    assert_eq!(sets.len(), 2, "{r}");
+    assert!(
+        sets[0]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with("MLP, class token")
+    );
+    let units = sets[0]["trained"]["units"].as_u64().unwrap();
+    assert!(units >= 32, "{units}");
+    assert_eq!(sets[0]["random_init"]["units"], units);
+    assert_eq!(sets[0]["random_directions"]["units"], 8);
+    assert_eq!(sets[0]["units"].as_array().unwrap().len() as u64, units);
+    for u in sets[0]["units"].as_array().unwrap() {
+        assert_eq!(u["top"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            u["texts"].as_array().unwrap().len(),
+            10,
+            "the class token's units have a text side"
+        );
+        let c = u["concept"].as_f64().unwrap();
+        assert!((1.0 / 3.0 - 1e-9..=1.0).contains(&c), "{u}");
+    }
+    assert_eq!(sets[0]["text_hits"]["n"], units);
+    assert!(
+        sets[1]["text_hits"].is_null(),
+        "no direct effect from the token mean"
+    );
+    for s in sets {
+        assert!(out.join(s["grid"].as_str().unwrap()).is_file());
+    }
+    assert!(
+        std::fs::read_to_string(out.join("report.md"))
+            .unwrap()
+            .contains("concept purity: trained / random init / random directions")
+    );
+    // the same run again gives the same units (seeded)
+    assert!(run(&out).status.success());
+    assert_eq!(json(&out.join("neurons.json")), r);
+    // a unit out of range names the layer's size; nothing is written
+    let fresh = dir.path().join("fresh");
+    let e = fails(&[
+        "inside",
+        "neurons",
+        "--model",
+        &model(),
+        "--emoji",
+        emoji.to_str().unwrap(),
+        "--out",
+        fresh.to_str().unwrap(),
+        "--blocks",
+        "1",
+        "--units",
+        "1,100000",
+    ]);
+    assert!(
+        e.contains(&format!("unit 100000 is out of range"))
+            && e.contains(&format!("has {units} units (0–{})", units - 1)),
+        "{e}"
+    );
+    assert!(!fresh.exists());
+}

@@ -9,6 +9,7 @@ pub mod bias;
 pub mod emoji;
 pub mod grid;
 pub mod limits;
+pub mod neurons;
 pub mod render;
 
 pub use clip_eval::EvalError;

@@ -1,5 +1,6 @@
-//! Capturing intermediate activations (any block's output) during a forward pass, for work on
-//! neurons, probing and robustness.
+//! Capturing intermediate activations (any block's output, and a transformer block's MLP hidden
+//! units after the activation as `….resblocks.N.mlp`) during a forward pass, for work on neurons,
+//! probing and robustness.
 
 use burn::prelude::*;
 
@@ -33,7 +34,8 @@ impl Capture {
         Capture::new(["*"])
     }
 
-    fn wants(&self, name: &str) -> bool {
+    /// Whether a pattern asks for `name`.
+    pub fn wants(&self, name: &str) -> bool {
         self.patterns.iter().any(|p| match p.strip_suffix('*') {
             Some(prefix) => name.starts_with(prefix),
             None => p == name,

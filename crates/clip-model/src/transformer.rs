@@ -366,6 +366,28 @@ impl ResidualAttentionBlock {
         let x = x.clone() + self.attn.forward(self.ln_1.forward(x), causal);
         x.clone() + self.mlp.forward(self.ln_2.forward(x))
     }
+
+    /// [`Self::forward`], offering the MLP's hidden units after the activation (`[B, T, mlp_width]`)
+    /// to `capture` as `{name}.mlp` (the same operations in the same order).
+    fn forward_capturing(
+        &self,
+        x: Tensor<3>,
+        causal: bool,
+        name: &str,
+        capture: &mut Capture,
+    ) -> Tensor<3> {
+        let hidden = format!("{name}.mlp");
+        if !capture.wants(&hidden) {
+            return self.forward(x, causal);
+        }
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), causal);
+        let h = activation(
+            self.mlp.c_fc.forward(self.ln_2.forward(x.clone())),
+            self.mlp.act,
+        );
+        capture.offer(|| hidden, &h);
+        x + self.mlp.c_proj.forward(h)
+    }
 }
 
 /// A stack of residual attention blocks (`{prefix}.resblocks.N`).
@@ -497,7 +519,8 @@ impl Transformer {
         }
     }
 
-    /// Run the blocks; block `i`'s output is offered to `capture` as `{prefix}.resblocks.{i}`.
+    /// Run the blocks; block `i`'s output is offered to `capture` as `{prefix}.resblocks.{i}`, its
+    /// MLP hidden units as `{prefix}.resblocks.{i}.mlp`.
     pub fn forward(
         &self,
         mut x: Tensor<3>,
@@ -506,9 +529,13 @@ impl Transformer {
         mut capture: Option<&mut Capture>,
     ) -> Tensor<3> {
         for (i, block) in self.resblocks.iter().enumerate() {
-            x = block.forward(x, causal);
+            let name = format!("{prefix}.resblocks.{i}");
+            x = match capture.as_deref_mut() {
+                Some(c) => block.forward_capturing(x, causal, &name, c),
+                None => block.forward(x, causal),
+            };
             if let Some(c) = capture.as_deref_mut() {
-                c.offer(|| format!("{prefix}.resblocks.{i}"), &x);
+                c.offer(|| name, &x);
             }
         }
         x

@@ -225,8 +225,11 @@ fn capture_block_outputs() {
             "vit_openai_jit",
             "model.pt",
             "visual.transformer.resblocks.*",
+            // each block's MLP hidden units (after the activation), then its output
             vec![
+                ("visual.transformer.resblocks.0.mlp", vec![2, 10, 256]),
                 ("visual.transformer.resblocks.0", vec![2, 10, 64]),
+                ("visual.transformer.resblocks.1.mlp", vec![2, 10, 256]),
                 ("visual.transformer.resblocks.1", vec![2, 10, 64]),
             ],
         ),
@@ -251,6 +254,11 @@ fn capture_block_outputs() {
             .map(|a| (a.name.as_str(), a.shape.clone()))
             .collect();
         assert_eq!(got, expect, "{name}");
+        if let Some(h) = cap.get("visual.transformer.resblocks.1.mlp") {
+            // after QuickGELU, x·σ(1.702x) ≥ −0.1646: the units are taken after the activation
+            let min = h.data.iter().copied().fold(f32::INFINITY, f32::min);
+            assert!(min >= -0.1647 && min < 0.0, "{min}");
+        }
     }
     let clip = load_clip(&case("vit_openai_jit").join("model.pt"), None, &device).unwrap();
     let mut cap = Capture::new(["transformer.resblocks.1"]);
