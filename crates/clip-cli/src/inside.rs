@@ -21,6 +21,9 @@ pub enum Experiment {
     /// Units of the image tower: top and bottom dataset examples, concept purity against a
     /// random-init model and random directions, and each unit's nearest texts
     Neurons(NeuronsArgs),
+    /// CLIP-guided search (CLIP-GLaSS's genetic algorithm) of a procedural emoji generator,
+    /// against random search and best-of-N reranking, every pick scored by a judge CLIP
+    Glass(GlassArgs),
     /// The limitations (§6): handwritten digits out of distribution, counting, fine-grained flags,
     /// abstract tasks, rendered text; each with chance, a linear probe and a verdict
     Limits(LimitsArgs),
@@ -85,6 +88,44 @@ pub struct NeuronsArgs {
 }
 
 #[derive(Args)]
+pub struct GlassArgs {
+    /// The CLIP whose score guides the search and the reranking (path or NAME:TAG)
+    #[arg(long)]
+    pub guide: String,
+    /// An independently trained CLIP that judges every pick (zero-shot among the targets)
+    #[arg(long)]
+    pub judge: String,
+    /// Target captions (the judge chooses among them)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "large red circle,large blue circle,large green square,large yellow square,large orange diamond,large blue diamond,large purple circle,large brown square,slightly smiling face,slightly frowning face"
+    )]
+    pub targets: Vec<String>,
+    /// Output folder (glass.json, report.md, grid_glass.png, best_of_n.png)
+    #[arg(long, default_value = "runs/glass")]
+    pub out: PathBuf,
+    /// Generator evaluations per search; best-of-N runs up to the same N
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(4..=1_000_000))]
+    pub evaluations: u64,
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(4..=100_000))]
+    pub population: u64,
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    pub seeds: Vec<u64>,
+    /// An emoji import: add a realism objective (similarity to the nearest real emoji) and search with NSGA-II
+    #[arg(long)]
+    pub realism: Option<PathBuf>,
+    /// A genome file (a JSON list of 40 numbers in [0, 1]) placed in every first generation
+    #[arg(long)]
+    pub start: Option<PathBuf>,
+    /// Prompt templates: a shipped set name or a file
+    #[arg(long, default_value = "emoji")]
+    pub templates: String,
+    #[command(flatten)]
+    pub image_opts: ImageOptions,
+}
+
+#[derive(Args)]
 pub struct LimitsArgs {
     /// The model to probe (path or NAME:TAG)
     #[arg(long)]
@@ -121,7 +162,35 @@ pub fn run(a: &InsideArgs) -> Result<()> {
         Experiment::Bias(b) => bias(b),
         Experiment::Limits(l) => limits(l),
         Experiment::Neurons(n) => neurons(n),
+        Experiment::Glass(g) => glass(g),
     }
+}
+
+fn glass(a: &GlassArgs) -> Result<()> {
+    let start = match &a.start {
+        Some(p) => Some(clip_inside::genome::read(p).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let realism = match &a.realism {
+        Some(d) => Some(clip_inside::glass::real_images(d)?),
+        None => None,
+    };
+    let options = clip_inside::glass::GlassOptions {
+        out: a.out.clone(),
+        targets: a.targets.iter().map(|t| t.trim().to_owned()).collect(),
+        templates: clip_embed::templates::templates(&a.templates)?,
+        evaluations: a.evaluations as usize,
+        population: a.population as usize,
+        seeds: a.seeds.clone(),
+        realism,
+        start,
+    };
+    let guide = a.image_opts.embedder(&a.guide, 64)?;
+    let judge = a.image_opts.embedder(&a.judge, 64)?;
+    let r = clip_inside::glass::run(&guide, &judge, &options, &mut |l| eprintln!("{l}"))?;
+    println!("{}", r.verdict);
+    println!("report: {}", a.out.join("report.md").display());
+    Ok(())
 }
 
 fn neurons(a: &NeuronsArgs) -> Result<()> {

@@ -374,9 +374,130 @@ fn neurons_rank_units_against_both_baselines() {
         "1,100000",
     ]);
     assert!(
-        e.contains(&format!("unit 100000 is out of range"))
+        e.contains("unit 100000 is out of range")
             && e.contains(&format!("has {units} units (0–{})", units - 1)),
         "{e}"
     );
     assert!(!fresh.exists());
+}
+
+fn glass(out: &Path, extra: &[&str]) -> std::process::Output {
+    let m = model();
+    let mut args = vec![
+        "inside",
+        "glass",
+        "--guide",
+        &m,
+        "--judge",
+        &m,
+        "--out",
+        out.to_str().unwrap(),
+        "--evaluations",
+        "16",
+        "--population",
+        "8",
+        "--seeds",
+        "0",
+    ];
+    args.extend(extra);
+    clip(&args)
+}
+
+#[test]
+fn glass_searches_reranks_and_warns_when_the_judge_is_the_guide() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("glass");
+    let o = glass(&out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("warning: the judge is the guide model itself")
+    );
+    let r = json(&out.join("glass.json"));
+    assert_eq!(r["self_judged"], true);
+    let methods: Vec<&str> = r["rates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "genetic search",
+            "best-of-1",
+            "best-of-2",
+            "best-of-4",
+            "best-of-8",
+            "best-of-16"
+        ]
+    );
+    for m in r["rates"].as_array().unwrap() {
+        assert_eq!(m["judge"]["n"], 10, "{m}");
+        // eight of the ten default targets are geometric or facial: the genome can say
+        assert_eq!(m["genome"]["n"], 10, "{m}");
+    }
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 10);
+    for run in runs {
+        assert_eq!(run["search"]["genome"].as_array().unwrap().len(), 40);
+        // best-of-N's guide score can only grow with N
+        let scores: Vec<f64> = run["best_of"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b[1]["guide"].as_f64().unwrap())
+            .collect();
+        assert!(scores.windows(2).all(|w| w[0] <= w[1]), "{scores:?}");
+    }
+    assert!(out.join("grid_glass.png").is_file() && out.join("best_of_n.png").is_file());
+    assert!(
+        std::fs::read_to_string(out.join("report.md"))
+            .unwrap()
+            .contains("The judge is the guide: its scores are self-confirming")
+    );
+    // NSGA-II with the realism objective, started from a given genome
+    let emoji = import(dir.path(), &[]);
+    let start = dir.path().join("start.json");
+    std::fs::write(&start, serde_json::to_string(&vec![0.5; 40]).unwrap()).unwrap();
+    let out2 = dir.path().join("glass2");
+    let o = glass(
+        &out2,
+        &[
+            "--realism",
+            emoji.to_str().unwrap(),
+            "--start",
+            start.to_str().unwrap(),
+            "--targets",
+            "large red circle,troll",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r2 = json(&out2.join("glass.json"));
+    assert_eq!(
+        r2["rates"][0]["method"],
+        "genetic search (NSGA-II, + realism)"
+    );
+    assert_eq!(
+        r2["rates"][0]["genome"]["n"], 1,
+        "the genome can say only for the circle"
+    );
+
+    // bad inputs: named, nothing written
+    let fresh = dir.path().join("fresh");
+    std::fs::write(&start, "[0.5, 0.5]").unwrap();
+    let e = String::from_utf8_lossy(&glass(&fresh, &["--start", start.to_str().unwrap()]).stderr)
+        .into_owned();
+    assert!(e.contains("holds 2 genes; a genome has 40"), "{e}");
+    let long = vec!["word"; 100].join(" ");
+    let targets = format!("large red circle,{long}");
+    let e = String::from_utf8_lossy(&glass(&fresh, &["--targets", &targets]).stderr).into_owned();
+    assert!(
+        e.contains("is longer than the guide's context of 77 tokens"),
+        "{e}"
+    );
+    let e =
+        String::from_utf8_lossy(&glass(&fresh, &["--targets", "troll,troll"]).stderr).into_owned();
+    assert!(e.contains("'troll' is given twice"), "{e}");
+    assert!(!fresh.exists());
+    assert_eq!(json(&out.join("glass.json")), r);
 }

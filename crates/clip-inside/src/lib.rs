@@ -1,12 +1,15 @@
-//! Looking inside and around a trained CLIP (the seed's later sections): the paper's bias probe
-//! (§7.1, [`bias`]) and its limitations (§6, [`limits`]) measured on the emoji data that
-//! `clip import-emoji` writes. Each experiment is one library function that embeds through the
+//! Looking inside and around a trained CLIP (the seed's later sections): its units and their
+//! dataset examples ([`neurons`]), CLIP-guided search and reranking ([`glass`] over the procedural
+//! generator of [`genome`]), the paper's bias probe (§7.1, [`bias`]) and its limitations (§6,
+//! [`limits`]), measured on the emoji data that `clip import-emoji` writes. Each experiment is one library function that embeds through the
 //! shared pipeline ([`clip_embed::Embedder`]), scores with the one zero-shot classifier builder
 //! ([`clip_embed::zeroshot::Classifier`]) and the evaluation crate's probes, and writes a JSON
 //! report, a markdown report and image grids (PNG) into a folder of its own.
 
 pub mod bias;
 pub mod emoji;
+pub mod genome;
+pub mod glass;
 pub mod grid;
 pub mod limits;
 pub mod neurons;

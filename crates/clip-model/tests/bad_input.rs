@@ -257,7 +257,7 @@ fn capture_block_outputs() {
         if let Some(h) = cap.get("visual.transformer.resblocks.1.mlp") {
             // after QuickGELU, x·σ(1.702x) ≥ −0.1646: the units are taken after the activation
             let min = h.data.iter().copied().fold(f32::INFINITY, f32::min);
-            assert!(min >= -0.1647 && min < 0.0, "{min}");
+            assert!((-0.1647..0.0).contains(&min), "{min}");
         }
     }
     let clip = load_clip(&case("vit_openai_jit").join("model.pt"), None, &device).unwrap();
