@@ -24,6 +24,12 @@ pub enum Experiment {
     /// CLIP-guided search (CLIP-GLaSS's genetic algorithm) of a procedural emoji generator,
     /// against random search and best-of-N reranking, every pick scored by a judge CLIP
     Glass(GlassArgs),
+    /// Write the "reading" variant of a training manifest: a share of its rows show their
+    /// concept's name drawn as text instead of their image
+    Reading(ReadingArgs),
+    /// Typographic attacks: an attack word written on every image, chosen on half of the concepts
+    /// and measured on the other, with non-word, own-name and blank-label controls
+    Typographic(TypographicArgs),
     /// The limitations (§6): handwritten digits out of distribution, counting, fine-grained flags,
     /// abstract tasks, rendered text; each with chance, a linear probe and a verdict
     Limits(LimitsArgs),
@@ -126,6 +132,50 @@ pub struct GlassArgs {
 }
 
 #[derive(Args)]
+pub struct ReadingArgs {
+    /// The training manifest to copy (e.g. an import's train_google.jsonl)
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Share of the rows whose image becomes their drawn name
+    #[arg(long, default_value_t = 0.25)]
+    pub fraction: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder (train_reading.jsonl and reading/*.png)
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct TypographicArgs {
+    /// Models to attack (paths or NAME:TAG), comma-separated: e.g. a base and a reading model
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub models: Vec<String>,
+    /// The folder written by `clip import-emoji` (its first style is attacked; the others train the probe)
+    #[arg(long)]
+    pub emoji: PathBuf,
+    /// Output folder (typographic.json, report.md, grid_typographic.png)
+    #[arg(long, default_value = "runs/typographic")]
+    pub out: PathBuf,
+    /// Concepts in the classification task
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(4..=100000))]
+    pub concepts: u64,
+    /// Candidate attack words tried on the selection half
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=100000))]
+    pub candidates: u64,
+    /// Attack words kept for the evaluation half
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub words: u64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Prompt templates: a shipped set name or a file
+    #[arg(long, default_value = "emoji")]
+    pub templates: String,
+    #[command(flatten)]
+    pub image_opts: ImageOptions,
+}
+
+#[derive(Args)]
 pub struct LimitsArgs {
     /// The model to probe (path or NAME:TAG)
     #[arg(long)]
@@ -163,7 +213,41 @@ pub fn run(a: &InsideArgs) -> Result<()> {
         Experiment::Limits(l) => limits(l),
         Experiment::Neurons(n) => neurons(n),
         Experiment::Glass(g) => glass(g),
+        Experiment::Reading(r) => reading(r),
+        Experiment::Typographic(t) => typographic(t),
     }
+}
+
+fn reading(a: &ReadingArgs) -> Result<()> {
+    let r = clip_inside::typographic::reading_data(&a.train, a.fraction, a.seed, &a.out)?;
+    println!(
+        "{} of {} rows show their name; manifest: {}",
+        r.replaced,
+        r.rows,
+        r.manifest.display()
+    );
+    Ok(())
+}
+
+fn typographic(a: &TypographicArgs) -> Result<()> {
+    let options = clip_inside::typographic::AttackOptions {
+        out: a.out.clone(),
+        emoji: a.emoji.clone(),
+        templates: clip_embed::templates::templates(&a.templates)?,
+        concepts: a.concepts as usize,
+        candidates: a.candidates as usize,
+        words: a.words as usize,
+        seed: a.seed,
+    };
+    let models = a
+        .models
+        .iter()
+        .map(|m| Ok((m.clone(), a.image_opts.embedder(m, 64)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let r = clip_inside::typographic::attack(&models, &options, &mut |l| eprintln!("{l}"))?;
+    println!("{}", r.verdict);
+    println!("report: {}", a.out.join("report.md").display());
+    Ok(())
 }
 
 fn glass(a: &GlassArgs) -> Result<()> {

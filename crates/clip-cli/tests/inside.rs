@@ -501,3 +501,112 @@ fn glass_searches_reranks_and_warns_when_the_judge_is_the_guide() {
     assert!(!fresh.exists());
     assert_eq!(json(&out.join("glass.json")), r);
 }
+
+#[test]
+fn reading_data_and_typographic_attacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let emoji = import(dir.path(), &[]);
+    let train = emoji.join("train_google.jsonl");
+    let reading = dir.path().join("reading");
+    let (stdout, _) = common::ok_out(&[
+        "inside",
+        "reading",
+        "--train",
+        train.to_str().unwrap(),
+        "--fraction",
+        "0.5",
+        "--out",
+        reading.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("rows show their name"), "{stdout}");
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(reading.join("train_reading.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let source = std::fs::read_to_string(&train).unwrap().lines().count();
+    assert_eq!(rows.len(), source, "one row per input row");
+    let replaced: Vec<&serde_json::Value> = rows.iter().filter(|r| r["reading"] == true).collect();
+    assert!(!replaced.is_empty() && replaced.len() < rows.len());
+    for r in &rows {
+        let p = Path::new(r["image"].as_str().unwrap());
+        let p = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            reading.join(p)
+        };
+        assert!(image::open(&p).is_ok(), "{}", p.display());
+        assert!(
+            !r["captions"].as_array().unwrap().is_empty(),
+            "captions are kept"
+        );
+    }
+    let e = fails(&[
+        "inside",
+        "reading",
+        "--train",
+        train.to_str().unwrap(),
+        "--fraction",
+        "1.5",
+        "--out",
+        dir.path().join("r2").to_str().unwrap(),
+    ]);
+    assert!(e.contains("--fraction 1.5 must be between 0 and 1"), "{e}");
+    assert!(!dir.path().join("r2").exists());
+
+    let out = dir.path().join("typo");
+    let m = model();
+    let models = format!("{m},{m}");
+    let o = clip(&[
+        "inside",
+        "typographic",
+        "--models",
+        &models,
+        "--emoji",
+        emoji.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--concepts",
+        "8",
+        "--candidates",
+        "4",
+        "--words",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = json(&out.join("typographic.json"));
+    let res = &r["result"];
+    assert_eq!(res["concepts"], 8);
+    assert!((res["pixel_cover"].as_f64().unwrap() - 20.0 / 32.0).abs() < 1e-9);
+    let models = res["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    // the same model twice gives the same numbers
+    assert_eq!(models[0]["conditions"], models[1]["conditions"]);
+    let conds: Vec<&str> = models[0]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["condition"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        conds,
+        [
+            "clean",
+            "attack word",
+            "non-word of the same length",
+            "the image's own name",
+            "blank label"
+        ]
+    );
+    assert_eq!(models[0]["words"].as_array().unwrap().len(), 2);
+    let atk = &models[0]["conditions"][1];
+    assert!(atk["zero_shot_success"]["n"].as_u64().unwrap() > 0, "{atk}");
+    assert!(atk["probe_success"]["n"].as_u64().unwrap() > 0, "{atk}");
+    assert!(models[0]["conditions"][3]["zero_shot_success"].is_null());
+    assert!(out.join("grid_typographic.png").is_file());
+    assert!(
+        std::fs::read_to_string(out.join("report.md"))
+            .unwrap()
+            .contains("OCR (zero-shot on the names drawn alone)")
+    );
+}

@@ -14,6 +14,7 @@ pub mod grid;
 pub mod limits;
 pub mod neurons;
 pub mod render;
+pub mod typographic;
 
 pub use clip_eval::EvalError;
 
