@@ -30,6 +30,9 @@ pub enum Experiment {
     /// Typographic attacks: an attack word written on every image, chosen on half of the concepts
     /// and measured on the other, with non-word, own-name and blank-label controls
     Typographic(TypographicArgs),
+    /// Feature visualisation: gradient ascent on a Fourier-parameterised image (lucid's recipe)
+    /// towards a unit or a text, judged by an independent model
+    Featvis(FeatvisArgs),
     /// The limitations (§6): handwritten digits out of distribution, counting, fine-grained flags,
     /// abstract tasks, rendered text; each with chance, a linear probe and a verdict
     Limits(LimitsArgs),
@@ -176,6 +179,51 @@ pub struct TypographicArgs {
 }
 
 #[derive(Args)]
+pub struct FeatvisArgs {
+    /// The ViT to visualise (path or NAME:TAG)
+    #[arg(long)]
+    pub model: String,
+    /// An independently trained CLIP that judges each image zero-shot among the import's concepts
+    #[arg(long)]
+    pub judge: String,
+    /// The folder written by `clip import-emoji` (the judge's classes and the units' dataset examples)
+    #[arg(long)]
+    pub emoji: PathBuf,
+    /// Units as BLOCK:UNIT, comma-separated (e.g. 3:120,3:407)
+    #[arg(long, value_delimiter = ',')]
+    pub units: Vec<String>,
+    /// Read the units as the mean over tokens instead of at the class token
+    #[arg(long)]
+    pub token_mean: bool,
+    /// Texts to visualise (class visualisation), comma-separated
+    #[arg(long, value_delimiter = ',')]
+    pub texts: Vec<String>,
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=100000))]
+    pub steps: u64,
+    /// Images optimised together
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub batch: u64,
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f64,
+    /// Weight of lucid's diversity term (0: off)
+    #[arg(long, default_value_t = 0.0)]
+    pub diversity: f32,
+    /// Weight of the L2 pull towards grey (0: off)
+    #[arg(long, default_value_t = 0.0)]
+    pub l2: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder (featvis.json, report.md, grid_featvis.png)
+    #[arg(long, default_value = "runs/featvis")]
+    pub out: PathBuf,
+    /// Prompt templates: a shipped set name or a file
+    #[arg(long, default_value = "emoji")]
+    pub templates: String,
+    #[command(flatten)]
+    pub image_opts: ImageOptions,
+}
+
+#[derive(Args)]
 pub struct LimitsArgs {
     /// The model to probe (path or NAME:TAG)
     #[arg(long)]
@@ -214,8 +262,48 @@ pub fn run(a: &InsideArgs) -> Result<()> {
         Experiment::Neurons(n) => neurons(n),
         Experiment::Glass(g) => glass(g),
         Experiment::Reading(r) => reading(r),
+        Experiment::Featvis(f) => featvis(f),
         Experiment::Typographic(t) => typographic(t),
     }
+}
+
+fn featvis(a: &FeatvisArgs) -> Result<()> {
+    use clip_inside::featvis::Target;
+    let mut targets = a
+        .units
+        .iter()
+        .map(|u| Target::parse_unit(u, !a.token_mean))
+        .collect::<Result<Vec<_>, _>>()?;
+    targets.extend(a.texts.iter().map(|t| Target::Text(t.trim().to_owned())));
+    if targets.is_empty() {
+        anyhow::bail!("give --units BLOCK:UNIT and/or --texts to visualise");
+    }
+    let options = clip_inside::featvis::FeatvisOptions {
+        out: a.out.clone(),
+        emoji: a.emoji.clone(),
+        targets,
+        steps: a.steps as usize,
+        batch: a.batch as usize,
+        lr: a.lr,
+        diversity: a.diversity,
+        l2: a.l2,
+        seed: a.seed,
+        templates: clip_embed::templates::templates(&a.templates)?,
+    };
+    let opts = a.image_opts.arch.model_options();
+    let model =
+        clip_embed::models::load_with(&a.model, &opts, &clip_model::default_device().autodiff())?;
+    let emb = a.image_opts.embedder(&a.model, 64)?;
+    let judge = a.image_opts.embedder(&a.judge, 64)?;
+    if emb.fingerprint == judge.fingerprint {
+        eprintln!(
+            "warning: the judge is the visualised model itself; its verdict is self-confirming"
+        );
+    }
+    let r = clip_inside::featvis::run(&model, &emb, &judge, &options, &mut |l| eprintln!("{l}"))?;
+    println!("{}", r.verdict);
+    println!("report: {}", a.out.join("report.md").display());
+    Ok(())
 }
 
 fn reading(a: &ReadingArgs) -> Result<()> {

@@ -610,3 +610,90 @@ fn reading_data_and_typographic_attacks() {
             .contains("OCR (zero-shot on the names drawn alone)")
     );
 }
+
+#[test]
+fn featvis_ascends_units_and_texts_and_names_bad_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let emoji = import(dir.path(), &[]);
+    let run = |out: &Path, extra: &[&str]| {
+        let m = model();
+        let mut args = vec![
+            "inside",
+            "featvis",
+            "--model",
+            &m,
+            "--judge",
+            &m,
+            "--emoji",
+            emoji.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "3",
+            "--batch",
+            "2",
+        ];
+        args.extend(extra);
+        clip(&args)
+    };
+    let out = dir.path().join("fv");
+    let o = run(
+        &out,
+        &[
+            "--units",
+            "0:3,1:7",
+            "--texts",
+            "troll",
+            "--diversity",
+            "0.5",
+            "--l2",
+            "0.1",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("warning: the judge is the visualised model itself"),
+        "{err}"
+    );
+    let r = json(&out.join("featvis.json"));
+    let res = &r["result"];
+    assert!(res["gradient_check"].as_f64().unwrap() < 1e-2);
+    let v = res["visuals"].as_array().unwrap();
+    assert_eq!(v.len(), 3);
+    assert_eq!(v[0]["target"], "block 0 unit 3 (class token)");
+    assert_eq!(v[2]["concept"], "troll");
+    for x in v {
+        assert_eq!(x["hits"].as_array().unwrap().len(), 2, "{x}");
+        assert_eq!(x["judge_top5"][0].as_array().unwrap().len(), 5);
+        // three Adam steps of gradient ascent raise the objective
+        assert!(
+            x["end"].as_f64().unwrap() > x["start"].as_f64().unwrap(),
+            "{x}"
+        );
+    }
+    assert!(
+        v[0]["concept"].is_string(),
+        "a unit's concept comes from its dataset examples"
+    );
+    let grid = image::open(out.join("grid_featvis.png")).unwrap();
+    assert!(grid.width() > 64);
+    // bad targets: named, nothing written
+    let fresh = dir.path().join("fresh");
+    let e = String::from_utf8_lossy(&run(&fresh, &["--units", "0:100000"]).stderr).into_owned();
+    assert!(
+        e.contains("unit 100000 is out of range: block 0's MLP has") && e.contains("units (0–"),
+        "{e}"
+    );
+    let e = String::from_utf8_lossy(&run(&fresh, &["--units", "99:1"]).stderr).into_owned();
+    assert!(e.contains("block 99 is out of range"), "{e}");
+    let e = String::from_utf8_lossy(&run(&fresh, &["--units", "3-1"]).stderr).into_owned();
+    assert!(e.contains("'3-1' is not BLOCK:UNIT"), "{e}");
+    let long = vec!["word"; 100].join(" ");
+    let e = String::from_utf8_lossy(&run(&fresh, &["--texts", &long]).stderr).into_owned();
+    assert!(
+        e.contains("is longer than the model's context of 77 tokens"),
+        "{e}"
+    );
+    assert!(!fresh.exists());
+}

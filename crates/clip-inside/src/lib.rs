@@ -8,6 +8,7 @@
 
 pub mod bias;
 pub mod emoji;
+pub mod featvis;
 pub mod genome;
 pub mod glass;
 pub mod grid;

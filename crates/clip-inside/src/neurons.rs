@@ -216,6 +216,25 @@ fn activations(
     }
 }
 
+/// Each image's value of one MLP unit of block `block` (class token or token mean).
+pub(crate) fn unit_scores(
+    emb: &Embedder,
+    images: &[Rgb8],
+    block: usize,
+    unit: usize,
+    cls: bool,
+) -> Vec<f32> {
+    let name = format!("visual.transformer.resblocks.{block}.mlp");
+    let plan = [(name, if cls { "cls" } else { "mean" }, String::new())];
+    let acts = activations(emb, images, &plan, None);
+    column(&acts.data[0], acts.units[0].max(1), unit)
+}
+
+/// Indices of the `k` largest of `score`.
+pub(crate) fn top_indices(score: &[f32], k: usize) -> Vec<usize> {
+    extremes(score, k, true)
+}
+
 /// Indices of the `k` largest (or smallest) of `score`.
 fn extremes(score: &[f32], k: usize, largest: bool) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..score.len()).collect();

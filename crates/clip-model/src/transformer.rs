@@ -380,13 +380,19 @@ impl ResidualAttentionBlock {
         if !capture.wants(&hidden) {
             return self.forward(x, causal);
         }
+        let (x, h) = self.attend_and_expand(x, causal);
+        capture.offer(|| hidden, &h);
+        x + self.mlp.c_proj.forward(h)
+    }
+
+    /// The residual stream after attention, and the MLP's hidden units after the activation.
+    fn attend_and_expand(&self, x: Tensor<3>, causal: bool) -> (Tensor<3>, Tensor<3>) {
         let x = x.clone() + self.attn.forward(self.ln_1.forward(x), causal);
         let h = activation(
             self.mlp.c_fc.forward(self.ln_2.forward(x.clone())),
             self.mlp.act,
         );
-        capture.offer(|| hidden, &h);
-        x + self.mlp.c_proj.forward(h)
+        (x, h)
     }
 }
 
@@ -517,6 +523,16 @@ impl Transformer {
             b.attn.set_precision(precision);
             b.mlp.set_precision(precision);
         }
+    }
+
+    /// Block `block`'s MLP hidden units after the activation, `[B, T, mlp_width]`, as a tensor
+    /// (differentiable, for feature visualisation); `None` past the last block.
+    pub fn mlp_hidden(&self, mut x: Tensor<3>, causal: bool, block: usize) -> Option<Tensor<3>> {
+        let target = self.resblocks.get(block)?;
+        for b in &self.resblocks[..block] {
+            x = b.forward(x, causal);
+        }
+        Some(target.attend_and_expand(x, causal).1)
     }
 
     /// Run the blocks; block `i`'s output is offered to `capture` as `{prefix}.resblocks.{i}`, its

@@ -98,8 +98,20 @@ impl VisionTransformer {
         self.ln_post.forward(cls).matmul(self.proj.val()) // [B, E]
     }
 
+    /// `[B, 3, S, S]` normalised images → block `block`'s MLP hidden units after the activation,
+    /// `[B, 1 + g², mlp_width]` (differentiable); `None` past the last block.
+    pub fn mlp_hidden(&self, x: Tensor<4>, block: usize) -> Option<Tensor<3>> {
+        self.transformer.mlp_hidden(self.embed(x), false, block)
+    }
+
     /// Patch embedding, class token, positions, `ln_pre` and the blocks: `[B, 1 + g², W]`.
     fn blocks(&self, x: Tensor<4>, capture: Option<&mut Capture>) -> Tensor<3> {
+        self.transformer
+            .forward(self.embed(x), false, "visual.transformer", capture)
+    }
+
+    /// Patch embedding, class token, positions and `ln_pre`: `[B, 1 + g², W]`.
+    fn embed(&self, x: Tensor<4>) -> Tensor<3> {
         let [b, c, h, w] = x.dims();
         let p = self.patch_size;
         let (gh, gw) = (h / p, w / p);
@@ -118,8 +130,6 @@ impl VisionTransformer {
             .expand([b, 1, width]);
         let x = Tensor::cat(vec![cls, x], 1); // [B, g*g+1, W]
         let x = x + self.positional_embedding.val().unsqueeze();
-        let x = self.ln_pre.forward(x);
-        self.transformer
-            .forward(x, false, "visual.transformer", capture)
+        self.ln_pre.forward(x)
     }
 }
