@@ -68,6 +68,15 @@ const SHORTER: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "inside glass",
+        &["--population", "8", "--evaluations", "16", "--seeds", "0"],
+    ),
+    ("inside featvis", &["--steps", "2", "--batch", "2"]),
+    (
+        "inside typographic",
+        &["--concepts", "8", "--candidates", "4", "--words", "2"],
+    ),
+    (
         "repro",
         &[
             "--emoji-steps",
