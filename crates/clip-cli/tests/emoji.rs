@@ -1,7 +1,7 @@
 //! `clip import-emoji`: styles, skin tones, caption variety, and its bad inputs.
 
 mod common;
-use common::emoji::fake_packages;
+use common::emoji::{fake_packages, import};
 use common::{clip, fails};
 
 fn rows(path: &std::path::Path) -> Vec<serde_json::Value> {
@@ -10,18 +10,6 @@ fn rows(path: &std::path::Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-fn import(pkgs: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "import-emoji",
-        "--packages",
-        pkgs.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend(extra);
-    clip(&args)
 }
 
 #[test]

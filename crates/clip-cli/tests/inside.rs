@@ -22,17 +22,9 @@ fn import(dir: &Path, extra: &[&str]) -> PathBuf {
     } else {
         "emoji-tones"
     });
-    let mut args = vec![
-        "import-emoji",
-        "--packages",
-        pkgs.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--styles",
-        "google,twitter,apple",
-    ];
+    let mut args = vec!["--styles", "google,twitter,apple"];
     args.extend(extra);
-    let o = clip(&args);
+    let o = common::emoji::import(&pkgs, &out, &args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     out
 }

@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use clip_data::dataset::EvalSet;
-use clip_data::image::{Alpha, load_rgb};
 use clip_embed::Embedder;
 use clip_eval::EvalError;
 use serde::{Deserialize, Serialize};
@@ -279,11 +278,7 @@ pub fn run(
     if models.is_empty() {
         return Err(EvalError::Invalid("no model given".into()));
     }
-    if o.templates.is_empty() || o.templates.iter().any(|t| !t.contains("{}")) {
-        return Err(EvalError::Invalid(
-            "every template needs a {} for the class name".into(),
-        ));
-    }
+    crate::check_templates(&o.templates)?;
     if o.thresholds.is_empty()
         || o.thresholds.len() > 4
         || o.thresholds.iter().any(|t| !(*t > 0.0 && *t < 1.0))
@@ -317,12 +312,7 @@ pub fn run(
         .chain(&o.labels.creature)
         .filter(|l| !concepts.contains(l))
         .collect();
-    let images = rows
-        .iter()
-        .map(|r| {
-            load_rgb(&r.image, Alpha::FlattenOnWhite).map_err(|e| EvalError::Invalid(e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let images = crate::emoji::load_all(&rows)?;
     let variants = o.labels.variants();
     let n = rows.len();
     // outcomes[model][variant][image]

@@ -20,6 +20,19 @@ pub struct Row {
     pub trained: bool,
 }
 
+impl Row {
+    /// The image, flattened onto white.
+    pub fn load(&self) -> Result<clip_data::resize::Rgb8, EvalError> {
+        clip_data::image::load_rgb(&self.image, clip_data::image::Alpha::FlattenOnWhite)
+            .map_err(|e| EvalError::Invalid(e.to_string()))
+    }
+}
+
+/// The images of `rows`, in order.
+pub fn load_all(rows: &[&Row]) -> Result<Vec<clip_data::resize::Rgb8>, EvalError> {
+    rows.iter().map(|r| r.load()).collect()
+}
+
 /// Every row of an import, style by style in `import.json`'s order.
 pub struct Import {
     pub dir: PathBuf,

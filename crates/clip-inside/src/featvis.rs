@@ -456,8 +456,8 @@ pub fn run(
         };
         let n = o.batch * 3 * s * fft.k;
         let mut params: [Vec<f32>; 2] = [
-            (0..n).map(|_| gaussian(&mut rng) * 0.01).collect(),
-            (0..n).map(|_| gaussian(&mut rng) * 0.01).collect(),
+            (0..n).map(|_| crate::gaussian(&mut rng) * 0.01).collect(),
+            (0..n).map(|_| crate::gaussian(&mut rng) * 0.01).collect(),
         ];
         let mut adam = [vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]];
         let (mut first, mut last) = (0f32, 0f32);
@@ -614,11 +614,6 @@ pub fn run(
     Ok(r)
 }
 
-fn gaussian(rng: &mut Rng) -> f32 {
-    let (u1, u2) = (rng.unit().max(1e-12), rng.unit());
-    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-}
-
 /// One Adam step (β₁ 0.9, β₂ 0.999, ε 1e-8) on `p` with gradient `g`; `state` holds the moments of
 /// both parameter blocks (`which` picks the pair).
 fn adam_step(p: &mut [f32], g: &[f32], state: &mut [Vec<f32>; 4], which: usize, t: usize, lr: f32) {
@@ -659,13 +654,7 @@ fn unit_concepts(
         return Ok(vec![None; targets.len()]);
     }
     let rows: Vec<&crate::emoji::Row> = imp.rows.iter().filter(|r| r.tone == "default").collect();
-    let images = rows
-        .iter()
-        .map(|r| {
-            clip_data::image::load_rgb(&r.image, clip_data::image::Alpha::FlattenOnWhite)
-                .map_err(|e| EvalError::Invalid(e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let images = crate::emoji::load_all(&rows)?;
     let mut out = Vec::new();
     for t in targets {
         out.push(match t {

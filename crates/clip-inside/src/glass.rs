@@ -51,10 +51,7 @@ pub fn real_images(dir: &std::path::Path) -> Result<Vec<Rgb8>, EvalError> {
     imp.rows
         .iter()
         .filter(|r| r.tone == "default" && r.style == style)
-        .map(|r| {
-            clip_data::image::load_rgb(&r.image, clip_data::image::Alpha::FlattenOnWhite)
-                .map_err(|e| EvalError::Invalid(e.to_string()))
-        })
+        .map(|r| r.load())
         .collect()
 }
 

@@ -58,6 +58,22 @@ impl Rate {
     }
 }
 
+/// Every template must hold the `{}` that the class name fills.
+pub(crate) fn check_templates(templates: &[String]) -> Result<(), EvalError> {
+    if templates.is_empty() || templates.iter().any(|t| !t.contains("{}")) {
+        return Err(EvalError::Invalid(
+            "every template needs a {} for the class name".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A standard normal draw (Box–Muller).
+pub(crate) fn gaussian(rng: &mut clip_data::rng::Rng) -> f32 {
+    let (u1, u2) = (rng.unit().max(1e-12), rng.unit());
+    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
 /// Where an experiment writes: refuses a folder holding anything but its own earlier report.
 pub(crate) fn prepare_out(
     out: &std::path::Path,

@@ -26,7 +26,6 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use clip_data::dataset::EvalSet;
-use clip_data::image::{Alpha, load_rgb};
 use clip_data::resize::Rgb8;
 use clip_data::rng::{Rng, shuffle};
 use clip_embed::{Embedder, Features};
@@ -101,10 +100,6 @@ const SPECIAL: [&str; 6] = [
     "subdivision-flag",
     "time",
 ];
-
-fn load(row: &Row) -> Result<Rgb8, EvalError> {
-    load_rgb(&row.image, Alpha::FlattenOnWhite).map_err(|e| EvalError::Invalid(e.to_string()))
-}
 
 /// L2-normalised image features of `images` (labels attached).
 fn features(
@@ -400,7 +395,7 @@ impl Ctx<'_> {
         let mut folds = Vec::new();
         for (k, c) in concepts.iter().enumerate() {
             for r in self.imp.images_of(c) {
-                images.push(load(r)?);
+                images.push(r.load()?);
                 labels.push(k);
                 folds.push(self.style_of(r));
             }
@@ -422,11 +417,7 @@ pub fn run(
     o: &LimitsOptions,
     say: &mut dyn FnMut(String),
 ) -> Result<Limits, EvalError> {
-    if o.templates.is_empty() || o.templates.iter().any(|t| !t.contains("{}")) {
-        return Err(EvalError::Invalid(
-            "every template needs a {} for the class name".into(),
-        ));
-    }
+    crate::check_templates(&o.templates)?;
     let imp = Import::read(&o.emoji)?;
     let digits = o.digits.as_deref().map(read_digits).transpose()?;
     crate::prepare_out(&o.out, "limits.json", "clip inside limits report")?;
@@ -511,7 +502,7 @@ fn digits_probe(cx: &mut Ctx, digits: &[([u8; 64], usize)]) -> Result<(), EvalEr
     let mut key_lab = Vec::new();
     for (d, n) in names.iter().enumerate() {
         for r in cx.imp.images_of(n) {
-            key_img.push(load(r)?);
+            key_img.push(r.load()?);
             key_lab.push(d);
         }
     }
@@ -641,7 +632,7 @@ fn counting(cx: &mut Ctx, rng: &mut Rng) -> Result<(), EvalError> {
                 .into_iter()
                 .find(|r| r.style == style)
                 .ok_or_else(|| EvalError::Invalid(format!("'{c}' has no {style} image")))?;
-            emoji.push(load(r)?);
+            emoji.push(r.load()?);
         }
         // the first half of the concepts trains the probes, the second half tests them
         let half = pool.len().div_ceil(2);
@@ -948,7 +939,7 @@ fn abstract_tasks(cx: &mut Ctx, rng: &mut Rng) -> Result<(), EvalError> {
         for (k, (l, r)) in pairs.iter().enumerate() {
             for (side, c) in [l, r].into_iter().enumerate() {
                 for row in cx.imp.images_of(c) {
-                    images.push(load(row)?);
+                    images.push(row.load()?);
                     labels.push(side);
                     folds.push(cx.style_of(row));
                     pair_of.push(k);
@@ -1036,7 +1027,7 @@ fn rendered_text(cx: &mut Ctx, rng: &mut Rng) -> Result<(), EvalError> {
     let (mut eimg, mut elab) = (Vec::new(), Vec::new());
     for (k, c) in pool.iter().enumerate() {
         if let Some(r) = cx.imp.images_of(c).into_iter().find(|r| r.style == style) {
-            eimg.push(load(r)?);
+            eimg.push(r.load()?);
             elab.push(k);
         }
     }

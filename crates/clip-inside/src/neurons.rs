@@ -26,7 +26,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use burn::prelude::*;
-use clip_data::image::{Alpha, load_rgb};
 use clip_data::resize::Rgb8;
 use clip_data::rng::Rng;
 use clip_embed::Embedder;
@@ -308,16 +307,11 @@ fn project(data: &[f32], units: usize, v: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-fn gaussian(rng: &mut Rng) -> f32 {
-    let (u1, u2) = (rng.unit().max(1e-12), rng.unit());
-    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-}
-
 /// Unit-length rows of `[count, dim]` Gaussian directions.
 fn directions(count: usize, dim: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
     (0..count)
         .map(|_| {
-            let v: Vec<f32> = (0..dim).map(|_| gaussian(rng)).collect();
+            let v: Vec<f32> = (0..dim).map(|_| crate::gaussian(rng)).collect();
             let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
             v.iter().map(|x| x / n).collect()
         })
@@ -433,12 +427,7 @@ pub fn run(
         )));
     }
     clip_data::out::check_output_dir(&o.out, "neurons.json", "clip inside neurons report")?;
-    let images = rows
-        .iter()
-        .map(|r| {
-            load_rgb(&r.image, Alpha::FlattenOnWhite).map_err(|e| EvalError::Invalid(e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let images = crate::emoji::load_all(&rows)?;
     let last = match &emb.clip.module().visual {
         VisualTower::Vit(v) => Some(format!(
             "visual.transformer.resblocks.{}",

@@ -316,10 +316,7 @@ pub fn attack(
     let (mut clean, mut labels, mut folds) = (Vec::new(), Vec::new(), Vec::new());
     for (k, c) in names.iter().enumerate() {
         for r in imp.images_of(c) {
-            clean.push(
-                load_rgb(&r.image, Alpha::FlattenOnWhite)
-                    .map_err(|e| EvalError::Invalid(e.to_string()))?,
-            );
+            clean.push(r.load()?);
             labels.push(k);
             folds.push(imp.styles.iter().position(|s| *s == r.style).unwrap_or(0));
         }

@@ -220,3 +220,16 @@ pub fn write_packages(pkgs: &Path, list: &[Fake]) {
     let doc = serde_json::json!({"annotationsDerived": {"annotations": derived}});
     std::fs::write(der.join("annotations.json"), doc.to_string()).unwrap();
 }
+
+/// `clip import-emoji --packages PKGS --out OUT EXTRA…`.
+pub fn import(pkgs: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "import-emoji",
+        "--packages",
+        pkgs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    super::clip(&args)
+}
