@@ -427,6 +427,9 @@ fn glass_searches_reranks_and_warns_when_the_judge_is_the_guide() {
         assert_eq!(m["judge"]["n"], 10, "{m}");
         // eight of the ten default targets are geometric or facial: the genome can say
         assert_eq!(m["genome"]["n"], 10, "{m}");
+        // eight are `large COLOUR SHAPE`: colour and shape are read apart
+        assert_eq!(m["colour"]["n"], 8, "{m}");
+        assert_eq!(m["shape"]["n"], 8, "{m}");
     }
     let runs = r["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 10);

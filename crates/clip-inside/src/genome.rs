@@ -70,6 +70,20 @@ pub fn describe(g: &[f32; GENES]) -> Desc {
     }
 }
 
+/// For a `large COLOUR SHAPE` target: whether the genome's body has that colour, and that shape
+/// (whatever else it draws).
+pub fn colour_and_shape(g: &Genome, target: &str) -> Option<(bool, bool)> {
+    let d = describe(g);
+    match target.split_whitespace().collect::<Vec<_>>().as_slice() {
+        ["large", colour, shape]
+            if COLOURS.iter().any(|c| c.0 == *colour) && SHAPES.contains(shape) =>
+        {
+            Some((d.colour == *colour, d.shape == *shape))
+        }
+        _ => None,
+    }
+}
+
 /// Whether a genome draws `target`, for the targets a genome can be read against: `large COLOUR
 /// SHAPE` (that shape and colour, no face, no second object) and the smiling or frowning faces (a
 /// round face with eyes and a clearly curved mouth). `None`: the genome cannot say.
@@ -270,6 +284,15 @@ mod tests {
         assert_eq!(satisfies(&red_circle, "large blue circle"), Some(false));
         assert_eq!(satisfies(&red_circle, "large red square"), Some(false));
         assert_eq!(satisfies(&red_circle, "a castle"), None);
+        assert_eq!(
+            colour_and_shape(&red_circle, "large red square"),
+            Some((true, false))
+        );
+        assert_eq!(
+            colour_and_shape(&red_circle, "large blue circle"),
+            Some((false, true))
+        );
+        assert_eq!(colour_and_shape(&red_circle, "slightly smiling face"), None);
         let img = render(&red_circle, 32);
         let centre = (16 * 32 + 16) * 3;
         assert!(

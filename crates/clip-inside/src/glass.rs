@@ -64,6 +64,9 @@ pub struct Pick {
     pub judge_hit: bool,
     /// what the genome says (None: it cannot say for this target)
     pub genome_hit: Option<bool>,
+    /// for `large COLOUR SHAPE` targets: the body's colour and shape, each right or wrong
+    pub colour_hit: Option<bool>,
+    pub shape_hit: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -82,6 +85,8 @@ pub struct MethodRates {
     pub evaluations: usize,
     pub judge: Rate,
     pub genome: Rate,
+    pub colour: Rate,
+    pub shape: Rate,
     pub mean_guide: f64,
 }
 
@@ -429,6 +434,8 @@ pub fn run(
                 guide: fit,
                 judge_hit: judge_hit(g, k),
                 genome_hit: genome::satisfies(g, target),
+                colour_hit: genome::colour_and_shape(g, target).map(|c| c.0),
+                shape_hit: genome::colour_and_shape(g, target).map(|c| c.1),
             };
             let search_pick = pick(&pop[b], obj[b][0]);
             // the generator's prior: as many random samples as the search evaluated
@@ -477,6 +484,13 @@ pub fn run(
         method: method.into(),
         evaluations: evals,
         judge: Rate::of(&picks.iter().map(|p| p.judge_hit).collect::<Vec<_>>()),
+        colour: Rate::of(
+            &picks
+                .iter()
+                .filter_map(|p| p.colour_hit)
+                .collect::<Vec<_>>(),
+        ),
+        shape: Rate::of(&picks.iter().filter_map(|p| p.shape_hit).collect::<Vec<_>>()),
         genome: Rate::of(
             &picks
                 .iter()
@@ -556,6 +570,13 @@ fn verdict(rates: &[MethodRates], self_judged: bool) -> String {
         s += "The search raises the guide's score above random search but the judge agrees less: it finds images that fool the guide. ";
     } else if ga.judge.rate >= last.judge.rate {
         s += "The search is at least as good as random search by the judge. ";
+    }
+    if ga.colour.n > 0 && ga.colour.rate > ga.shape.rate {
+        s += &format!(
+            "On the geometric targets the search gets the colour right more often than the shape ({} vs {}): the guide reads colour before form. ",
+            ga.colour.show(),
+            ga.shape.show()
+        );
     }
     if self_judged {
         s += "WARNING: the judge is the guide itself, so its agreement is self-confirming.";
@@ -643,15 +664,17 @@ fn report(r: &Glass, o: &GlassOptions, self_judged: bool) -> String {
         },
         r.verdict
     );
-    s += "| method | evaluations | judge hit-rate | genome says drawn | mean guide score |\n|---|---|---|---|---|\n";
+    s += "| method | evaluations | judge hit-rate | genome says drawn | geometric targets: colour right | shape right | mean guide score |\n|---|---|---|---|---|---|---|\n";
     for m in &r.rates {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.4} |",
+            "| {} | {} | {} | {} | {} | {} | {:.4} |",
             m.method,
             m.evaluations,
             m.judge.show(),
             m.genome.show(),
+            m.colour.show(),
+            m.shape.show(),
             m.mean_guide
         );
     }
