@@ -673,6 +673,21 @@ fn featvis_ascends_units_and_texts_and_names_bad_targets() {
     );
     let grid = image::open(out.join("grid_featvis.png")).unwrap();
     assert!(grid.width() > 64);
+    // the diversity term changes the ascent of a text target too
+    let plain = dir.path().join("fv-plain");
+    let diverse = dir.path().join("fv-diverse");
+    assert!(run(&plain, &["--texts", "troll"]).status.success());
+    assert!(
+        run(&diverse, &["--texts", "troll", "--diversity", "5"])
+            .status
+            .success()
+    );
+    let end = |d: &Path| {
+        json(&d.join("featvis.json"))["result"]["visuals"][0]["end"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_ne!(end(&plain), end(&diverse));
     // bad targets: named, nothing written
     let fresh = dir.path().join("fresh");
     let e = String::from_utf8_lossy(&run(&fresh, &["--units", "0:100000"]).stderr).into_owned();

@@ -506,10 +506,14 @@ pub fn run(
                     (obj, Some(h.reshape([b, t, hh])))
                 }
                 Target::Text(_) => {
+                    // the diversity term reads the last block's MLP units, as lucid reads a layer
+                    let acts = (o.diversity != 0.0 && o.batch > 1)
+                        .then(|| vit.mlp_hidden(input.clone(), blocks - 1))
+                        .flatten();
                     let f = model.encode_image(input);
                     let f = clip_model::clip::l2_normalize(f);
                     let d = text_dir.clone().expect("text target");
-                    ((f * d).sum_dim(1).mean(), None)
+                    ((f * d).sum_dim(1).mean(), acts)
                 }
             };
             let mut loss = objective.clone().neg();
