@@ -707,3 +707,38 @@ fn featvis_ascends_units_and_texts_and_names_bad_targets() {
     );
     assert!(!fresh.exists());
 }
+
+#[test]
+fn neurons_of_a_resnet_are_its_last_stage_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let emoji = import(dir.path(), &[]);
+    let out = dir.path().join("rn");
+    let rn = common::root().join("testdata/models/rn_openai_jit/model.pt");
+    let o = clip(&[
+        "inside",
+        "neurons",
+        "--model",
+        rn.to_str().unwrap(),
+        "--emoji",
+        emoji.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--top",
+        "3",
+        "--directions",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = json(&out.join("neurons.json"));
+    let sets = r["result"]["sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets[0]["name"], "last stage channels, mean over space");
+    let units = sets[0]["trained"]["units"].as_u64().unwrap();
+    assert!(units >= 8, "{units}");
+    assert_eq!(sets[0]["random_init"]["units"], units);
+    assert!(
+        sets[0]["text_hits"].is_null(),
+        "no direct effect through the attention pool"
+    );
+    assert!(out.join(sets[0]["grid"].as_str().unwrap()).is_file());
+}

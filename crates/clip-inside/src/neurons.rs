@@ -454,8 +454,17 @@ pub fn run(
     }
     crate::prepare_out(&o.out, "neurons.json", "clip inside neurons report")?;
     // the text side: embeddings of every name, keyword and category
-    let texts = caption_texts(&imp)?;
-    let text_emb = emb.embed_texts(&texts, true, false)?;
+    // (only a ViT's class-token units have a direct, linearisable effect on the embedding)
+    let texts = if last.is_some() {
+        caption_texts(&imp)?
+    } else {
+        Vec::new()
+    };
+    let text_emb = if texts.is_empty() {
+        Vec::new()
+    } else {
+        emb.embed_texts(&texts, true, false)?
+    };
     let e = emb.dim();
     let concept_of_text: Vec<&str> = texts.iter().map(String::as_str).collect();
     let mut rng = Rng::new(o.seed);
