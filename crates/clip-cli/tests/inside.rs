@@ -118,6 +118,13 @@ fn limits_runs_every_probe_and_keeps_what_is_not_its_own() {
         digit["baselines"]["zero-shot on the keycap emoji"]["n"], 30,
         "10 keycaps × 3 styles"
     );
+    let family = probes
+        .iter()
+        .find(|p| p["name"].as_str().unwrap().starts_with("family"))
+        .unwrap();
+    // 3 families (2, 3 and 4 members) × 3 styles, the probe on the count
+    assert_eq!(family["classes"], 3);
+    assert_eq!(family["linear_probe"]["n"], 9, "{family}");
     let flags = probes
         .iter()
         .find(|p| p["name"] == "country flags")

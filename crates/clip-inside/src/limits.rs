@@ -792,7 +792,7 @@ fn family(cx: &mut Ctx) -> Result<(), EvalError> {
         images,
         correct: exact,
         f,
-        ..
+        folds,
     } = cx.concept_task("family", &names)?;
     let pred = zero_shot(cx.emb, &f, &names, &cx.o.templates)?;
     let right: Vec<bool> = pred
@@ -807,6 +807,19 @@ fn family(cx: &mut Ctx) -> Result<(), EvalError> {
         .sum();
     let mut baselines = BTreeMap::new();
     baselines.insert("zero-shot exact family".into(), Rate::of(&exact));
+    // the probe learns the member count itself, holding out one style at a time
+    let mut by_count = f.clone();
+    by_count.labels = f
+        .labels
+        .iter()
+        .map(|&t| {
+            counts
+                .iter()
+                .position(|&k| k == members(&names[t]))
+                .unwrap_or(0)
+        })
+        .collect();
+    let linear = probe_folds(&by_count, &folds, counts.len(), cx.o.seed)?;
     cx.grid("family", tiles(&images, &right, 24))?;
     cx.push(Probe {
         name: "family members (the chosen family name lists as many people)".into(),
@@ -814,10 +827,10 @@ fn family(cx: &mut Ctx) -> Result<(), EvalError> {
         classes: counts.len(),
         chance,
         zero_shot: Rate::of(&right),
-        linear_probe: None,
+        linear_probe: linear,
         baselines,
         note: format!(
-            "{} family concepts with {:?} members; chance = the chance that a random family name has the right count",
+            "{} family concepts with {:?} members; chance = the chance that a random family name has the right count; the probe classifies the count, holding out a style at a time",
             names.len(),
             counts
         ),
