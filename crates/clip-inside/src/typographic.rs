@@ -191,7 +191,7 @@ fn label(img: &Rgb8, word: &str) -> Rgb8 {
         }
     }
     let lines = render::wrap(word, size / (8 * scale));
-    let top = (size - h) as i64 + ((h - lines.len().min(2) * 8 * scale) / 2) as i64;
+    let top = (size - h) as i64 + (h.saturating_sub(lines.len().min(2) * 8 * scale) / 2) as i64;
     for (i, l) in lines.iter().take(2).enumerate() {
         let w = l.chars().count() * 8 * scale;
         render::text(
@@ -591,6 +591,9 @@ mod tests {
         assert!(render::ink(&l) < render::ink(&img));
         assert_ne!(label(&img, "troll"), label(&img, ""));
         assert_eq!(band(64), 20);
+        // a tiny input cannot hold two lines: the label is drawn without a panic
+        let small = label(&Rgb8::new(8, 8, vec![0; 8 * 8 * 3]), "troll");
+        assert_eq!(small.width, 8);
         assert!(fits("waving hand", 64) && !fits("a b c d e f g h i j k l m n o p", 64));
         let mut rng = Rng::new(0);
         let n = nonword("red apple", &mut rng);
