@@ -295,11 +295,6 @@ fn featvis(a: &FeatvisArgs) -> Result<()> {
         clip_embed::models::load_with(&a.model, &opts, &clip_model::default_device().autodiff())?;
     let emb = a.image_opts.embedder(&a.model, 64)?;
     let judge = a.image_opts.embedder(&a.judge, 64)?;
-    if emb.fingerprint == judge.fingerprint {
-        eprintln!(
-            "warning: the judge is the visualised model itself; its verdict is self-confirming"
-        );
-    }
     let r = clip_inside::featvis::run(&model, &emb, &judge, &options, &mut |l| eprintln!("{l}"))?;
     println!("{}", r.verdict);
     println!("report: {}", a.out.join("report.md").display());

@@ -18,7 +18,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
-use clip_data::dataset::EvalSet;
 use clip_embed::Embedder;
 use clip_eval::EvalError;
 use serde::{Deserialize, Serialize};
@@ -319,8 +318,7 @@ pub fn run(
     let mut outcomes: Vec<Vec<Vec<Outcome>>> = Vec::new();
     for (name, emb) in models {
         say(format!("{name}: {n} images, {} label sets", variants.len()));
-        let set = EvalSet::from_memory("bias probe", images.clone(), vec![0; n], Vec::new());
-        let f = emb.features(&set)?;
+        let f = crate::embed_images(emb, "bias probe", images.clone(), vec![0; n])?;
         let mut per_variant = Vec::new();
         for (_, labels, groups) in &variants {
             let c = emb.classifier(labels, &o.templates)?;
@@ -422,11 +420,7 @@ pub fn run(
                         c += (by && !bx) as u64;
                     }
                 }
-                let k = diffs.len().max(1) as f64;
-                let mean = diffs.iter().sum::<f64>() / k;
-                let var =
-                    diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (k - 1.0).max(1.0);
-                let half = 1.96 * (var / k).sqrt();
+                let (mean, half) = crate::mean_ci(&diffs);
                 paired.push(Paired {
                     label_set: vname.to_string(),
                     images: g.into(),

@@ -416,6 +416,12 @@ pub fn run(
         ));
     }
     let imp = crate::emoji::Import::read(&o.emoji)?;
+    if emb.fingerprint == judge.fingerprint {
+        say(
+            "warning: the judge is the visualised model itself; its verdict is self-confirming"
+                .into(),
+        );
+    }
     crate::prepare_out(&o.out, "featvis.json", "clip inside featvis report")?;
     let device = model.device();
     let grad_err = check_sampling_gradient(16, o.seed, &device);
@@ -548,9 +554,11 @@ pub fn run(
         };
         let mut top5s = Vec::new();
         let mut hits = Vec::new();
-        for img in &images {
-            let f = judge.encode_pixels(judge.preprocess.apply(img), 1, false);
-            let sc = judge_cls.scores(&f, 1);
+        let n = images.len();
+        let judged =
+            crate::embed_images(judge, "feature visualisations", images.clone(), vec![0; n])?;
+        let scores = judge_cls.scores(&judged.data, n);
+        for (img, sc) in images.iter().zip(scores.chunks(concepts.len())) {
             let mut order: Vec<usize> = (0..sc.len()).collect();
             order.sort_by(|&a, &b| sc[b].total_cmp(&sc[a]));
             let top5: Vec<String> = order.iter().take(5).map(|&i| concepts[i].clone()).collect();

@@ -245,26 +245,15 @@ struct Scorer<'a> {
 }
 
 impl Scorer<'_> {
-    fn embed(&self, images: &[Rgb8]) -> Vec<f32> {
-        let mut out = Vec::new();
-        for chunk in images.chunks(self.guide.batch.max(1)) {
-            let px: Vec<f32> = chunk
-                .iter()
-                .flat_map(|i| self.guide.preprocess.apply(i))
-                .collect();
-            out.extend(self.guide.encode_pixels(px, chunk.len(), false));
-        }
-        out
-    }
-
-    fn score(&self, genomes: &[Genome]) -> Vec<Vec<f32>> {
+    fn score(&self, genomes: &[Genome]) -> Result<Vec<Vec<f32>>, EvalError> {
         let images: Vec<Rgb8> = genomes
             .iter()
             .map(|g| genome::render(g, self.size))
             .collect();
         let e = self.target.len();
-        let f = self.embed(&images);
-        f.chunks(e)
+        let n = images.len();
+        let f = crate::embed_images(self.guide, "candidates", images, vec![0; n])?.data;
+        Ok(f.chunks(e)
             .map(|row| {
                 let fit: f32 = row.iter().zip(&self.target).map(|(a, b)| a * b).sum();
                 match &self.real {
@@ -278,7 +267,7 @@ impl Scorer<'_> {
                     }
                 }
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -293,12 +282,16 @@ fn tournament(rank: &[(usize, f32)], rng: &mut Rng) -> usize {
 }
 
 /// The genetic search; returns every evaluated genome with its objectives and the final population.
-fn search(s: &Scorer, o: &GlassOptions, rng: &mut Rng) -> (Vec<Genome>, Vec<Vec<f32>>) {
+fn search(
+    s: &Scorer,
+    o: &GlassOptions,
+    rng: &mut Rng,
+) -> Result<(Vec<Genome>, Vec<Vec<f32>>), EvalError> {
     let mut pop: Vec<Genome> = (0..o.population).map(|_| random_genome(rng)).collect();
     if let Some(g) = o.start {
         pop[0] = g;
     }
-    let mut obj = s.score(&pop);
+    let mut obj = s.score(&pop)?;
     let mut used = pop.len();
     while used < o.evaluations {
         // ranks for the tournament
@@ -332,7 +325,7 @@ fn search(s: &Scorer, o: &GlassOptions, rng: &mut Rng) -> (Vec<Genome>, Vec<Vec<
                 kids.push(c2);
             }
         }
-        let kid_obj = s.score(&kids);
+        let kid_obj = s.score(&kids)?;
         used += kids.len();
         pop.extend(kids);
         obj.extend(kid_obj);
@@ -340,7 +333,7 @@ fn search(s: &Scorer, o: &GlassOptions, rng: &mut Rng) -> (Vec<Genome>, Vec<Vec<
         pop = keep.iter().map(|&i| pop[i]).collect();
         obj = keep.iter().map(|&i| obj[i].clone()).collect();
     }
-    (pop, obj)
+    Ok((pop, obj))
 }
 
 /// Index of the highest fitness (the first objective).
@@ -394,13 +387,8 @@ pub fn run(
     let e = guide.dim();
     let real = match &o.realism {
         Some(imgs) => {
-            let s = Scorer {
-                guide,
-                target: vec![0.0; e],
-                real: None,
-                size,
-            };
-            Some(s.embed(imgs))
+            let n = imgs.len();
+            Some(crate::embed_images(guide, "real emoji", imgs.clone(), vec![0; n])?.data)
         }
         None => None,
     };
@@ -427,22 +415,25 @@ pub fn run(
         };
         for &seed in &o.seeds {
             let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9).wrapping_add(k as u64));
-            let (pop, obj) = search(&scorer, o, &mut rng);
+            let (pop, obj) = search(&scorer, o, &mut rng)?;
             let b = best(&obj);
-            let pick = |g: &Genome, fit: f32| Pick {
-                genome: g.to_vec(),
-                guide: fit,
-                judge_hit: judge_hit(g, k),
-                genome_hit: genome::satisfies(g, target),
-                colour_hit: genome::colour_and_shape(g, target).map(|c| c.0),
-                shape_hit: genome::colour_and_shape(g, target).map(|c| c.1),
+            let pick = |g: &Genome, fit: f32| {
+                let parts = genome::colour_and_shape(g, target);
+                Pick {
+                    genome: g.to_vec(),
+                    guide: fit,
+                    judge_hit: judge_hit(g, k),
+                    genome_hit: genome::satisfies(g, target),
+                    colour_hit: parts.map(|c| c.0),
+                    shape_hit: parts.map(|c| c.1),
+                }
             };
             let search_pick = pick(&pop[b], obj[b][0]);
             // the generator's prior: as many random samples as the search evaluated
             let samples: Vec<Genome> = (0..o.evaluations)
                 .map(|_| random_genome(&mut rng))
                 .collect();
-            let fit: Vec<f32> = scorer.score(&samples).iter().map(|v| v[0]).collect();
+            let fit: Vec<f32> = scorer.score(&samples)?.iter().map(|v| v[0]).collect();
             let best_of: Vec<(usize, Pick)> = ns
                 .iter()
                 .map(|&n| {

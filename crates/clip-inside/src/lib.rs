@@ -58,6 +58,26 @@ impl Rate {
     }
 }
 
+/// L2-normalised features of images held in memory, with their labels: the embedding pipeline's
+/// [`clip_embed::Embedder::features`] (batched, parallel preprocessing, the model's cache if set).
+pub(crate) fn embed_images(
+    emb: &clip_embed::Embedder,
+    name: &str,
+    images: Vec<clip_data::resize::Rgb8>,
+    labels: Vec<usize>,
+) -> Result<clip_embed::Features, EvalError> {
+    let set = clip_data::dataset::EvalSet::from_memory(name, images, labels, Vec::new());
+    Ok(emb.features(&set)?)
+}
+
+/// Mean of `v` and the half-width of its 95% normal interval (sample variance).
+pub(crate) fn mean_ci(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (m, 1.96 * (var / n).sqrt())
+}
+
 /// Every template must hold the `{}` that the class name fills.
 pub(crate) fn check_templates(templates: &[String]) -> Result<(), EvalError> {
     if templates.is_empty() || templates.iter().any(|t| !t.contains("{}")) {

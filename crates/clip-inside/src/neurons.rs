@@ -272,12 +272,7 @@ fn purity(rows: &[&Row], top: &[usize]) -> (f64, f64, f64, String) {
     (mc as f64 / k, ms as f64 / k, cross as f64 / k, modal)
 }
 
-fn mean_ci(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    (m, 1.96 * (var / n).sqrt())
-}
+use crate::mean_ci;
 
 fn summarise(stats: &[(f64, f64, f64)]) -> Purity {
     let pick = |f: fn(&(f64, f64, f64)) -> f64| mean_ci(&stats.iter().map(f).collect::<Vec<_>>());

@@ -13,7 +13,6 @@
 
 use std::path::{Path, PathBuf};
 
-use clip_data::dataset::EvalSet;
 use clip_data::image::{Alpha, load_rgb};
 use clip_data::resize::Rgb8;
 use clip_data::rng::{Rng, shuffle};
@@ -242,12 +241,7 @@ struct Task<'a> {
 impl Task<'_> {
     fn features(&self, images: Vec<Rgb8>) -> Result<Features, EvalError> {
         let n = images.len();
-        Ok(self.emb.features(&EvalSet::from_memory(
-            "typographic",
-            images,
-            vec![0; n],
-            Vec::new(),
-        ))?)
+        crate::embed_images(self.emb, "typographic", images, vec![0; n])
     }
 
     /// (zero-shot, probe) top-1 of the test images `idx` with `word` on their label (`None`: clean;

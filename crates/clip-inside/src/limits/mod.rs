@@ -25,7 +25,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use clip_data::dataset::EvalSet;
 use clip_data::resize::Rgb8;
 use clip_data::rng::{Rng, shuffle};
 use clip_embed::{Embedder, Features};
@@ -107,16 +106,7 @@ const SPECIAL: [&str; 6] = [
     "time",
 ];
 
-/// L2-normalised image features of `images` (labels attached).
-fn features(
-    emb: &Embedder,
-    name: &str,
-    images: Vec<Rgb8>,
-    labels: Vec<usize>,
-) -> Result<Features, EvalError> {
-    let set = EvalSet::from_memory(name, images, labels, Vec::new());
-    Ok(emb.features(&set)?)
-}
+use crate::embed_images as features;
 
 /// Zero-shot predictions of `f` among `classes`.
 fn zero_shot(
