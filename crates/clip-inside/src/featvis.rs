@@ -667,24 +667,21 @@ fn unit_concepts(
     }
     let rows: Vec<&crate::emoji::Row> = imp.rows.iter().filter(|r| r.tone == "default").collect();
     let images = crate::emoji::load_all(&rows)?;
-    let mut out = Vec::new();
-    for t in targets {
-        out.push(match t {
-            Target::Unit { block, unit, cls } => {
-                let scores = crate::neurons::unit_scores(emb, &images, *block, *unit, *cls);
-                let top = crate::neurons::top_indices(&scores, 9);
-                let mut counts = std::collections::BTreeMap::<&str, usize>::new();
-                for &i in &top {
-                    *counts.entry(rows[i].concept.as_str()).or_default() += 1;
-                }
-                counts
-                    .into_iter()
-                    .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
-                    .map(|(c, _)| c.to_owned())
-            }
+    let units: Vec<(usize, usize, bool)> = targets
+        .iter()
+        .filter_map(|t| match t {
+            Target::Unit { block, unit, cls } => Some((*block, *unit, *cls)),
             Target::Text(_) => None,
-        });
-    }
+        })
+        .collect();
+    let mut modal = crate::neurons::modal_concepts(emb, &rows, &images, &units).into_iter();
+    let out = targets
+        .iter()
+        .map(|t| match t {
+            Target::Unit { .. } => modal.next(),
+            Target::Text(_) => None,
+        })
+        .collect();
     Ok(out)
 }
 

@@ -215,23 +215,38 @@ fn activations(
     }
 }
 
-/// Each image's value of one MLP unit of block `block` (class token or token mean).
-pub(crate) fn unit_scores(
+/// The modal concept of the top 9 images of each unit `(block, unit, class token?)` of a ViT, over
+/// `rows` (with their `images`); each (block, reading) is captured once for all its units.
+pub(crate) fn modal_concepts(
     emb: &Embedder,
+    rows: &[&Row],
     images: &[Rgb8],
-    block: usize,
-    unit: usize,
-    cls: bool,
-) -> Vec<f32> {
-    let name = format!("visual.transformer.resblocks.{block}.mlp");
-    let plan = [(name, if cls { "cls" } else { "mean" }, String::new())];
+    units: &[(usize, usize, bool)],
+) -> Vec<String> {
+    let mut plan: Vec<(String, &'static str, String)> = Vec::new();
+    for &(block, _, cls) in units {
+        let p = (
+            format!("visual.transformer.resblocks.{block}.mlp"),
+            if cls { "cls" } else { "mean" },
+            String::new(),
+        );
+        if !plan.contains(&p) {
+            plan.push(p);
+        }
+    }
     let acts = activations(emb, images, &plan, None);
-    column(&acts.data[0], acts.units[0].max(1), unit)
-}
-
-/// Indices of the `k` largest of `score`.
-pub(crate) fn top_indices(score: &[f32], k: usize) -> Vec<usize> {
-    extremes(score, k, true)
+    units
+        .iter()
+        .map(|&(block, unit, cls)| {
+            let name = format!("visual.transformer.resblocks.{block}.mlp");
+            let k = plan
+                .iter()
+                .position(|p| p.0 == name && p.1 == if cls { "cls" } else { "mean" })
+                .unwrap_or(0);
+            let col = column(&acts.data[k], acts.units[k].max(1), unit);
+            purity(rows, &extremes(&col, 9, true)).3
+        })
+        .collect()
 }
 
 /// Indices of the `k` largest (or smallest) of `score`.
