@@ -9,6 +9,7 @@
 pub mod bias;
 pub mod emoji;
 pub mod featvis;
+pub mod ga;
 pub mod genome;
 pub mod glass;
 pub mod grid;
