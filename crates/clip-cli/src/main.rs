@@ -4,6 +4,7 @@ mod alloc;
 mod classify;
 mod embed;
 mod eval;
+mod generate;
 mod inside;
 mod repro;
 mod search;
@@ -53,6 +54,15 @@ enum Command {
     Repro(repro::ReproArgs),
     /// Look inside and around a trained CLIP: the bias probe and the limitations probes
     Inside(inside::InsideArgs),
+    /// Train a VQ-VAE on an emoji import: images to a grid of discrete codes and back
+    TrainVqvae(generate::TrainVqArgs),
+    /// Train the BART-style caption → image-code transformer on a VQ-VAE's codes
+    TrainGenerator(generate::TrainGeneratorArgs),
+    /// Draw images for a caption, rerank them with a CLIP, write the best as PNGs and a grid
+    Generate(generate::GenerateArgs),
+    /// Does reranking help, does the generator generalise: a judge CLIP's hit-rate and Fréchet
+    /// distance against the number of samples reranked, training vs held-out concepts
+    GenerateStudy(generate::StudyArgs),
     /// Convert any supported checkpoint to model.safetensors + config.json
     Convert(ConvertArgs),
     /// Check that a model gives the reference's numbers: its published checksum, a stored
@@ -329,6 +339,10 @@ fn run(cli: Cli) -> Result<()> {
         },
         Command::Repro(a) => repro::run(a),
         Command::Inside(a) => inside::run(a),
+        Command::TrainVqvae(a) => generate::train_vqvae(a),
+        Command::TrainGenerator(a) => generate::train_generator(a),
+        Command::Generate(a) => generate::generate(a),
+        Command::GenerateStudy(a) => generate::study(a),
         Command::Convert(a) => convert(a),
         Command::Check(a) => check(a),
         Command::Index(a) => search::index(a),

@@ -61,7 +61,7 @@ impl Rate {
 
 /// L2-normalised features of images held in memory, with their labels: the embedding pipeline's
 /// [`clip_embed::Embedder::features`] (batched, parallel preprocessing, the model's cache if set).
-pub(crate) fn embed_images(
+pub fn embed_images(
     emb: &clip_embed::Embedder,
     name: &str,
     images: Vec<clip_data::resize::Rgb8>,
@@ -96,11 +96,7 @@ pub(crate) fn gaussian(rng: &mut clip_data::rng::Rng) -> f32 {
 }
 
 /// Where an experiment writes: refuses a folder holding anything but its own earlier report.
-pub(crate) fn prepare_out(
-    out: &std::path::Path,
-    marker: &str,
-    what: &str,
-) -> Result<(), EvalError> {
+pub fn prepare_out(out: &std::path::Path, marker: &str, what: &str) -> Result<(), EvalError> {
     clip_data::out::check_output_dir(out, marker, what)?;
     clip_data::out::create_dir(out)?;
     Ok(())

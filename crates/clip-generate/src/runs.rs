@@ -1,0 +1,219 @@
+//! Resumable training runs: a folder holds `settings.json` (what changes the results; a resume
+//! must ask for the same), `progress.json` (the step of the last checkpoint, the training seconds
+//! and the logged history) and that checkpoint's state files, named by step. A checkpoint writes
+//! its new state files first and `progress.json` last, then removes the older state files, so a run
+//! killed at any moment resumes from an intact checkpoint. `plot.png` draws the history.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clip_data::chart::{self, Chart, Series, Style};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::{EvalError, invalid};
+
+/// One logged step: named values (`loss`, `mse`, `perplexity`, …).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Logged {
+    pub step: usize,
+    pub values: BTreeMap<String, f64>,
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Progress {
+    pub step: usize,
+    pub train_seconds: f64,
+    pub history: Vec<Logged>,
+}
+
+/// A run folder.
+pub struct Run {
+    pub dir: PathBuf,
+    pub progress: Progress,
+}
+
+/// The first top-level setting that differs, as (name, saved, asked).
+pub fn first_difference(
+    saved: &serde_json::Value,
+    now: &serde_json::Value,
+) -> Option<(String, String, String)> {
+    let (Some(a), Some(b)) = (saved.as_object(), now.as_object()) else {
+        return (saved != now).then(|| ("settings".into(), saved.to_string(), now.to_string()));
+    };
+    a.iter()
+        .find(|(k, v)| b.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.to_string(),
+                b.get(k).map_or("nothing".into(), |x| x.to_string()),
+            )
+        })
+        .or_else(|| {
+            b.iter()
+                .find(|(k, _)| !a.contains_key(*k))
+                .map(|(k, v)| (k.clone(), "nothing".into(), v.to_string()))
+        })
+}
+
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, EvalError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(invalid(format!("cannot read '{}': {e}", path.display()))),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        invalid(format!(
+            "'{}' is damaged or from another version ({e})",
+            path.display()
+        ))
+    })
+}
+
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), EvalError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| invalid(e.to_string()))?;
+    clip_data::out::write_file(path, text.as_bytes())?;
+    Ok(())
+}
+
+impl Run {
+    /// Open `dir` for a run of `kind` with `settings`: a new or empty folder starts one, a folder
+    /// of the same kind with the same settings resumes it, anything else is an error that names
+    /// the first differing setting or says what the folder holds.
+    pub fn open<S: Serialize>(dir: &Path, kind: &str, settings: &S) -> Result<Run, EvalError> {
+        let now = serde_json::json!({ "kind": kind, "settings": settings });
+        let path = dir.join("settings.json");
+        match read_json::<serde_json::Value>(&path)? {
+            Some(saved) => {
+                if saved["kind"] != now["kind"] {
+                    return Err(invalid(format!(
+                        "'{}' holds a {} run, not a {kind} run; choose another --out",
+                        dir.display(),
+                        saved["kind"]
+                    )));
+                }
+                if let Some((name, was, asked)) =
+                    first_difference(&saved["settings"], &now["settings"])
+                {
+                    return Err(invalid(format!(
+                        "'{}' was started with {name} = {was}; this run asks for {asked}. Resume with the \
+                         same settings, or choose another --out",
+                        dir.display()
+                    )));
+                }
+            }
+            None => {
+                clip_data::out::check_output_dir(dir, "settings.json", "a training run")?;
+                clip_data::out::create_dir(dir)?;
+                write_json(&path, &now)?;
+            }
+        }
+        let progress = read_json::<Progress>(&dir.join("progress.json"))?.unwrap_or_default();
+        Ok(Run {
+            dir: dir.to_owned(),
+            progress,
+        })
+    }
+
+    /// The settings a finished (or partial) run was started with.
+    pub fn settings<S: DeserializeOwned>(
+        dir: &Path,
+        kind: &str,
+    ) -> Result<(S, Progress), EvalError> {
+        let path = dir.join("settings.json");
+        let saved = read_json::<serde_json::Value>(&path)?.ok_or_else(|| {
+            invalid(format!(
+                "'{}' holds no training run (no settings.json)",
+                dir.display()
+            ))
+        })?;
+        if saved["kind"] != kind {
+            return Err(invalid(format!(
+                "'{}' holds a {} run, not a {kind}",
+                dir.display(),
+                saved["kind"]
+            )));
+        }
+        let s = serde_json::from_value(saved["settings"].clone()).map_err(|e| {
+            invalid(format!(
+                "'{}' is from another version ({e})",
+                path.display()
+            ))
+        })?;
+        let p = read_json::<Progress>(&dir.join("progress.json"))?.unwrap_or_default();
+        if p.step == 0 {
+            return Err(invalid(format!(
+                "'{}' has no checkpoint yet; train it first",
+                dir.display()
+            )));
+        }
+        Ok((s, p))
+    }
+
+    /// The state file `name` of the checkpoint at `step`.
+    pub fn file(dir: &Path, name: &str, step: usize) -> PathBuf {
+        dir.join(format!("{name}-{step:07}.safetensors"))
+    }
+
+    /// Make the checkpoint at `self.progress.step`: `write` has written its state files (named by
+    /// [`Run::file`] with this step); then `progress.json` moves to it and older states go.
+    pub fn commit(
+        &mut self,
+        write: impl FnOnce(&Path, usize) -> Result<(), EvalError>,
+    ) -> Result<(), EvalError> {
+        let step = self.progress.step;
+        write(&self.dir, step)?;
+        write_json(&self.dir.join("progress.json"), &self.progress)?;
+        let mine = format!("-{step:07}.safetensors");
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let is_state = name.ends_with(".safetensors")
+                    && name.rsplit_once('-').is_some_and(|(_, s)| s.len() == 19);
+                if is_state && !name.ends_with(&mine) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `plot.png`: each of `keys` of the history against the step, one panel each.
+    pub fn plot(&self, keys: &[(&str, &str)]) -> Result<(), EvalError> {
+        let last = self
+            .progress
+            .history
+            .iter()
+            .map(|h| h.step as f64)
+            .fold(1.0, f64::max);
+        let charts: Vec<Chart> = keys
+            .iter()
+            .map(|(key, title)| {
+                let pts: Vec<(f64, f64)> = self
+                    .progress
+                    .history
+                    .iter()
+                    .filter_map(|h| {
+                        h.values
+                            .get(*key)
+                            .filter(|v| v.is_finite())
+                            .map(|v| (h.step as f64, *v))
+                    })
+                    .collect();
+                let top = pts.iter().map(|p| p.1).fold(1e-9, f64::max);
+                Chart {
+                    title: (*title).into(),
+                    x_label: "step".into(),
+                    y_label: (*key).into(),
+                    x_range: (0.0, last),
+                    y_range: (0.0, top * 1.05),
+                    log2_x: false,
+                    series: vec![Series::new(key, pts, chart::BLUE, Style::Line)],
+                }
+            })
+            .collect();
+        chart::save_panels(&charts, &self.dir.join("plot.png")).map_err(|e| invalid(e.to_string()))
+    }
+}
