@@ -4,7 +4,7 @@
 
 mod common;
 use common::emoji::fake_packages;
-use common::{clip, fails, model, ok_out, root};
+use common::{clip, fails, model, ok_out};
 
 use std::path::{Path, PathBuf};
 
@@ -233,6 +233,12 @@ fn vqvae_generator_generate_and_study_end_to_end() {
     let (again, _) = ok_out(&args);
     let r2: serde_json::Value = serde_json::from_str(&again).unwrap();
     assert_eq!(r["scores"], r2["scores"]);
+    // fewer picks the next time: the earlier run's extra pick does not linger
+    let mut fewer = args.to_vec();
+    let at = fewer.iter().position(|a| *a == "--top").unwrap();
+    fewer[at + 1] = "1";
+    ok_out(&fewer);
+    assert!(out_dir.join("rank-01.png").is_file() && !out_dir.join("rank-02.png").exists());
 
     // the study, with a 16-d reranker and a 32-d judge (each used on its own)
     let st = dir.path().join("study");

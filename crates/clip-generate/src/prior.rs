@@ -371,7 +371,8 @@ fn encode_paths(vq: &VqVae, paths: &[&Path]) -> Result<Vec<Vec<u32>>, EvalError>
 pub fn train(o: &PriorOptions, say: &mut dyn FnMut(String)) -> Result<bool, EvalError> {
     if o.steps == 0
         || o.batch_size == 0
-        || !(o.lr > 0.0)
+        || o.lr.is_nan()
+        || o.lr <= 0.0
         || !(0.0..1.0).contains(&o.caption_dropout)
     {
         return Err(invalid(
@@ -380,7 +381,7 @@ pub fn train(o: &PriorOptions, say: &mut dyn FnMut(String)) -> Result<bool, Eval
     }
     if o.dims.width == 0
         || o.dims.heads == 0
-        || o.dims.width % o.dims.heads != 0
+        || !o.dims.width.is_multiple_of(o.dims.heads)
         || o.dims.context < 2
     {
         return Err(invalid(format!(

@@ -272,6 +272,19 @@ pub fn generate(
     let mut order: Vec<usize> = (0..images.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
     clip_data::out::create_dir(&o.out)?;
+    // an earlier generation in this folder: its picks go (they are ours), so none is left stale
+    if let Ok(Some(old)) =
+        crate::runs::read_json::<serde_json::Value>(&o.out.join("generated.json"))
+    {
+        for p in old["top"].as_array().into_iter().flatten() {
+            let name = p["path"]
+                .as_str()
+                .and_then(|p| std::path::Path::new(p).file_name().map(|n| n.to_owned()));
+            if let Some(name) = name.filter(|n| n.to_string_lossy().starts_with("rank-")) {
+                let _ = std::fs::remove_file(o.out.join(name));
+            }
+        }
+    }
     let mut top = Vec::new();
     let mut tiles = Vec::new();
     for (r, &i) in order.iter().take(o.top).enumerate() {

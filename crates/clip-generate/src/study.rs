@@ -140,7 +140,7 @@ pub fn run(
         }
         groups.push(names);
     }
-    let templates = vec![TEMPLATE.replace("{}", "{}")];
+    let templates = vec![TEMPLATE.to_string()];
     let classifier = judge.classifier(&concepts, &templates)?;
     let index_of = |c: &str| {
         concepts
@@ -256,8 +256,8 @@ pub fn run(
             }
         }
         let mut ordered = Vec::new();
-        for ci in 0..names.len().min(8) {
-            if let Some(r) = import.images_of(&names[ci]).first() {
+        for (ci, name) in names.iter().enumerate().take(8) {
+            if let Some(r) = import.images_of(name).first() {
                 ordered.push(Tile {
                     image: r.load()?,
                     frame: grid::PLAIN,

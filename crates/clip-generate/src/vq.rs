@@ -56,7 +56,7 @@ impl VqDims {
     }
     pub fn validate(&self) -> Result<(), EvalError> {
         if !(1..=4).contains(&self.downsample)
-            || self.image % (1 << self.downsample) != 0
+            || !self.image.is_multiple_of(1 << self.downsample)
             || self.channels == 0
             || self.code_dim == 0
             || !(2..=65_536).contains(&self.codes)
@@ -498,7 +498,13 @@ pub struct VqReport {
 /// `None` when it stopped at `o.stop_at` before the last step (run it again to continue).
 pub fn train(o: &VqOptions, say: &mut dyn FnMut(String)) -> Result<Option<VqReport>, EvalError> {
     o.dims.validate()?;
-    if o.steps == 0 || o.batch_size == 0 || !(o.lr > 0.0) || !(o.beta >= 0.0) {
+    if o.steps == 0
+        || o.batch_size == 0
+        || o.lr.is_nan()
+        || o.lr <= 0.0
+        || o.beta.is_nan()
+        || o.beta < 0.0
+    {
         return Err(invalid(
             "steps, batch size and learning rate must be above 0, β at least 0",
         ));
