@@ -22,6 +22,16 @@ use crate::prior::{Generator, TEMPLATE};
 use crate::sample::{SampleOptions, clip_scores, draw_images};
 use crate::{EvalError, frechet, invalid};
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_rank_is_one_based() {
+        assert_eq!(super::median_rank(&[0, 4, 2]), 3.0);
+        assert_eq!(super::median_rank(&[0, 1, 5, 9]), 4.0);
+        assert!(super::median_rank(&[]).is_nan());
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct StudyOptions {
     pub emoji: PathBuf,
@@ -41,6 +51,9 @@ pub struct Point {
     pub n: usize,
     pub judge_top5: Rate,
     pub judge_top1: Rate,
+    /// the median rank (1 = first) of the caption's concept among all concepts under the judge
+    /// (chance: about half the number of concepts)
+    pub judge_median_rank: f64,
     pub frechet: f64,
     /// mean reranker cosine of the picks
     pub reranker_score: f64,
@@ -49,8 +62,8 @@ pub struct Point {
 #[derive(Debug, Clone, Serialize)]
 pub struct Study {
     pub points: Vec<Point>,
-    /// the judge on the real images of each group's concepts: (group, top-5, top-1)
-    pub real: Vec<(String, Rate, Rate)>,
+    /// the judge on the real images of each group's concepts: (group, top-5, top-1, median rank)
+    pub real: Vec<(String, Rate, Rate, f64)>,
     pub concepts: usize,
     pub sampling: SampleOptions,
     pub generator_steps: usize,
@@ -63,22 +76,23 @@ impl Study {
     /// The table the CLI prints and the report holds.
     pub fn table(&self) -> String {
         let mut s = String::from(
-            "| concepts | N | judge top-5 | judge top-1 | Fréchet distance | reranker cosine |\n|---|---|---|---|---|---|\n",
+            "| concepts | N | judge top-5 | judge top-1 | judge median rank | Fréchet distance | reranker cosine |\n|---|---|---|---|---|---|---|\n",
         );
         for p in &self.points {
             s += &format!(
-                "| {} | {} | {} | {} | {:.4} | {:.4} |\n",
+                "| {} | {} | {} | {} | {:.0} | {:.4} | {:.4} |\n",
                 p.group,
                 p.n,
                 p.judge_top5.show(),
                 p.judge_top1.show(),
+                p.judge_median_rank,
                 p.frechet,
                 p.reranker_score
             );
         }
-        for (g, t5, t1) in &self.real {
+        for (g, t5, t1, m) in &self.real {
             s += &format!(
-                "| {g}: real images | — | {} | {} | 0 | — |\n",
+                "| {g}: real images | — | {} | {} | {m:.0} | 0 | — |\n",
                 t5.show(),
                 t1.show()
             );
@@ -197,6 +211,7 @@ pub fn run(
             group.to_string(),
             Rate::of(&ranks.iter().map(|&r| r < 5).collect::<Vec<_>>()),
             Rate::of(&ranks.iter().map(|&r| r == 0).collect::<Vec<_>>()),
+            median_rank(&ranks),
         ));
         let labels: Vec<usize> = names.iter().map(|c| index_of(c)).collect();
         let mut tiles = Vec::new();
@@ -232,6 +247,7 @@ pub fn run(
                 n,
                 judge_top5: Rate::of(&ranks.iter().map(|&r| r < 5).collect::<Vec<_>>()),
                 judge_top1: Rate::of(&ranks.iter().map(|&r| r == 0).collect::<Vec<_>>()),
+                judge_median_rank: median_rank(&ranks),
                 frechet: fd,
                 reranker_score: score,
             };
@@ -287,6 +303,17 @@ pub fn run(
         .map_err(|e| invalid(format!("cannot write the report: {e}")))?;
     crate::runs::write_json(&o.out.join("study.json"), &study)?;
     Ok(study)
+}
+
+/// The median of 0-based `ranks`, as a 1-based rank.
+fn median_rank(ranks: &[usize]) -> f64 {
+    let mut r: Vec<f64> = ranks.iter().map(|&x| x as f64 + 1.0).collect();
+    r.sort_by(f64::total_cmp);
+    match r.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => r[n / 2],
+        n => 0.5 * (r[n / 2 - 1] + r[n / 2]),
+    }
 }
 
 fn plot(s: &Study, path: &std::path::Path) -> Result<(), EvalError> {
