@@ -55,8 +55,6 @@ fn train_vq(emoji: &Path, out: &Path, steps: &str, extra: &[&str]) -> std::proce
         s(emoji),
         "--out",
         s(out),
-        "--image-size",
-        "16",
         "--downsample",
         "2",
         "--channels",
@@ -70,7 +68,11 @@ fn train_vq(emoji: &Path, out: &Path, steps: &str, extra: &[&str]) -> std::proce
         "--checkpoint-every",
         "2",
     ];
-    for (flag, default) in [("--styles", "google,twitter"), ("--codes", "8")] {
+    for (flag, default) in [
+        ("--styles", "google,twitter"),
+        ("--codes", "8"),
+        ("--image-size", "16"),
+    ] {
         if !extra.contains(&flag) {
             args.extend([flag, default]);
         }
@@ -359,6 +361,45 @@ fn generate_bad_inputs_are_refused_and_nothing_is_damaged() {
         e.contains("6 codebook entries") && e.contains("trained on 8 entries"),
         "{e}"
     );
+    // another checkpoint with the same codebook size: its codes would decode into other images
+    let vq_other = dir.path().join("vq-other");
+    assert!(
+        train_vq(&emoji, &vq_other, "2", &["--seed", "5"])
+            .status
+            .success()
+    );
+    let e = run(gen_args("an animal", &["--vqvae", s(&vq_other)]));
+    assert!(
+        e.contains("is not the checkpoint the generator") && e.contains("vq-other"),
+        "{e}"
+    );
+    // a generator is not trained on an unfinished VQ-VAE
+    let vq_half = dir.path().join("vq-half");
+    assert!(
+        train_vq(&emoji, &vq_half, "4", &["--stop-at", "2"])
+            .status
+            .success()
+    );
+    let e = String::from_utf8_lossy(
+        &train_gen(&emoji, &vq_half, &dir.path().join("g3"), "2", &[]).stderr,
+    )
+    .into_owned();
+    assert!(
+        e.contains("stopped at step 2 of 4") && e.contains("finish it first"),
+        "{e}"
+    );
+    // a failed first start does not lock in its settings: no checkpoint yet, so new ones are taken
+    let e = String::from_utf8_lossy(
+        &train_vq(
+            &emoji,
+            &dir.path().join("vq-y"),
+            "2",
+            &["--image-size", "0"],
+        )
+        .stderr,
+    )
+    .into_owned();
+    assert!(e.contains("at least 2^layers"), "{e}");
     // a folder that is not ours is refused and left as it was
     let foreign = dir.path().join("foreign");
     std::fs::create_dir(&foreign).unwrap();

@@ -250,6 +250,9 @@ pub struct PriorSettings {
     pub vqvae: PathBuf,
     pub codes: usize,
     pub tokens: usize,
+    /// the VQ-VAE checkpoint's codebook fingerprint ([`VqVae::fingerprint`])
+    #[serde(default)]
+    pub vq_fingerprint: Option<String>,
     pub styles: Vec<String>,
     pub steps: usize,
     pub batch_size: usize,
@@ -305,6 +308,20 @@ impl Generator {
         let vq_dir = vqvae.unwrap_or(&settings.vqvae);
         let vq = VqVae::load(vq_dir, device)?;
         check_vq(&vq, settings.codes, settings.tokens, vq_dir, dir)?;
+        if let Some(f) = settings
+            .vq_fingerprint
+            .as_ref()
+            .filter(|f| **f != vq.fingerprint())
+        {
+            return Err(invalid(format!(
+                "the VQ-VAE in '{}' (step {}, codebook {}) is not the checkpoint the generator in '{}' was \
+                 trained on (codebook {f}); its codes would decode into other images",
+                vq_dir.display(),
+                vq.step,
+                vq.fingerprint(),
+                dir.display()
+            )));
+        }
         let prior = Prior::new(
             &settings.dims,
             settings.vocab.len(),
@@ -391,6 +408,15 @@ pub fn train(o: &PriorOptions, say: &mut dyn FnMut(String)) -> Result<bool, Eval
     }
     let plain = clip_model::default_device();
     let vq = VqVae::load(&o.vqvae, &plain)?;
+    if vq.step < vq.steps {
+        return Err(invalid(format!(
+            "the VQ-VAE in '{}' stopped at step {} of {}; finish it first (run its train-vqvae command again)",
+            o.vqvae.display(),
+            vq.step,
+            vq.steps
+        )));
+    }
+    let vq_path = std::fs::canonicalize(&o.vqvae).unwrap_or_else(|_| o.vqvae.clone());
     let import = clip_inside::emoji::Import::read(&o.emoji)?;
     let styles = data::pick_styles(&import, &o.styles)?;
     let items = data::training_items(&o.emoji, &styles)?;
@@ -401,9 +427,10 @@ pub fn train(o: &PriorOptions, say: &mut dyn FnMut(String)) -> Result<bool, Eval
     );
     let settings = PriorSettings {
         dims: o.dims,
-        vqvae: o.vqvae.clone(),
+        vqvae: vq_path,
         codes: vq.dims.codes,
         tokens: vq.dims.tokens(),
+        vq_fingerprint: Some(vq.fingerprint()),
         styles: styles.clone(),
         steps: o.steps,
         batch_size: o.batch_size,
@@ -538,7 +565,7 @@ pub fn train(o: &PriorOptions, say: &mut dyn FnMut(String)) -> Result<bool, Eval
                 );
             }
             say(line);
-            run.progress.history.push(Logged { step: done, values });
+            run.progress.history.push(Logged::new(done, values));
             (sum, count) = (0.0, 0);
         }
         if checkpoint {

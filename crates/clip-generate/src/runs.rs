@@ -20,6 +20,30 @@ pub struct Logged {
     pub values: BTreeMap<String, f64>,
 }
 
+impl Logged {
+    /// A history row; values that are not finite are left out (JSON has no NaN, and a history
+    /// must stay readable for the run to resume).
+    pub fn new(step: usize, mut values: BTreeMap<String, f64>) -> Logged {
+        values.retain(|_, v| v.is_finite());
+        Logged { step, values }
+    }
+}
+
+/// Whether `name` is a state file this module writes: `state-NNNNNNN.safetensors` or
+/// `codebook-NNNNNNN.safetensors`.
+fn is_state_file(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".safetensors") else {
+        return false;
+    };
+    let Some((kind, step)) = stem.rsplit_once('-') else {
+        return false;
+    };
+    STATE_NAMES.contains(&kind) && step.len() == 7 && step.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The names of the state files runs write.
+pub const STATE_NAMES: [&str; 2] = ["state", "codebook"];
+
 /// Where a run stands.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Progress {
@@ -94,14 +118,20 @@ impl Run {
                         saved["kind"]
                     )));
                 }
+                let started =
+                    read_json::<Progress>(&dir.join("progress.json"))?.is_some_and(|p| p.step > 0);
                 if let Some((name, was, asked)) =
                     first_difference(&saved["settings"], &now["settings"])
                 {
-                    return Err(invalid(format!(
-                        "'{}' was started with {name} = {was}; this run asks for {asked}. Resume with the \
-                         same settings, or choose another --out",
-                        dir.display()
-                    )));
+                    if started {
+                        return Err(invalid(format!(
+                            "'{}' was started with {name} = {was}; this run asks for {asked}. Resume with the \
+                             same settings, or choose another --out",
+                            dir.display()
+                        )));
+                    }
+                    // no checkpoint yet: the new settings replace those of the failed start
+                    write_json(&path, &now)?;
                 }
             }
             None => {
@@ -170,9 +200,7 @@ impl Run {
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let is_state = name.ends_with(".safetensors")
-                    && name.rsplit_once('-').is_some_and(|(_, s)| s.len() == 19);
-                if is_state && !name.ends_with(&mine) {
+                if is_state_file(&name) && !name.ends_with(&mine) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -215,5 +243,87 @@ impl Run {
             })
             .collect();
         chart::save_panels(&charts, &self.dir.join("plot.png")).map_err(|e| invalid(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_state_files_are_recognised() {
+        assert!(is_state_file("state-0000250.safetensors"));
+        assert!(is_state_file("codebook-0001500.safetensors"));
+        for other in [
+            "clip-weights.safetensors",
+            "model-encoder.safetensors",
+            "state-000025.safetensors",
+            "state-00002x0.safetensors",
+            "notes-0000250.safetensors",
+            "state-0000250.json",
+        ] {
+            assert!(!is_state_file(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn settings_bind_only_once_a_checkpoint_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("run");
+        // a start that failed before its first checkpoint: new settings replace its own
+        Run::open(&d, "toy", &serde_json::json!({"lr": 1.0})).unwrap();
+        let mut run = Run::open(&d, "toy", &serde_json::json!({"lr": 2.0})).unwrap();
+        let saved: serde_json::Value = read_json(&d.join("settings.json")).unwrap().unwrap();
+        assert_eq!(saved["settings"]["lr"], 2.0);
+        run.progress.step = 1;
+        run.commit(|dir, step| {
+            std::fs::write(Run::file(dir, "state", step), b"x").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        let e = Run::open(&d, "toy", &serde_json::json!({"lr": 3.0}))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("lr = 2.0") && e.contains("asks for 3.0"), "{e}");
+        let e = Run::open(&d, "other", &serde_json::json!({"lr": 2.0}))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not a other run"), "{e}");
+        assert_eq!(
+            Run::open(&d, "toy", &serde_json::json!({"lr": 2.0}))
+                .unwrap()
+                .progress
+                .step,
+            1
+        );
+        // a user's own file in the folder survives the next checkpoint; the older state goes
+        std::fs::write(d.join("clip-weights.safetensors"), b"mine").unwrap();
+        run.progress.step = 2;
+        run.commit(|dir, step| {
+            std::fs::write(Run::file(dir, "state", step), b"y").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert!(d.join("clip-weights.safetensors").is_file());
+        assert!(!Run::file(&d, "state", 1).exists() && Run::file(&d, "state", 2).is_file());
+    }
+
+    #[test]
+    fn history_drops_values_json_cannot_hold() {
+        let mut v = BTreeMap::new();
+        v.insert("loss".to_string(), 1.5);
+        v.insert("val".to_string(), f64::NAN);
+        let l = Logged::new(3, v);
+        assert_eq!(l.values.len(), 1);
+        let text = serde_json::to_string(&Progress {
+            step: 3,
+            train_seconds: 1.0,
+            history: vec![l],
+        })
+        .unwrap();
+        let back: Progress = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.history[0].values["loss"], 1.5);
     }
 }

@@ -154,6 +154,12 @@ pub fn run(
         }
         groups.push(names);
     }
+    // the same number of captions in both groups: the Fréchet distance's small-sample bias depends
+    // on the count, so unequal groups would not compare
+    if groups.iter().all(|g| !g.is_empty()) {
+        let n = groups.iter().map(Vec::len).min().unwrap_or(0);
+        groups.iter_mut().for_each(|g| g.truncate(n));
+    }
     let templates = vec![TEMPLATE.to_string()];
     let classifier = judge.classifier(&concepts, &templates)?;
     let index_of = |c: &str| {
@@ -400,6 +406,12 @@ fn report(s: &Study, groups: &[Vec<String>]) -> String {
             );
         }
     }
+    r += &format!(
+        "\nThe Fréchet distances are estimated from {} picks per group in the judge's feature space: \
+         small-sample figures, comparable along N and between the two groups (same count), not with FIDs \
+         measured elsewhere.\n",
+        groups.first().map_or(0, Vec::len)
+    );
     r += "\nGrids: per caption a real image (grey), the pick at N = 1 and at the largest N (green: the \
           judge's top 5 holds the concept; red: it does not).\n";
     r

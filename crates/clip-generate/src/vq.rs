@@ -56,14 +56,15 @@ impl VqDims {
     }
     pub fn validate(&self) -> Result<(), EvalError> {
         if !(1..=4).contains(&self.downsample)
+            || self.image < (1 << self.downsample)
             || !self.image.is_multiple_of(1 << self.downsample)
             || self.channels == 0
             || self.code_dim == 0
             || !(2..=65_536).contains(&self.codes)
         {
             return Err(invalid(format!(
-                "a VQ-VAE needs 1–4 stride-2 layers dividing the image side, channels and code size \
-                 above 0 and 2–65536 codes (asked: {self:?})"
+                "a VQ-VAE needs 1–4 stride-2 layers dividing the image side (at least 2^layers), \
+                 channels and code size above 0 and 2–65536 codes (asked: {self:?})"
             )));
         }
         Ok(())
@@ -193,7 +194,16 @@ pub const DEAD_BELOW: f32 = 0.5;
 impl Codebook {
     /// Entries drawn from `vectors` (`[n, dim]`, n ≥ 1), with counts of 1.
     pub fn from_vectors(codes: usize, dim: usize, vectors: &[f32], rng: &mut Rng) -> Codebook {
-        let n = vectors.len() / dim;
+        let n = vectors.len() / dim.max(1);
+        if n == 0 {
+            return Codebook {
+                codes,
+                dim,
+                embed: vec![0.0; codes * dim],
+                cluster_size: vec![1.0; codes],
+                embed_sum: vec![0.0; codes * dim],
+            };
+        }
         let mut embed = Vec::with_capacity(codes * dim);
         for _ in 0..codes {
             let i = rng.below(n);
@@ -364,6 +374,9 @@ pub struct VqVae {
     pub dims: VqDims,
     pub nets: VqNets,
     pub codebook: Codebook,
+    /// the checkpoint's step, and the run's last step
+    pub step: usize,
+    pub steps: usize,
 }
 
 /// `[B, D, G, G]` → `[B·G·G, D]` row-major on the host.
@@ -395,7 +408,20 @@ impl VqVae {
             dims: s.dims,
             nets,
             codebook,
+            step: p.step,
+            steps: s.steps,
         })
+    }
+
+    /// FNV-1a of the codebook's entries: which VQ-VAE checkpoint a generator's codes belong to.
+    pub fn fingerprint(&self) -> String {
+        let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+        for v in &self.codebook.embed {
+            for b in v.to_le_bytes() {
+                h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3);
+            }
+        }
+        format!("{h:016x}")
     }
 
     /// The codes (`tokens()` per image, row-major over the grid) of images in [-1, 1].
@@ -537,7 +563,6 @@ pub fn train(o: &VqOptions, say: &mut dyn FnMut(String)) -> Result<Option<VqRepo
     device.seed(o.seed);
     let mut nets = VqNets::new(&o.dims, &device);
     let mut opt = AdamW::for_module(adam(), &nets);
-    let mut rng = Rng::new(o.seed ^ 0x5EED_0F0C);
     let mut codebook = None;
     if run.progress.step > 0 {
         let step = run.progress.step;
@@ -566,8 +591,9 @@ pub fn train(o: &VqOptions, say: &mut dyn FnMut(String)) -> Result<Option<VqRepo
         );
         let z = nets.encode(x.clone());
         let rows = to_rows(&z.clone().detach());
-        let book = codebook
-            .get_or_insert_with(|| Codebook::from_vectors(o.dims.codes, d, &rows, &mut rng));
+        let book = codebook.get_or_insert_with(|| {
+            Codebook::from_vectors(o.dims.codes, d, &rows, &mut step_rng(o.seed, 0))
+        });
         let codes = book.nearest(&rows);
         let zq = from_rows(book.lookup(&codes), b, d, g, &device);
         let commit = (z.clone() - zq.clone()).powf_scalar(2.0).mean();
@@ -586,7 +612,8 @@ pub fn train(o: &VqOptions, say: &mut dyn FnMut(String)) -> Result<Option<VqRepo
         let lr = clip_train::cosine_lr(o.lr, warmup, o.steps, step);
         nets = opt.step_module(nets, lr, grads);
         book.ema_update(&rows, &codes, DECAY);
-        let restarted = book.restart_dead(&rows, DEAD_BELOW, &mut rng);
+        // a pure function of (seed, step): a resumed run restarts the same entries
+        let restarted = book.restart_dead(&rows, DEAD_BELOW, &mut step_rng(o.seed, step + 1));
         run.progress.step += 1;
         run.progress.train_seconds += t0.elapsed().as_secs_f64();
         window.0 += loss_v as f64;
@@ -613,7 +640,7 @@ pub fn train(o: &VqOptions, say: &mut dyn FnMut(String)) -> Result<Option<VqRepo
                 window.3,
                 run.progress.train_seconds / done as f64
             ));
-            run.progress.history.push(Logged { step: done, values });
+            run.progress.history.push(Logged::new(done, values));
             window = (0.0, 0.0, vec![0u64; o.dims.codes], 0, 0);
         }
         if done % o.checkpoint_every.max(1) == 0 || done == stop {
@@ -719,6 +746,10 @@ fn report(
     ));
     crate::runs::write_json(&run.dir.join("report.json"), &rep)?;
     Ok(rep)
+}
+
+fn step_rng(seed: u64, step: usize) -> Rng {
+    Rng::new(seed ^ 0x5EED_0F0C ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// The images of `step`'s batch: a seeded permutation per epoch.
