@@ -82,19 +82,7 @@ pub fn first_difference(
         })
 }
 
-pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, EvalError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(invalid(format!("cannot read '{}': {e}", path.display()))),
-    };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        invalid(format!(
-            "'{}' is damaged or from another version ({e})",
-            path.display()
-        ))
-    })
-}
+pub(crate) use clip_eval::repro::fig2::read_json;
 
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), EvalError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| invalid(e.to_string()))?;

@@ -193,7 +193,7 @@ fn eval_task(o: &Fig2Options, n: usize) -> Result<ZeroShotSet, EvalError> {
 
 /// `None` when `path` does not exist; an error naming it when it exists but cannot be read as a
 /// `T` (a damaged or foreign file is never silently started over).
-fn read_json<T: for<'a> Deserialize<'a>>(path: &Path) -> Result<Option<T>, EvalError> {
+pub fn read_json<T: for<'a> Deserialize<'a>>(path: &Path) -> Result<Option<T>, EvalError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
