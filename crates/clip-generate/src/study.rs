@@ -392,7 +392,8 @@ fn report(s: &Study, groups: &[Vec<String>]) -> String {
             let overlap = a.judge_top5.hi >= b.judge_top5.lo && b.judge_top5.hi >= a.judge_top5.lo;
             r += &format!(
                 "- {g} concepts: reranking {} samples instead of 1 moves the judge's top-5 from {:.1}% to {:.1}% \
-                 ({}) and the Fréchet distance from {:.4} to {:.4}.\n",
+                 ({}), its median rank of the concept from {:.0} to {:.0} of {}, and the Fréchet distance \
+                 from {:.4} to {:.4}.\n",
                 b.n,
                 a.judge_top5.rate * 100.0,
                 b.judge_top5.rate * 100.0,
@@ -401,6 +402,9 @@ fn report(s: &Study, groups: &[Vec<String>]) -> String {
                 } else {
                     "the 95% intervals do not overlap"
                 },
+                a.judge_median_rank,
+                b.judge_median_rank,
+                s.concepts,
                 a.frechet,
                 b.frechet
             );
@@ -412,6 +416,10 @@ fn report(s: &Study, groups: &[Vec<String>]) -> String {
          measured elsewhere.\n",
         groups.first().map_or(0, Vec::len)
     );
+    r += "\nThe reranker and the judge are different seeds trained on the same kind of data: a pick the \
+          reranker prefers may carry features both have learnt to read, so the judge's verdicts bound how \
+          recognisable the picks are to CLIPs of this kind, not to people. The judge's own ceiling is its \
+          score on the real images (the last rows).\n";
     r += "\nGrids: per caption a real image (grey), the pick at N = 1 and at the largest N (green: the \
           judge's top 5 holds the concept; red: it does not).\n";
     r
