@@ -306,6 +306,10 @@ fn vqvae_generator_generate_and_study_end_to_end() {
         report.contains("the judge is the reranker itself"),
         "{report}"
     );
+    assert!(
+        report.contains("median rank of the concept from"),
+        "{report}"
+    );
 }
 
 #[test]
