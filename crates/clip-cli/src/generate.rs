@@ -168,6 +168,33 @@ pub fn train_generator(a: &TrainGeneratorArgs) -> Result<()> {
     Ok(())
 }
 
+/// How codes are drawn (shared by `generate` and `generate-study`).
+#[derive(Args)]
+pub struct SamplingArgs {
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    /// Sample among the k most likely codes only (0: all)
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Classifier-free guidance scale (DALL-E mini's cond_scale; 1: none)
+    #[arg(long, default_value_t = 1.0)]
+    pub guidance: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    fn options(&self, samples: usize) -> clip_generate::sample::SampleOptions {
+        clip_generate::sample::SampleOptions {
+            samples,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            guidance: self.guidance,
+            seed: self.seed,
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct GenerateArgs {
     /// What to draw
@@ -187,19 +214,11 @@ pub struct GenerateArgs {
     /// How many of the best to write
     #[arg(long, default_value_t = 4)]
     pub top: usize,
-    #[arg(long, default_value_t = 1.0)]
-    pub temperature: f32,
-    /// Sample among the k most likely codes only (0: all)
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    /// Classifier-free guidance scale (DALL-E mini's cond_scale; 1: none)
-    #[arg(long, default_value_t = 1.0)]
-    pub guidance: f32,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Cut an over-long caption to the generator's context instead of refusing it
     #[arg(long)]
     pub truncate: bool,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Output folder (new, empty, or an earlier `clip generate` output)
     #[arg(long, default_value = "generated")]
     pub out: PathBuf,
@@ -217,13 +236,7 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
     let reranker = a.image_opts.embedder(&a.clip, 64)?;
     let o = clip_generate::sample::GenerateOptions {
         caption: a.caption.clone(),
-        sampling: clip_generate::sample::SampleOptions {
-            samples: a.samples,
-            temperature: a.temperature,
-            top_k: a.top_k,
-            guidance: a.guidance,
-            seed: a.seed,
-        },
+        sampling: a.sampling.options(a.samples),
         top: a.top,
         truncate: a.truncate,
         out: a.out.clone(),
@@ -269,14 +282,8 @@ pub struct StudyArgs {
     /// The largest N: samples drawn per caption (N = 1, 2, 4, … up to it)
     #[arg(long, default_value_t = 64)]
     pub samples: usize,
-    #[arg(long, default_value_t = 1.0)]
-    pub temperature: f32,
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    #[arg(long, default_value_t = 1.0)]
-    pub guidance: f32,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     #[command(flatten)]
     pub image_opts: ImageOptions,
 }
@@ -290,13 +297,7 @@ pub fn study(a: &StudyArgs) -> Result<()> {
         emoji: a.emoji.clone(),
         out: a.out.clone(),
         captions: a.captions,
-        sampling: clip_generate::sample::SampleOptions {
-            samples: a.samples,
-            temperature: a.temperature,
-            top_k: a.top_k,
-            guidance: a.guidance,
-            seed: a.seed,
-        },
+        sampling: a.sampling.options(a.samples),
         same_model: a.reranker == a.judge,
     };
     let s =
