@@ -242,7 +242,7 @@ impl Clip {
     /// Run inference in `precision` ([`crate::lowp`]): every transformer block's projections and
     /// MLP, the pooling layers and the ResNet's folded convolutions are packed in bf16 or int8, and
     /// their f32 weights freed. f32 packs them too, values unchanged, where the CPU runs the
-    /// AVX-512 f32 kernel ([`crate::lowp::packs`]; elsewhere, and off the CPU, f32 leaves the
+    /// AVX-512 or AVX2+FMA f32 kernel ([`crate::lowp::packs`]; elsewhere, and off the CPU, f32 leaves the
     /// model as it is). One way: a packed model serves CPU inference only (no training, saving
     /// or fingerprinting: take the fingerprint first). Errors off the CPU for bf16 and int8, and
     /// when asked for another precision once packed.

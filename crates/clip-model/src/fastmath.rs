@@ -171,6 +171,44 @@ pub fn kernel() -> &'static str {
     })
 }
 
+/// For tests of the AVX2 paths (what a CPU without AVX-512 runs): this test binary's tests whose
+/// names contain `filter`, run again in a child process with `CLIP_NO_AVX512=1` on one test
+/// thread; the number that passed. `None` where it does not apply: inside that child (the caller
+/// is one of the rerun tests), or on a CPU without AVX2 and FMA. Panics with the child's output
+/// when one of its tests fails.
+#[doc(hidden)]
+pub fn rerun_tests_without_avx512(filter: &str) -> Option<usize> {
+    if std::env::var_os("CLIP_NO_AVX512").is_some() {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+        return None;
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    return None;
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(exe)
+        .args([filter, "--test-threads", "1"])
+        .env("CLIP_NO_AVX512", "1")
+        .output()
+        .expect("the test binary runs again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "with CLIP_NO_AVX512=1: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(
+        stdout
+            .split("test result: ok. ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
 /// The CPU's single-precision peak in FLOP/s on all of rayon's threads, measured: independent
 /// chains of fused multiply-adds at the vector width [`kernel`] picks, best of 5 runs (the
 /// ceiling `bench/bench_inference.py` divides achieved FLOP/s by).
@@ -345,28 +383,9 @@ mod tests {
             assert_ne!(kernel(), "avx512");
             return;
         }
-        #[cfg(target_arch = "x86_64")]
-        if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
-            return;
+        if let Some(passed) = rerun_tests_without_avx512("fastmath::tests::") {
+            assert!(passed >= 4, "the child ran {passed} tests");
         }
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["fastmath::tests::", "--test-threads", "1"])
-            .env("CLIP_NO_AVX512", "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let passed: usize = stdout
-            .split("test result: ok. ")
-            .nth(1)
-            .and_then(|r| r.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        assert!(passed >= 4, "the child ran {passed} tests: {stdout}");
     }
 
     #[test]

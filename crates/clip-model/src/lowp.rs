@@ -1,12 +1,14 @@
 //! Weights packed once at load for CPU inference: the linear layers and convolutions of
 //! reduced precision (`--precision bf16|int8`), stored in bf16 or int8 and multiplied with f32
-//! accumulation, and on AVX-512 CPUs those of f32 too.
+//! accumulation, and on CPUs with AVX-512 or AVX2+FMA those of f32 too.
 //!
 //! - **f32**: the values unchanged, laid out in panels of 16 columns so that the kernel streams
 //!   them in order (`vfmadd231ps`, one rounding per product, summed in input order). `gemm`
 //!   packs its right operand on every call, which at batch 1 (50 tokens, 49 pixels) costs as
 //!   much as the product: its products run at 72–78% of the CPU's FP32 peak at those sizes,
-//!   these at 86–97% (2 threads, Zen 4). Without AVX-512 f32 stays with `gemm`.
+//!   these at 86–97% (2 threads, Zen 4). Without AVX-512 an AVX2+FMA kernel (6 rows × 16
+//!   columns, the same sums in the same order) takes the same panels; without AVX2 f32 stays
+//!   with `gemm`.
 //! - **bf16**: weights rounded to bf16 (nearest even); each activation row is rounded to bf16 too
 //!   and pairs of products are summed in f32 (AVX-512 BF16's `vdpbf16ps`, as oneDNN's bf16 path
 //!   does). Half the weight memory.
@@ -34,8 +36,8 @@ pub use kernels::fast_kernels;
 use kernels::{Span, Tile, bf16_bits, kernel, pack_row_bf16, quantize_row};
 
 /// Whether [`PackedLinear`] serves `precision` on this CPU: always for bf16 and int8 (the
-/// portable kernel where the CPU lacks the instructions); for f32 only where its AVX-512 kernel
-/// runs, since elsewhere `gemm` is faster than the portable loop.
+/// portable kernel where the CPU lacks the instructions); for f32 only where its AVX-512 or
+/// AVX2+FMA kernel runs, since elsewhere `gemm` is faster than the portable loop.
 pub fn packs(precision: Precision) -> bool {
     precision != Precision::F32 || fast_kernels(Precision::F32)
 }
@@ -668,13 +670,29 @@ mod tests {
         }
     }
 
+    /// The AVX2 f32 kernel (what a CPU without AVX-512 runs): these tests again in a child
+    /// process with `CLIP_NO_AVX512=1`, where `fast_and_portable_kernels_agree` compares it bit
+    /// for bit with the portable loop.
+    #[test]
+    fn avx2_kernel_passes_the_same_checks() {
+        if std::env::var_os("CLIP_NO_AVX512").is_some() {
+            assert!(fast_kernels(Precision::F32) && !fast_kernels(Precision::Int8));
+            return;
+        }
+        if let Some(passed) = crate::fastmath::rerun_tests_without_avx512("lowp::tests::") {
+            assert!(passed >= 7, "the child ran {passed} tests");
+        }
+    }
+
     #[test]
     fn fast_and_portable_kernels_agree() {
         for (m, k, n) in SHAPES {
             let (x, w) = (data(m * k, 6), data(k * n, 7));
             for p in [Precision::F32, Precision::Bf16, Precision::Int8] {
                 if !fast_kernels(p) {
-                    eprintln!("{p}: this CPU has no AVX-512 kernel; only the portable one ran");
+                    eprintln!(
+                        "{p}: this CPU has no vector kernel for it; only the portable one ran"
+                    );
                     continue;
                 }
                 let packed = PackedLinear::new(&w, k, n, None, p);

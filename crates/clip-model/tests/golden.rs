@@ -39,7 +39,8 @@ fn check(name: &str, weights: &str, format: Format) {
     );
     let device = cpu();
     // as loaded (burn's graph; a ResNet's folded convolutions), then with the weights packed for
-    // the CPU kernels as the embedding pipeline runs them (the same path without AVX-512)
+    // the CPU kernels as the embedding pipeline runs them (AVX-512, or AVX2 in the rerun below;
+    // the same path as loaded where neither is there)
     for packed in [false, true] {
         let mut clip = load_clip(&path, None, &device).unwrap_or_else(|e| panic!("{name}: {e}"));
         if packed {
@@ -157,4 +158,13 @@ fn open_clip_siglip_hub_folder() {
 fn open_clip_siglip2_hub_folder() {
     // as SigLIP, with GELU-tanh in both towers, a fractional MLP ratio and text width ≠ embed_dim
     check("siglip2_openclip_hub", "", Format::Safetensors);
+}
+
+/// Every case again on the kernels of a CPU without AVX-512 (AVX2+FMA: the packed f32 products,
+/// GELU, softmax and the rest), in a child process with `CLIP_NO_AVX512=1`.
+#[test]
+fn the_same_outputs_on_the_avx2_path() {
+    if let Some(passed) = clip_model::fastmath::rerun_tests_without_avx512("") {
+        assert!(passed >= 9, "the child passed {passed} tests");
+    }
 }

@@ -99,7 +99,7 @@ fn f32_packing_keeps_values_and_size() {
             .fold(0f32, f32::max);
         let after = clip.weight_bytes();
         eprintln!(
-            "{name}: f32 packed (AVX-512 kernel: {}) max abs diff {d:e}, weights {before} → {after} bytes",
+            "{name}: f32 packed (vector kernel: {}) max abs diff {d:e}, weights {before} → {after} bytes",
             clip_model::lowp::packs(Precision::F32)
         );
         assert!(d < 1e-5, "{name}: packed f32 moved a feature by {d}");

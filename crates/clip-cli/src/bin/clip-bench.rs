@@ -9,6 +9,7 @@
 //!   clip-bench search BASE.npy QUERIES.npy K BATCH REPEATS  (exact top-k; `bench/bench_search.py`)
 //!   clip-bench ann    BASE.npy QUERIES.npy K OUT.usearch    (HNSW build, ef calibration, search at each ef)
 //!   clip-bench peak                                          (the CPU's measured FP32 FMA peak, all threads)
+//!   clip-bench matmul M K N REPEATS  (f32 `x[M×K]·W[K×N]`: the packed kernel beside `gemm`, GFLOP/s)
 
 #[path = "../alloc.rs"]
 mod alloc;
@@ -51,7 +52,7 @@ fn report_model(what: &str, items: usize, times: Vec<f64>, clip: Option<&clip_mo
 }
 
 /// A model directory loaded on the CPU, in the precision the optional argument `i` names (f32 by
-/// default), set as `clip embed` sets it (f32 packs the weights where the CPU has AVX-512).
+/// default), set as `clip embed` sets it (f32 packs the weights where the CPU has AVX-512 or AVX2+FMA).
 fn load(args: &[String], dir: usize, precision: usize) -> Result<clip_model::Clip> {
     let mut clip = clip_model::load_clip(Path::new(&args[dir]), None, &clip_model::cpu())?;
     let p: clip_model::lowp::Precision = match args.get(precision) {
@@ -310,7 +311,59 @@ fn main() -> Result<()> {
                     "gflops": clip_model::fastmath::fma_peak() / 1e9, "isa": clip_model::fastmath::kernel()})
             );
         }
-        _ => bail!("usage: clip-bench image|text|tokenize|train|probe|search|ann|peak …"),
+        Some("matmul") => {
+            let dim = |i: usize| -> Result<usize> {
+                args.get(i)
+                    .context("usage: clip-bench matmul M K N REPEATS")?
+                    .parse()
+                    .context("M, K, N and REPEATS are counts")
+            };
+            let (m, k, n, repeats) = (dim(1)?, dim(2)?, dim(3)?, dim(4)?.max(1));
+            let fill = |len: usize, seed: u32| -> Vec<f32> {
+                (0..len as u32)
+                    .map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 1000.0 - 0.5)
+                    .collect()
+            };
+            let (x, w) = (fill(m * k, 1), fill(k * n, 2));
+            let flops = 2.0 * (m * k * n) as f64;
+            let time = |f: &mut dyn FnMut()| -> f64 {
+                f();
+                median(
+                    (0..repeats)
+                        .map(|_| {
+                            let t = Instant::now();
+                            f();
+                            t.elapsed().as_secs_f64()
+                        })
+                        .collect(),
+                )
+            };
+            let mut y = vec![0f32; m * n];
+            let gemm = time(&mut || {
+                clip_model::linalg::matmul(
+                    m,
+                    n,
+                    k,
+                    &mut y,
+                    &x,
+                    (1, k as isize),
+                    &w,
+                    (1, n as isize),
+                )
+            });
+            let packed_kernel = clip_model::lowp::packs(clip_model::lowp::Precision::F32);
+            let packed = packed_kernel.then(|| {
+                let p = clip_model::lowp::PackedLinear::new(&w, k, n, None, Default::default());
+                time(&mut || p.matmul_into(m, &x, k, &mut y, clip_model::lowp::Epilogue::default()))
+            });
+            println!(
+                "{}",
+                serde_json::json!({"bench": "matmul", "m": m, "k": k, "n": n,
+                    "threads": rayon::current_num_threads(), "isa": clip_model::fastmath::kernel(),
+                    "gemm_gflops": flops / gemm / 1e9, "packed_gflops": packed.map(|s| flops / s / 1e9)})
+            );
+        }
+        _ => bail!("usage: clip-bench image|text|tokenize|train|probe|search|ann|peak|matmul …"),
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The arithmetic of [`super`]: rows of activations rounded to bf16 or quantized to uint8, and the
 //! micro-kernels that multiply them with packed weight panels — AVX-512F (`vfmadd231ps`, f32),
-//! AVX-512 BF16 (`vdpbf16ps`) and VNNI (`vpdpbusd`) where the CPU has them, a portable loop with
-//! the same per-lane arithmetic elsewhere.
+//! AVX-512 BF16 (`vdpbf16ps`) and VNNI (`vpdpbusd`) where the CPU has them, AVX2+FMA for f32 on
+//! CPUs without AVX-512, a portable loop with the same per-lane arithmetic elsewhere.
 
 use super::{LANES, MR, NV, Precision};
 
@@ -158,19 +158,18 @@ multiversion!(
     }
 );
 
-/// Whether this CPU runs the AVX-512 kernel for `precision` (F, BF16 or VNNI), unless
-/// `CLIP_NO_AVX512` is set; else the portable one.
+/// Whether this CPU runs a vector kernel for `precision`: AVX-512 F, BF16 or VNNI for f32, bf16
+/// and int8, or for f32 AVX2+FMA where there is no AVX-512 (or `CLIP_NO_AVX512` is set); else
+/// the portable one.
 pub fn fast_kernels(precision: Precision) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        if crate::fastmath::kernel() != "avx512" {
-            return false;
-        }
-        match precision {
-            Precision::Bf16 => std::is_x86_feature_detected!("avx512bf16"),
-            Precision::Int8 => std::is_x86_feature_detected!("avx512vnni"),
-            // `kernel()` found AVX-512F
-            Precision::F32 => true,
+        match (crate::fastmath::kernel(), precision) {
+            ("avx512", Precision::Bf16) => std::is_x86_feature_detected!("avx512bf16"),
+            ("avx512", Precision::Int8) => std::is_x86_feature_detected!("avx512vnni"),
+            // `kernel()` found AVX-512F, or AVX2 and FMA
+            ("avx512" | "avx2", Precision::F32) => true,
+            _ => false,
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -202,8 +201,8 @@ impl Span {
 }
 
 /// `R` rows × `V` panels of `Σ_t a[r][t] · b[p][t]` over the steps of `span` into `tile` (rows
-/// of `a` start `lda` words apart; each of `b`'s panels holds `steps` steps), by the AVX-512
-/// kernel when `fast` (the caller checked the CPU) or the portable one.
+/// of `a` start `lda` words apart; each of `b`'s panels holds `steps` steps), by the vector
+/// kernel when `fast` (the caller checked the CPU with [`fast_kernels`]) or the portable one.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn kernel<const R: usize, const V: usize>(
     a: &[u32],
@@ -219,13 +218,16 @@ pub(super) fn kernel<const R: usize, const V: usize>(
     assert!(span.k0 + span.len <= steps, "steps {span:?} beyond {steps}");
     #[cfg(target_arch = "x86_64")]
     if fast {
-        // SAFETY: `fast` is true only when `fast_kernels` found the instructions; the slices
-        // hold R rows and V panels of `steps` words, and the span lies inside them (asserted
-        // above).
+        // SAFETY: `fast` is true only when `fast_kernels` found the instructions (AVX-512 for
+        // every kind, or AVX2+FMA for f32 when `kernel()` is not "avx512"); the slices hold R
+        // rows and V panels of `steps` words, and the span lies inside them (asserted above).
         unsafe {
             let (a, b) = (a.as_ptr().add(span.k0), b.as_ptr().add(span.k0 * LANES));
             let (len, first) = (span.len, span.first);
             match kind {
+                Precision::F32 if crate::fastmath::kernel() != "avx512" => {
+                    avx2::fp32::<R, V>(a, lda, b, steps, len, first, &mut tile.f)
+                }
                 Precision::F32 => avx512::fp32::<R, V>(a, lda, b, steps, len, first, &mut tile.f),
                 Precision::Bf16 => avx512::bf16::<R, V>(a, lda, b, steps, len, first, &mut tile.f),
                 Precision::Int8 => avx512::int8::<R, V>(a, lda, b, steps, len, first, &mut tile.i),
@@ -431,4 +433,61 @@ mod avx512 {
         _mm512_setzero_si512(),
         |acc, x, w| _mm512_dpbusd_epi32(acc, x, w)
     );
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{LANES, MR, NV};
+    use std::arch::x86_64::*;
+
+    /// The f32 tile with 256-bit vectors, for CPUs without AVX-512: one panel at a time, its 16
+    /// columns as two vectors per row (R ≤ 6 rows: 12 accumulators, 2 weight vectors and a
+    /// broadcast in the 16 registers — the 6×16 shape of BLIS's Haswell kernel), the rows read
+    /// again per panel (6 rows × 256 steps stay in L1). Per lane the same fused multiply-adds in
+    /// the same order as the AVX-512 and portable kernels, so the same bits. Arguments as
+    /// `avx512::fp32`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn fp32<const R: usize, const V: usize>(
+        a: *const u32,
+        lda: usize,
+        b: *const u32,
+        steps: usize,
+        len: usize,
+        first: bool,
+        out: &mut [[f32; NV * LANES]; MR],
+    ) {
+        let a = a.cast::<f32>();
+        for v in 0..V {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            if !first {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    for (h, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: 8 lanes at v·16 + 8h < 64 of row r < MR.
+                        *acc = unsafe { _mm256_loadu_ps(out[r][v * LANES + 8 * h..].as_ptr()) };
+                    }
+                }
+            }
+            // SAFETY (all reads): inside the V panels and R rows the caller sized.
+            let panel = unsafe { b.add(v * steps * LANES).cast::<f32>() };
+            for t in 0..len {
+                let (w0, w1) = unsafe {
+                    (
+                        _mm256_loadu_ps(panel.add(t * LANES)),
+                        _mm256_loadu_ps(panel.add(t * LANES + 8)),
+                    )
+                };
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm256_set1_ps(unsafe { *a.add(r * lda + t) });
+                    acc[0] = _mm256_fmadd_ps(x, w0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(x, w1, acc[1]);
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                for (h, acc) in acc.iter().enumerate() {
+                    // SAFETY: 8 lanes at v·16 + 8h < 64 of row r < MR.
+                    unsafe { _mm256_storeu_ps(out[r][v * LANES + 8 * h..].as_mut_ptr(), *acc) };
+                }
+            }
+        }
+    }
 }
