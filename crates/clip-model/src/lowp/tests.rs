@@ -1,0 +1,244 @@
+//! The packed products against f64, each precision within its rounding error; the vector kernels
+//! against the portable one.
+
+use super::kernels::{bf16_value, quantize_row_with};
+use super::*;
+
+fn data(len: usize, seed: u32) -> Vec<f32> {
+    // a fixed pseudo-random sequence in [-1, 1) with a few larger values
+    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|i| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            let v = (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0;
+            if i % 97 == 0 { 4.0 * v } else { v }
+        })
+        .collect()
+}
+
+fn reference(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut y = vec![0f64; m * n];
+    for r in 0..m {
+        for j in 0..n {
+            y[r * n + j] = b[j] as f64
+                + (0..k)
+                    .map(|i| x[r * k + i] as f64 * w[i * n + j] as f64)
+                    .sum::<f64>();
+        }
+    }
+    y
+}
+
+/// The error each output may have: from rounding x and w (half a quantization step each, or
+/// bf16's relative 2^-9) plus f32 summation, per output.
+fn bound(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, p: Precision) -> Vec<f64> {
+    let mut out = vec![0f64; m * n];
+    for r in 0..m {
+        let row = &x[r * k..(r + 1) * k];
+        let (lo, hi) = row
+            .iter()
+            .fold((0f32, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
+        let sx = ((hi - lo) / 255.0) as f64;
+        for j in 0..n {
+            let sw = (0..k).map(|i| w[i * n + j].abs()).fold(0f32, f32::max) as f64 / 127.0;
+            let mut b = 0f64;
+            for i in 0..k {
+                let (xv, wv) = (x[r * k + i].abs() as f64, w[i * n + j].abs() as f64);
+                b += match p {
+                    Precision::F32 => 0.0,
+                    Precision::Bf16 => xv * wv * (2.0 * 2f64.powi(-9) + 2f64.powi(-18)),
+                    Precision::Int8 => xv * sw / 2.0 + wv * sx / 2.0 + sx * sw / 4.0,
+                } + xv * wv * k as f64 * f32::EPSILON as f64;
+            }
+            out[r * n + j] = b + 1e-6;
+        }
+    }
+    out
+}
+
+#[test]
+fn names_parse_and_unknown_ones_are_listed() {
+    assert_eq!("int8".parse::<Precision>(), Ok(Precision::Int8));
+    assert_eq!("BF16".parse::<Precision>(), Ok(Precision::Bf16));
+    let e = "fp8".parse::<Precision>().unwrap_err();
+    assert!(e.contains("'fp8'") && e.contains("f32, bf16, int8"), "{e}");
+}
+
+#[test]
+fn bf16_rounds_to_nearest_even() {
+    // 1 + 2^-8 lies halfway between bf16 neighbours 1 and 1 + 2^-7: ties go to the even one (1)
+    assert_eq!(bf16_bits(1.0 + 2f32.powi(-8)), 0x3f80);
+    // 1 + 3·2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6 (even)
+    assert_eq!(bf16_bits(1.0 + 3.0 * 2f32.powi(-8)), 0x3f82);
+    assert_eq!(bf16_value(bf16_bits(-2.5)), -2.5);
+    assert!(bf16_value(bf16_bits(f32::NAN)).is_nan());
+    assert_eq!(bf16_value(bf16_bits(f32::INFINITY)), f32::INFINITY);
+}
+
+#[test]
+fn quantized_rows_reconstruct_within_half_a_step() {
+    let x = data(37, 3);
+    let mut q = vec![0u32; 10];
+    let (s, z) = quantize_row(&x, &mut q);
+    let bytes: Vec<u8> = q.iter().flat_map(|w| w.to_le_bytes()).collect();
+    for (i, &v) in x.iter().enumerate() {
+        let back = s * (bytes[i] as i32 - z) as f32;
+        assert!((back - v).abs() <= 0.5 * s + 1e-6, "{i}: {v} → {back}");
+    }
+    assert_eq!(bytes[37..40], [0; 3], "padding bytes are zero");
+    // a constant-zero row quantizes to zeros with scale 1
+    assert_eq!(quantize_row(&[0.0; 8], &mut q[..2]), (1.0, 0));
+}
+
+/// Sizes that exercise every tile shape: rows not a multiple of 6, columns not a multiple
+/// of 16 or 64, input sizes not a multiple of 2 or 4, more than one row block, and more
+/// steps than one pass takes (`KC`) in every precision.
+const SHAPES: [(usize, usize, usize); 5] = [
+    (1, 7, 5),
+    (13, 45, 70),
+    (50, 67, 130),
+    (200, 9, 33),
+    (5, 1100, 20),
+];
+
+#[test]
+fn products_match_f64_within_each_precisions_error() {
+    for (m, k, n) in SHAPES {
+        let (x, w, b) = (data(m * k, 1), data(k * n, 2), data(n, 3));
+        let want = reference(&x, &w, &b, m, k, n);
+        for p in [Precision::F32, Precision::Bf16, Precision::Int8] {
+            let packed = PackedLinear::new(&w, k, n, Some(&b), p);
+            let got = packed.forward(&x, m);
+            let bound = bound(&x, &w, m, k, n, p);
+            let mut inexact = false;
+            for (i, (g, v)) in got.iter().zip(&want).enumerate() {
+                let e = (*g as f64 - v).abs();
+                assert!(
+                    e <= bound[i],
+                    "{p} {m}×{k}×{n} [{i}]: {g} vs {v} (bound {})",
+                    bound[i]
+                );
+                inexact |= e > 1e-5 * v.abs();
+            }
+            assert!(
+                inexact || p == Precision::F32,
+                "{p} gave f32's exact results: nothing was rounded"
+            );
+        }
+    }
+}
+
+#[test]
+fn strided_rows_accumulate_without_bias() {
+    let (m, k, n, ld) = (9, 20, 33, 29);
+    let x = data(m * ld, 4);
+    let w = data(k * n, 5);
+    let b = vec![100.0; n];
+    let dense: Vec<f32> = (0..m)
+        .flat_map(|r| x[r * ld..r * ld + k].to_vec())
+        .collect();
+    for p in [Precision::F32, Precision::Bf16, Precision::Int8] {
+        let packed = PackedLinear::new(&w, k, n, Some(&b), p);
+        let plain = packed.forward(&dense, m);
+        let mut dst = vec![1.0f32; m * n];
+        let then = Epilogue {
+            accumulate: true,
+            ..Epilogue::default()
+        };
+        packed.matmul_into(m, &x, ld, &mut dst, then);
+        for (d, p) in dst.iter().zip(&plain) {
+            assert!((d - (1.0 + p - 100.0)).abs() < 1e-4, "{d} vs {p}");
+        }
+    }
+}
+
+#[test]
+fn fast_and_portable_quantization_agree() {
+    if !fast_kernels(Precision::Int8) {
+        eprintln!("no AVX-512 quantizer on this CPU");
+        return;
+    }
+    for len in [1, 15, 16, 17, 64, 333] {
+        let x = data(len, len as u32);
+        let (mut a, mut b) = (vec![0u32; len.div_ceil(4)], vec![0u32; len.div_ceil(4)]);
+        assert_eq!(
+            quantize_row_with(true, &x, &mut a),
+            quantize_row_with(false, &x, &mut b)
+        );
+        assert_eq!(a, b, "length {len}");
+    }
+}
+
+/// The AVX2 f32 kernel (what a CPU without AVX-512 runs): these tests again in a child
+/// process with `CLIP_NO_AVX512=1`, where `fast_and_portable_kernels_agree` compares it bit
+/// for bit with the portable loop.
+#[test]
+fn avx2_kernel_passes_the_same_checks() {
+    if std::env::var_os("CLIP_NO_AVX512").is_some() {
+        assert!(fast_kernels(Precision::F32) && !fast_kernels(Precision::Int8));
+        return;
+    }
+    if let Some(passed) = crate::fastmath::rerun_tests_without_avx512("lowp::tests::") {
+        assert!(passed >= 7, "the child ran {passed} tests");
+    }
+}
+
+#[test]
+fn fast_and_portable_kernels_agree() {
+    for (m, k, n) in SHAPES {
+        let (x, w) = (data(m * k, 6), data(k * n, 7));
+        for p in [Precision::F32, Precision::Bf16, Precision::Int8] {
+            if !fast_kernels(p) {
+                eprintln!("{p}: this CPU has no vector kernel for it; only the portable one ran");
+                continue;
+            }
+            let packed = PackedLinear::new(&w, k, n, None, p);
+            let steps = packed.steps();
+            let mut a = vec![0u32; m.min(MR) * steps];
+            for r in 0..m.min(MR) {
+                match p {
+                    Precision::F32 => {
+                        for (o, v) in a[r * steps..][..steps].iter_mut().zip(&x[r * k..]) {
+                            *o = v.to_bits();
+                        }
+                    }
+                    Precision::Bf16 => {
+                        pack_row_bf16(&x[r * k..(r + 1) * k], &mut a[r * steps..][..steps])
+                    }
+                    _ => {
+                        quantize_row(&x[r * k..(r + 1) * k], &mut a[r * steps..][..steps]);
+                    }
+                }
+            }
+            let panels = n.div_ceil(LANES).min(NV);
+            let rows = m.min(MR);
+            let (mut fast, mut slow) = (Tile::default(), Tile::default());
+            let all = Span::all(steps);
+            packed.tile(&a, steps, rows, 0, panels, all, true, &mut fast);
+            packed.tile(&a, steps, rows, 0, panels, all, false, &mut slow);
+            // the steps in two passes, the partial sums kept in the tile: the same bits
+            let half = steps / 2;
+            let mut split = Tile::default();
+            for (k0, len, first) in [(0, half, true), (half, steps - half, false)] {
+                let span = Span { k0, len, first };
+                packed.tile(&a, steps, rows, 0, panels, span, true, &mut split);
+            }
+            for r in 0..rows {
+                assert_eq!(split.i[r], fast.i[r], "{p} int sums in two passes, row {r}");
+                assert_eq!(split.f[r], fast.f[r], "{p} sums in two passes, row {r}");
+            }
+            for r in 0..rows {
+                assert_eq!(fast.i[r], slow.i[r], "{p} int sums, row {r}");
+                if p == Precision::F32 {
+                    // one fused multiply-add per step, in the same order: the same bits
+                    assert_eq!(fast.f[r], slow.f[r], "f32 sums, row {r}");
+                }
+                for (f, s) in fast.f[r].iter().zip(&slow.f[r]) {
+                    assert!((f - s).abs() <= 1e-5 * (1.0 + s.abs()), "{p}: {f} vs {s}");
+                }
+            }
+        }
+    }
+}
