@@ -94,21 +94,33 @@ fn pack_weight(
     )))
 }
 
-/// `x · W + b` by a packed weight, for f32 CPU inference tensors (`None` otherwise).
-fn packed_forward<const D: usize>(p: &PackedLinear, x: &Tensor<D>) -> Option<Tensor<D>> {
-    if x.is_autodiff() || !crate::cpu_f32(x) {
-        return None;
+/// The values of an f32 CPU inference tensor, moved out of it: without a copy when `x` holds the
+/// only handle to its buffer (burn-flex copies a shared one). `Err(x)` for autodiff tensors, other
+/// dtypes and devices.
+pub(crate) fn into_f32_vec<const D: usize>(x: Tensor<D>) -> Result<Vec<f32>, Tensor<D>> {
+    if x.is_autodiff() || !crate::cpu_f32(&x) {
+        return Err(x);
     }
+    Ok(x
+        .into_data()
+        .try_into_vec::<f32>()
+        .expect("an f32 tensor's data read as f32"))
+}
+
+/// `x · W + b` by a packed weight, for f32 CPU inference tensors (`Err(x)` otherwise). `x` is
+/// taken by value so that its values leave it without a copy.
+fn packed_forward<const D: usize>(p: &PackedLinear, x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
     let mut dims = x.dims();
-    let k = dims[D - 1];
-    if k != p.k() {
-        return None;
+    if dims[D - 1] != p.k() {
+        return Err(x);
     }
+    let device = x.device();
+    let v = into_f32_vec(x)?;
     let m = dims[..D - 1].iter().product();
-    let v = x.clone().into_data().try_into_vec::<f32>().ok()?;
     let y = p.forward(&v, m);
+    drop(v);
     dims[D - 1] = p.n();
-    Some(Tensor::from_data(TensorData::new(y, dims), &x.device()))
+    Ok(Tensor::from_data(TensorData::new(y, dims), &device))
 }
 
 impl Linear {
@@ -145,9 +157,13 @@ impl Linear {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        if let Some(y) = self.packed.as_ref().and_then(|p| packed_forward(p, &x)) {
-            return y;
-        }
+        let x = match self.packed.as_deref() {
+            Some(p) => match packed_forward(p, x) {
+                Ok(y) => return y,
+                Err(x) => x,
+            },
+            None => x,
+        };
         linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
     }
 
@@ -230,10 +246,10 @@ fn elementwise<const D: usize>(
         let offset = Tensor::from_data(TensorData::new(offset, shape), &device);
         return x * slope - offset;
     }
-    let Ok(mut v) = x.clone().into_data().try_into_vec::<f32>() else {
-        return ops(x);
+    let mut v = match into_f32_vec(x) {
+        Ok(v) => v,
+        Err(x) => return ops(x),
     };
-    drop(x);
     fast(&mut v);
     Tensor::from_data(TensorData::new(v, shape), &device)
 }
@@ -299,27 +315,29 @@ impl MultiheadAttention {
 
     pub fn forward(&self, x: Tensor<3>, causal: bool) -> Tensor<3> {
         let w = x.dims()[2];
-        let qkv = match self
-            .in_proj_packed
-            .as_ref()
-            .and_then(|p| packed_forward(p, &x))
-        {
-            Some(qkv) => qkv,
-            None => linear(x, self.in_proj_weight.val(), Some(self.in_proj_bias.val())), // [B, L, 3W]
+        let packed = match self.in_proj_packed.as_deref() {
+            Some(p) => packed_forward(p, x),
+            None => Err(x),
         };
-        if !qkv.is_autodiff()
-            && crate::cpu_f32(&qkv)
-            && self.heads > 0
-            && w.is_multiple_of(self.heads)
-        {
+        let qkv = match packed {
+            Ok(qkv) => qkv,
+            Err(x) => linear(x, self.in_proj_weight.val(), Some(self.in_proj_bias.val())), // [B, L, 3W]
+        };
+        let qkv = if self.heads > 0 && w.is_multiple_of(self.heads) {
             let [b, l, _] = qkv.dims();
             let device = qkv.device();
-            if let Ok(packed) = qkv.clone().into_data().try_into_vec::<f32>() {
-                let out = crate::attention_cpu::attend(&packed, b, l, w, self.heads, causal);
-                let out = Tensor::<3>::from_data(TensorData::new(out, [b, l, w]), &device);
-                return self.out_proj.forward(out);
+            match into_f32_vec(qkv) {
+                Ok(packed) => {
+                    let out = crate::attention_cpu::attend(&packed, b, l, w, self.heads, causal);
+                    drop(packed);
+                    let out = Tensor::<3>::from_data(TensorData::new(out, [b, l, w]), &device);
+                    return self.out_proj.forward(out);
+                }
+                Err(qkv) => qkv,
             }
-        }
+        } else {
+            qkv
+        };
         let q = split_heads(qkv.clone().narrow(2, 0, w), self.heads); // [B, H, L, hd]
         let k = split_heads(qkv.clone().narrow(2, w, w), self.heads);
         let v = split_heads(qkv.narrow(2, 2 * w, w), self.heads);
