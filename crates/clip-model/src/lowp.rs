@@ -20,11 +20,14 @@
 //!   `y = s_x·s_w·(Σ q_x·q_w − z_x·Σ q_w) + b`. A quarter of the weight memory.
 //!
 //! Hand-written because no crate in reach multiplies these types on the CPU, or takes a weight
-//! packed once: `gemm` takes f16/f32/f64 only and packs per call, and burn-flex converts bf16 and quantized tensors to f32 before its matmul
-//! (no speed or memory gain). The micro-kernels hold a 6-row × 64-column tile in 24 registers
-//! over weights packed once at load into panels of 16 columns; on CPUs without AVX-512 BF16 or
-//! VNNI (or with `CLIP_NO_AVX512=1`) a portable kernel computes the same sums in the same order
-//! (bit-identical for int8, whose sums are exact integers).
+//! packed once: `gemm` takes f16/f32/f64 only and packs per call, and burn-flex converts bf16 and
+//! quantized tensors to f32 before its matmul (no speed or memory gain). The AVX-512
+//! micro-kernels hold a 6-row × 64-column tile in 24 registers over weights packed once at load
+//! into panels of 16 columns. On CPUs without AVX-512 (or with `CLIP_NO_AVX512=1`), and for bf16
+//! and int8 on AVX-512 CPUs without BF16 or VNNI, AVX2+FMA kernels take the same panels 16 or 8
+//! columns at a time: f32 and bf16 by fused multiply-adds, int8 by widening the bytes to i16 and
+//! `vpmaddwd` (exact; `vpmaddubsw` would saturate). They compute the portable kernel's sums in its
+//! order, bit for bit. Without AVX2 that portable kernel runs.
 
 use std::fmt;
 use std::str::FromStr;
@@ -36,8 +39,8 @@ pub use kernels::fast_kernels;
 use kernels::{Span, Tile, bf16_bits, kernel, pack_row_bf16, quantize_row};
 
 /// Whether [`PackedLinear`] serves `precision` on this CPU: always for bf16 and int8 (the
-/// portable kernel where the CPU lacks the instructions); for f32 only where its AVX-512 or
-/// AVX2+FMA kernel runs, since elsewhere `gemm` is faster than the portable loop.
+/// portable kernel where the CPU has neither AVX-512 nor AVX2); for f32 only where its AVX-512
+/// or AVX2+FMA kernel runs, since elsewhere `gemm` is faster than the portable loop.
 pub fn packs(precision: Precision) -> bool {
     precision != Precision::F32 || fast_kernels(Precision::F32)
 }

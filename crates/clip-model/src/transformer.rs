@@ -97,18 +97,21 @@ fn pack_weight(
 /// The values of an f32 CPU inference tensor, moved out of it: without a copy when `x` holds the
 /// only handle to its buffer (burn-flex copies a shared one). `Err(x)` for autodiff tensors, other
 /// dtypes and devices.
+// the `Err` is the caller's own tensor handed back on the fallback path (a move of its handle,
+// once per layer), not an error to box
+#[allow(clippy::result_large_err)]
 pub(crate) fn into_f32_vec<const D: usize>(x: Tensor<D>) -> Result<Vec<f32>, Tensor<D>> {
     if x.is_autodiff() || !crate::cpu_f32(&x) {
         return Err(x);
     }
-    Ok(x
-        .into_data()
+    Ok(x.into_data()
         .try_into_vec::<f32>()
         .expect("an f32 tensor's data read as f32"))
 }
 
 /// `x · W + b` by a packed weight, for f32 CPU inference tensors (`Err(x)` otherwise). `x` is
 /// taken by value so that its values leave it without a copy.
+#[allow(clippy::result_large_err)] // as `into_f32_vec`
 fn packed_forward<const D: usize>(p: &PackedLinear, x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
     let mut dims = x.dims();
     if dims[D - 1] != p.k() {

@@ -114,3 +114,12 @@ fn f32_packing_keeps_values_and_size() {
         }
     }
 }
+
+/// Every check above again on the kernels of a CPU without AVX-512 (the AVX2+FMA f32, bf16 and
+/// int8 products), in a child process with `CLIP_NO_AVX512=1`.
+#[test]
+fn the_same_checks_on_the_avx2_path() {
+    if let Some(passed) = clip_model::fastmath::rerun_tests_without_avx512("") {
+        assert!(passed >= 3, "the child passed {passed} tests");
+    }
+}

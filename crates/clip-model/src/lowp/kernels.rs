@@ -1,7 +1,7 @@
 //! The arithmetic of [`super`]: rows of activations rounded to bf16 or quantized to uint8, and the
 //! micro-kernels that multiply them with packed weight panels — AVX-512F (`vfmadd231ps`, f32),
-//! AVX-512 BF16 (`vdpbf16ps`) and VNNI (`vpdpbusd`) where the CPU has them, AVX2+FMA for f32 on
-//! CPUs without AVX-512, a portable loop with the same per-lane arithmetic elsewhere.
+//! AVX-512 BF16 (`vdpbf16ps`) and VNNI (`vpdpbusd`) where the CPU has them, AVX2+FMA for all three
+//! elsewhere, and a portable loop with the same per-lane arithmetic on CPUs without AVX2.
 
 use super::{LANES, MR, NV, Precision};
 
@@ -91,16 +91,22 @@ multiversion!(
 /// A row quantized to uint8, four values per word: returns (scale, zero point) with
 /// `x ≈ scale·(q − zero)`; the range always includes 0 (so padding and zeros are exact).
 pub(super) fn quantize_row(x: &[f32], out: &mut [u32]) -> (f32, i32) {
-    quantize_row_with(fast_kernels(Precision::Int8), x, out)
+    quantize_row_with(avx512_quantizer(), x, out)
 }
 
-/// [`quantize_row`] by the AVX-512 code when `fast` (checked by the caller), else portably; both
-/// give the same bytes.
+/// Whether [`quantize_row`] runs its AVX-512F code (else the copy of the portable loop compiled for
+/// the CPU's vector width).
+pub(super) fn avx512_quantizer() -> bool {
+    crate::fastmath::kernel() == "avx512"
+}
+
+/// [`quantize_row`] by the AVX-512 code when `fast` (the caller checked [`avx512_quantizer`]),
+/// else portably; both give the same bytes.
 pub(super) fn quantize_row_with(fast: bool, x: &[f32], out: &mut [u32]) -> (f32, i32) {
     let (lo, hi, nan) = {
         #[cfg(target_arch = "x86_64")]
         if fast {
-            // SAFETY: `fast` means the CPU has AVX-512 (see `fast_kernels`).
+            // SAFETY: `fast` means the CPU has AVX-512F (see `avx512_quantizer`).
             unsafe { avx512::range(x) }
         } else {
             range(x)
@@ -158,25 +164,43 @@ multiversion!(
     }
 );
 
-/// Whether this CPU runs a vector kernel for `precision`: AVX-512 F, BF16 or VNNI for f32, bf16
-/// and int8, or for f32 AVX2+FMA where there is no AVX-512 (or `CLIP_NO_AVX512` is set); else
-/// the portable one.
-pub fn fast_kernels(precision: Precision) -> bool {
+/// The vector kernels a CPU can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Isa {
+    /// AVX-512F for f32, with BF16 for bf16 and VNNI for int8
+    Avx512,
+    /// AVX2 and FMA (also what an AVX-512 CPU without BF16 or VNNI runs for those)
+    Avx2,
+}
+
+/// Which vector kernel multiplies `precision` on this CPU, `None` for the portable loop
+/// (`CLIP_NO_AVX512=1` rules out the AVX-512 ones).
+pub(super) fn isa(precision: Precision) -> Option<Isa> {
     #[cfg(target_arch = "x86_64")]
     {
-        match (crate::fastmath::kernel(), precision) {
-            ("avx512", Precision::Bf16) => std::is_x86_feature_detected!("avx512bf16"),
-            ("avx512", Precision::Int8) => std::is_x86_feature_detected!("avx512vnni"),
-            // `kernel()` found AVX-512F, or AVX2 and FMA
-            ("avx512" | "avx2", Precision::F32) => true,
-            _ => false,
+        // `kernel()` is "avx512" only where AVX-512F, AVX2 and FMA are all there
+        match crate::fastmath::kernel() {
+            "avx512" => Some(match precision {
+                Precision::F32 => Isa::Avx512,
+                Precision::Bf16 if std::is_x86_feature_detected!("avx512bf16") => Isa::Avx512,
+                Precision::Int8 if std::is_x86_feature_detected!("avx512vnni") => Isa::Avx512,
+                _ => Isa::Avx2,
+            }),
+            "avx2" => Some(Isa::Avx2),
+            _ => None,
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = precision;
-        false
+        None
     }
+}
+
+/// Whether this CPU runs a vector kernel for `precision`: AVX-512 (F, BF16 or VNNI) or AVX2+FMA;
+/// else the portable loop.
+pub fn fast_kernels(precision: Precision) -> bool {
+    isa(precision).is_some()
 }
 
 /// The steps `k0 .. k0 + len` of a product; `first`: the tile starts from zero, else from the
@@ -218,19 +242,26 @@ pub(super) fn kernel<const R: usize, const V: usize>(
     assert!(span.k0 + span.len <= steps, "steps {span:?} beyond {steps}");
     #[cfg(target_arch = "x86_64")]
     if fast {
-        // SAFETY: `fast` is true only when `fast_kernels` found the instructions (AVX-512 for
-        // every kind, or AVX2+FMA for f32 when `kernel()` is not "avx512"); the slices hold R
-        // rows and V panels of `steps` words, and the span lies inside them (asserted above).
+        // SAFETY: `fast` is true only where `fast_kernels` found a vector kernel, and `isa`
+        // names one whose instructions the CPU has; the slices hold R rows and V panels of
+        // `steps` words, and the span lies inside them (asserted above).
         unsafe {
             let (a, b) = (a.as_ptr().add(span.k0), b.as_ptr().add(span.k0 * LANES));
             let (len, first) = (span.len, span.first);
+            let wide = isa(kind) == Some(Isa::Avx512);
             match kind {
-                Precision::F32 if crate::fastmath::kernel() != "avx512" => {
-                    avx2::fp32::<R, V>(a, lda, b, steps, len, first, &mut tile.f)
+                Precision::F32 if wide => {
+                    avx512::fp32::<R, V>(a, lda, b, steps, len, first, &mut tile.f)
                 }
-                Precision::F32 => avx512::fp32::<R, V>(a, lda, b, steps, len, first, &mut tile.f),
-                Precision::Bf16 => avx512::bf16::<R, V>(a, lda, b, steps, len, first, &mut tile.f),
-                Precision::Int8 => avx512::int8::<R, V>(a, lda, b, steps, len, first, &mut tile.i),
+                Precision::F32 => avx2::fp32::<R, V>(a, lda, b, steps, len, first, &mut tile.f),
+                Precision::Bf16 if wide => {
+                    avx512::bf16::<R, V>(a, lda, b, steps, len, first, &mut tile.f)
+                }
+                Precision::Bf16 => avx2::bf16::<R, V>(a, lda, b, steps, len, first, &mut tile.f),
+                Precision::Int8 if wide => {
+                    avx512::int8::<R, V>(a, lda, b, steps, len, first, &mut tile.i)
+                }
+                Precision::Int8 => avx2::int8::<R, V>(a, lda, b, steps, len, first, &mut tile.i),
             }
         }
         return;
@@ -486,6 +517,110 @@ mod avx2 {
                 for (h, acc) in acc.iter().enumerate() {
                     // SAFETY: 8 lanes at v·16 + 8h < 64 of row r < MR.
                     unsafe { _mm256_storeu_ps(out[r][v * LANES + 8 * h..].as_mut_ptr(), *acc) };
+                }
+            }
+        }
+    }
+
+    /// [`super::bf16_pair`] per lane with 256-bit vectors: each word's high bf16 (`w & 0xffff0000`
+    /// as f32) and then its low one (`w << 16`), multiplied and added with one rounding (the product
+    /// of two bf16 values is exact in f32, so this is the portable loop's multiply-then-add except
+    /// where a product falls below f32's normal range). 8 columns at a time: R accumulators, the
+    /// weight's two halves and the row's two halves in the 16 registers.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn bf16<const R: usize, const V: usize>(
+        a: *const u32,
+        lda: usize,
+        b: *const u32,
+        steps: usize,
+        len: usize,
+        first: bool,
+        out: &mut [[f32; NV * LANES]; MR],
+    ) {
+        let high = _mm256_set1_epi32(0xffff_0000_u32 as i32);
+        for v in 0..V {
+            for h in 0..2 {
+                let col = v * LANES + 8 * h;
+                let mut acc = [_mm256_setzero_ps(); R];
+                if !first {
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: 8 lanes at col < 64 of row r < MR.
+                        *acc = unsafe { _mm256_loadu_ps(out[r][col..].as_ptr()) };
+                    }
+                }
+                // SAFETY (all reads): inside the V panels and R rows the caller sized.
+                let panel = unsafe { b.add(v * steps * LANES + 8 * h) };
+                for t in 0..len {
+                    let w = unsafe { _mm256_loadu_si256(panel.add(t * LANES).cast()) };
+                    let wh = _mm256_castsi256_ps(_mm256_and_si256(w, high));
+                    let wl = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(w));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let x = _mm256_set1_epi32(unsafe { *a.add(r * lda + t) } as i32);
+                        let xh = _mm256_castsi256_ps(_mm256_and_si256(x, high));
+                        let xl = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(x));
+                        *acc = _mm256_fmadd_ps(xl, wl, _mm256_fmadd_ps(xh, wh, *acc));
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    // SAFETY: 8 lanes at col < 64 of row r < MR.
+                    unsafe { _mm256_storeu_ps(out[r][col..].as_mut_ptr(), *acc) };
+                }
+            }
+        }
+    }
+
+    /// [`super::u8_i8_quad`] per lane, exactly, with 256-bit vectors and no saturating step
+    /// (`vpmaddubsw` would saturate pairs of u8 × i8 products at ±32,767): bytes widened to i16,
+    /// `vpmaddwd` sums pairs into i32, and each column's two pair sums meet at the end. 8 columns
+    /// at a time: 2R accumulators (columns 0–3 and 4–7, two lanes each), the weight's two widened
+    /// halves and the row's widened word in the 16 registers.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn int8<const R: usize, const V: usize>(
+        a: *const u32,
+        lda: usize,
+        b: *const u32,
+        steps: usize,
+        len: usize,
+        first: bool,
+        out: &mut [[i32; NV * LANES]; MR],
+    ) {
+        for v in 0..V {
+            for h in 0..2 {
+                let col = v * LANES + 8 * h;
+                // lanes (column j, first pair), (j, second pair) for j in 0..4, then 4..8; a
+                // resumed tile's sums enter the first lane of each column
+                let mut acc = [[_mm256_setzero_si256(); 2]; R];
+                if !first {
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        for (half, acc) in acc.iter_mut().enumerate() {
+                            let mut lanes = [0i32; 8];
+                            for j in 0..4 {
+                                lanes[2 * j] = out[r][col + 4 * half + j];
+                            }
+                            // SAFETY: 8 values.
+                            *acc = unsafe { _mm256_loadu_si256(lanes.as_ptr().cast()) };
+                        }
+                    }
+                }
+                // SAFETY (all reads): inside the V panels and R rows the caller sized.
+                let panel = unsafe { b.add(v * steps * LANES + 8 * h) };
+                for t in 0..len {
+                    let w = unsafe { _mm256_loadu_si256(panel.add(t * LANES).cast()) };
+                    let w0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w));
+                    let w1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(w));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let word = unsafe { *a.add(r * lda + t) } as i32;
+                        let x = _mm256_cvtepu8_epi16(_mm_set1_epi32(word));
+                        acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(x, w0));
+                        acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(x, w1));
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    // [c0 c1 c4 c5 | c2 c3 c6 c7] → columns in order
+                    let sums = _mm256_hadd_epi32(acc[0], acc[1]);
+                    let sums = _mm256_permute4x64_epi64::<0b11_01_10_00>(sums);
+                    // SAFETY: 8 lanes at col < 64 of row r < MR.
+                    unsafe { _mm256_storeu_si256(out[r][col..].as_mut_ptr().cast(), sums) };
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! The packed products against f64, each precision within its rounding error; the vector kernels
 //! against the portable one.
 
-use super::kernels::{bf16_value, quantize_row_with};
+use super::kernels::{Isa, avx512_quantizer, bf16_value, isa, quantize_row_with};
 use super::*;
 
 fn data(len: usize, seed: u32) -> Vec<f32> {
@@ -156,7 +156,7 @@ fn strided_rows_accumulate_without_bias() {
 
 #[test]
 fn fast_and_portable_quantization_agree() {
-    if !fast_kernels(Precision::Int8) {
+    if !avx512_quantizer() {
         eprintln!("no AVX-512 quantizer on this CPU");
         return;
     }
@@ -171,13 +171,15 @@ fn fast_and_portable_quantization_agree() {
     }
 }
 
-/// The AVX2 f32 kernel (what a CPU without AVX-512 runs): these tests again in a child
-/// process with `CLIP_NO_AVX512=1`, where `fast_and_portable_kernels_agree` compares it bit
-/// for bit with the portable loop.
+/// The AVX2 kernels (what a CPU without AVX-512 runs): these tests again in a child process
+/// with `CLIP_NO_AVX512=1`, where `fast_and_portable_kernels_agree` compares them bit for bit
+/// with the portable loop.
 #[test]
 fn avx2_kernel_passes_the_same_checks() {
     if std::env::var_os("CLIP_NO_AVX512").is_some() {
-        assert!(fast_kernels(Precision::F32) && !fast_kernels(Precision::Int8));
+        for p in [Precision::F32, Precision::Bf16, Precision::Int8] {
+            assert_eq!(isa(p), Some(Isa::Avx2), "{p}");
+        }
         return;
     }
     if let Some(passed) = crate::fastmath::rerun_tests_without_avx512("lowp::tests::") {
@@ -231,9 +233,10 @@ fn fast_and_portable_kernels_agree() {
             }
             for r in 0..rows {
                 assert_eq!(fast.i[r], slow.i[r], "{p} int sums, row {r}");
-                if p == Precision::F32 {
-                    // one fused multiply-add per step, in the same order: the same bits
-                    assert_eq!(fast.f[r], slow.f[r], "f32 sums, row {r}");
+                if p == Precision::F32 || isa(p) == Some(Isa::Avx2) {
+                    // one fused multiply-add per step (AVX2 bf16: per bf16 product, exact in
+                    // f32), in the same order: the same bits
+                    assert_eq!(fast.f[r], slow.f[r], "{p} sums, row {r}");
                 }
                 for (f, s) in fast.f[r].iter().zip(&slow.f[r]) {
                     assert!((f - s).abs() <= 1e-5 * (1.0 + s.abs()), "{p}: {f} vs {s}");
