@@ -2,6 +2,7 @@
 (`quantize_dynamic`, per-channel int8 weights), full-size ViT-B-32 and RN50, same weights, same threads.
 
     python bench/bench_precision.py [--threads 2] [--rounds 3] [--repeats 3] [--emoji 200] [--photos 50] [--work DIR]
+                                    [--no-avx512]
 
 Needs the reference virtualenv (tools/requirements.txt) and a release build:
     cargo build --release -p clip-cli --bin clip --bin clip-bench
@@ -19,6 +20,8 @@ images, and mean overlap of the top-10 images of each query (text → image sear
 Weights: the randomly initialised open_clip models of bench_inference.py (no download); random weights
 spread classes less than trained ones, so the agreement figures are a stress test, not a forecast for
 pretrained checkpoints (run `clip embed --model ViT-B-32:openai --precision int8` on your own data for that).
+--no-avx512: ours on the kernels of a CPU without AVX-512 (CLIP_NO_AVX512=1: AVX2+FMA for f32, bf16 and int8);
+ONNX Runtime cannot be switched and keeps its AVX-512 (VNNI) kernels.
 """
 import argparse
 import json
@@ -82,7 +85,11 @@ def main():
     ap.add_argument("--emoji", type=int, default=200)
     ap.add_argument("--photos", type=int, default=50)
     ap.add_argument("--work", default=os.path.expanduser("~/.cache/clip-rs-bench"))
+    ap.add_argument("--no-avx512", action="store_true",
+                    help="ours on the AVX2 kernels (ONNX Runtime cannot be switched)")
     args = ap.parse_args()
+    if args.no_avx512:
+        os.environ["CLIP_NO_AVX512"] = "1"  # inherited by clip and clip-bench
     os.environ["OMP_NUM_THREADS"] = os.environ["RAYON_NUM_THREADS"] = str(args.threads)
 
     import numpy as np
@@ -97,7 +104,8 @@ def main():
     so.intra_op_num_threads = args.threads
     so.inter_op_num_threads = 1
     clip = release_exe("clip")
-    print(f"CPU: {cpu_model()}, {args.threads} threads; ONNX Runtime {ort.__version__}", flush=True)
+    print(f"CPU: {cpu_model()}, {args.threads} threads; ONNX Runtime {ort.__version__}"
+          + ("; ours on AVX2 (CLIP_NO_AVX512=1), ONNX Runtime on AVX-512" if args.no_avx512 else ""), flush=True)
 
     image_dir, classes = real_data(args)
     prompts = [f"an emoji of {c}." for c in classes]
