@@ -1,0 +1,140 @@
+//! The AVX-512 code of [`super`]: the quantizer's range and rounding, 16 values at a time, and the
+//! 6-row × 64-column tiles of f32 (`vfmadd231ps`), bf16 (`vdpbf16ps`) and int8 (`vpdpbusd`).
+
+use super::{LANES, MR, NV};
+use std::arch::x86_64::*;
+
+/// [`super::range`] 16 values at a time.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn range(x: &[f32]) -> (f32, f32, bool) {
+    let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut nan: __mmask16 = 0;
+    let chunks = x.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        // SAFETY: 16 values in the chunk.
+        let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+        lo = _mm512_min_ps(lo, v);
+        hi = _mm512_max_ps(hi, v);
+        nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+    }
+    let (l, h, n) = super::range(rest);
+    (
+        _mm512_reduce_min_ps(lo).min(l),
+        _mm512_reduce_max_ps(hi).max(h),
+        nan != 0 || n,
+    )
+}
+
+/// [`super::quantize_into`] 16 values at a time: `round_even(v·inv + zero)` clamped to
+/// [0, 255], narrowed to bytes.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn quantize(x: &[f32], inv: f32, zero: f32, out: &mut [u32]) {
+    assert!(out.len() >= x.len().div_ceil(4));
+    let (inv_v, zero_v, top) = (
+        _mm512_set1_ps(inv),
+        _mm512_set1_ps(zero),
+        _mm512_set1_ps(255.0),
+    );
+    let chunks = x.chunks_exact(16);
+    let done = x.len() - chunks.remainder().len();
+    for (i, c) in chunks.enumerate() {
+        // SAFETY: 16 values in the chunk; 4 words of `out` at 4i (asserted above).
+        unsafe {
+            // multiply, then add: two roundings, as the portable loop does
+            let v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(c.as_ptr()), inv_v), zero_v);
+            let v = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+            let v = _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), top);
+            let bytes = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v));
+            _mm_storeu_si128(out.as_mut_ptr().add(4 * i).cast(), bytes);
+        }
+    }
+    if done < x.len() {
+        super::quantize_into("baseline", &x[done..], inv, zero, &mut out[done / 4..]);
+    }
+}
+
+/// `pub unsafe fn $name<R, V>(a, lda, b, steps, len, first, out)`: an `R×V` tile over `len`
+/// steps (`a`: R rows, `lda` words apart; `b`: V panels `steps × 16` words apart, both
+/// pointing at the span's first step) whose accumulators start at `$zero` (`first`) or at
+/// what `out` holds, and take one step `$step(acc, x, w)` per packed word, `x` the row's
+/// word broadcast to 16 lanes.
+macro_rules! tile_kernel {
+    ($name:ident, $features:literal, $elem:ty, $zero:expr, $step:expr) => {
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name<const R: usize, const V: usize>(
+            a: *const u32,
+            lda: usize,
+            b: *const u32,
+            steps: usize,
+            len: usize,
+            first: bool,
+            out: &mut [[$elem; NV * LANES]; MR],
+        ) {
+            let mut acc = [[$zero; V]; R];
+            if !first {
+                for r in 0..R {
+                    for v in 0..V {
+                        // SAFETY: 16 lanes at v·16 < 64 of row r < MR.
+                        acc[r][v] = unsafe {
+                            std::ptr::read_unaligned(out[r][v * LANES..].as_ptr().cast())
+                        };
+                    }
+                }
+            }
+            for t in 0..len {
+                let mut w = [_mm512_setzero_si512(); V];
+                for (v, w) in w.iter_mut().enumerate() {
+                    // SAFETY (all reads): inside the V panels and R rows the caller sized.
+                    *w = unsafe { _mm512_loadu_si512(b.add((v * steps + t) * LANES).cast()) };
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_epi32(unsafe { *a.add(r * lda + t) } as i32);
+                    for v in 0..V {
+                        acc[v] = $step(acc[v], x, w[v]);
+                    }
+                }
+            }
+            for r in 0..R {
+                for v in 0..V {
+                    // SAFETY: 16 lanes at v·16 < 64 of row r < MR.
+                    unsafe {
+                        std::ptr::write_unaligned(
+                            out[r][v * LANES..].as_mut_ptr().cast(),
+                            acc[r][v],
+                        )
+                    };
+                }
+            }
+        }
+    };
+}
+
+tile_kernel!(fp32, "avx512f", f32, _mm512_setzero_ps(), |acc, x, w| {
+    _mm512_fmadd_ps(_mm512_castsi512_ps(x), _mm512_castsi512_ps(w), acc)
+});
+
+tile_kernel!(
+    bf16,
+    "avx512f,avx512bf16",
+    f32,
+    _mm512_setzero_ps(),
+    |acc, x, w| {
+        // SAFETY: both are 512-bit vectors; bf16 pairs reinterpreted bit for bit
+        let (x, w) = unsafe {
+            (
+                std::mem::transmute::<__m512i, __m512bh>(x),
+                std::mem::transmute::<__m512i, __m512bh>(w),
+            )
+        };
+        _mm512_dpbf16_ps(acc, x, w)
+    }
+);
+
+tile_kernel!(
+    int8,
+    "avx512f,avx512vnni",
+    i32,
+    _mm512_setzero_si512(),
+    |acc, x, w| _mm512_dpbusd_epi32(acc, x, w)
+);
