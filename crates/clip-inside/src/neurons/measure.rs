@@ -1,4 +1,6 @@
-//! Measuring units: activations read through a capture, each unit's extremes and their concept purity, random directions, and a unit's direct effect on the embedding ranked against the caption texts.
+//! Measuring units: activations read through a capture, each unit's extremes and their concept
+//! purity, random directions, and a unit's direct effect on the embedding ranked against the
+//! caption texts.
 
 use super::*;
 use crate::mean_ci;
