@@ -1,4 +1,5 @@
-//! The verdict and the report: tone groups pooled, the pre-registered rule applied, and the markdown tables.
+//! The verdict and the report: tone groups pooled, the pre-registered rule applied, and the
+//! markdown tables.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! The plot (each model's source against target accuracy, the logit-space trend and its band) and the markdown report.
+//! The plot (each model's source against target accuracy, the logit-space trend and its band) and
+//! the markdown report.
 
 use super::*;
 
