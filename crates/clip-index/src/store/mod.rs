@@ -424,38 +424,25 @@ impl SqliteStore {
 
     /// All image vectors as one row-major `[n, dim]` matrix, with their ids and paths.
     pub fn matrix(&self) -> Result<Vectors, StoreError> {
-        let dim = self.model.dim;
-        let mut st = self
-            .conn
-            .prepare("SELECT id, path, vector FROM images ORDER BY id")
-            .map_err(self.sql())?;
-        let mut rows = st.query([]).map_err(self.sql())?;
-        let (mut ids, mut paths, mut data) = (Vec::new(), Vec::new(), Vec::new());
-        while let Some(r) = rows.next().map_err(self.sql())? {
-            let id: i64 = r.get(0).map_err(self.sql())?;
-            let bytes: Vec<u8> = r.get(2).map_err(self.sql())?;
-            self.dtype
-                .decode_into(&bytes, dim, &mut data)
-                .ok_or_else(|| StoreError::NotAnIndex {
-                    path: self.path.display().to_string(),
-                    why: format!(
-                        "the vector of row {id} is not {dim} {} values",
-                        self.dtype.name()
-                    ),
-                })?;
-            ids.push(id);
-            paths.push(r.get(1).map_err(self.sql())?);
-        }
-        Ok((ids, paths, data))
+        self.vectors(
+            "SELECT id, path, vector FROM images ORDER BY id",
+            "the vector of row",
+        )
     }
 
     /// All caption vectors as one row-major `[n, dim]` matrix, with their image ids and texts.
     pub fn caption_matrix(&self) -> Result<Vectors, StoreError> {
+        self.vectors(
+            "SELECT image_id, text, vector FROM captions ORDER BY id",
+            "a caption vector of image",
+        )
+    }
+
+    /// The rows of `query` (an id, a text, a vector) as ids, texts and one `[n, dim]` matrix; a
+    /// vector of the wrong size is an error naming `what` and the id.
+    fn vectors(&self, query: &str, what: &str) -> Result<Vectors, StoreError> {
         let dim = self.model.dim;
-        let mut st = self
-            .conn
-            .prepare("SELECT image_id, text, vector FROM captions ORDER BY id")
-            .map_err(self.sql())?;
+        let mut st = self.conn.prepare(query).map_err(self.sql())?;
         let mut rows = st.query([]).map_err(self.sql())?;
         let (mut ids, mut texts, mut data) = (Vec::new(), Vec::new(), Vec::new());
         while let Some(r) = rows.next().map_err(self.sql())? {
@@ -465,10 +452,7 @@ impl SqliteStore {
                 .decode_into(&bytes, dim, &mut data)
                 .ok_or_else(|| StoreError::NotAnIndex {
                     path: self.path.display().to_string(),
-                    why: format!(
-                        "a caption vector of image {id} is not {dim} {} values",
-                        self.dtype.name()
-                    ),
+                    why: format!("{what} {id} is not {dim} {} values", self.dtype.name()),
                 })?;
             ids.push(id);
             texts.push(r.get(1).map_err(self.sql())?);
