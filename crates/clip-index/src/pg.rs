@@ -162,13 +162,7 @@ impl PgStore {
                  CREATE INDEX clip_captions_hnsw ON clip_captions USING hnsw (vector {ops});"
             ))
             .map_err(e)?;
-            for (k, v) in [
-                ("schema", SCHEMA_VERSION.to_owned()),
-                ("model", model.spec.clone()),
-                ("fingerprint", model.fingerprint.clone()),
-                ("dim", model.dim.to_string()),
-                ("dtype", dtype.name().to_owned()),
-            ] {
+            for (k, v) in model.meta_rows(SCHEMA_VERSION, dtype) {
                 tx.execute(
                     "INSERT INTO clip_meta (key, value) VALUES ($1, $2)
                      ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",

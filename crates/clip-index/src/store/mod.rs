@@ -58,6 +58,20 @@ pub struct ModelId {
     pub dim: usize,
 }
 
+impl ModelId {
+    /// The (key, value) rows an index stores about its vectors, in the SQLite file and in
+    /// PostgreSQL alike: the layout version `schema`, this model and the vectors' `dtype`.
+    pub(crate) fn meta_rows(&self, schema: &str, dtype: Dtype) -> [(&'static str, String); 5] {
+        [
+            ("schema", schema.to_owned()),
+            ("model", self.spec.clone()),
+            ("fingerprint", self.fingerprint.clone()),
+            ("dim", self.dim.to_string()),
+            ("dtype", dtype.name().to_owned()),
+        ]
+    }
+}
+
 impl std::fmt::Display for ModelId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -197,13 +211,7 @@ impl SqliteStore {
         }
         store.conn.execute_batch(SCHEMA).map_err(sql)?;
         let tx = store.conn.transaction().map_err(sql)?;
-        for (k, v) in [
-            ("schema", SCHEMA_VERSION.to_owned()),
-            ("model", model.spec.clone()),
-            ("fingerprint", model.fingerprint.clone()),
-            ("dim", model.dim.to_string()),
-            ("dtype", dtype.name().to_owned()),
-        ] {
+        for (k, v) in model.meta_rows(SCHEMA_VERSION, dtype) {
             tx.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
                 params![k, v],
