@@ -27,7 +27,9 @@
 //! and int8 on AVX-512 CPUs without BF16 or VNNI, AVX2+FMA kernels take the same panels 16 or 8
 //! columns at a time: f32 and bf16 by fused multiply-adds, int8 by widening the bytes to i16 and
 //! `vpmaddwd` (exact; `vpmaddubsw` would saturate). They compute the portable kernel's sums in its
-//! order, bit for bit. Without AVX2 that portable kernel runs.
+//! order, bit for bit for f32 and int8, and for bf16 wherever no product of two bf16 values
+//! overflows f32 or falls below its normal range (the fused add then rounds once where the
+//! portable loop rounds the product first). Without AVX2 that portable kernel runs.
 
 use std::fmt;
 use std::str::FromStr;
@@ -300,13 +302,20 @@ impl PackedLinear {
     pub fn matmul_into(&self, m: usize, x: &[f32], ld: usize, dst: &mut [f32], then: Epilogue) {
         let (k, n) = (self.k, self.n);
         assert!(ld >= k, "row stride {ld} is below the row length {k}");
-        assert!(dst.len() >= m * n, "output holds fewer than {m}×{n} values");
+        // sizes checked without wrapping: a stride near usize::MAX must not pass as a small one
+        assert!(
+            m.checked_mul(n).is_some_and(|len| dst.len() >= len),
+            "output holds fewer than {m}×{n} values"
+        );
         if m == 0 || n == 0 {
             return;
         }
         assert!(
-            x.len() >= (m - 1) * ld + k,
-            "input holds fewer than {m} rows of {k}"
+            (m - 1)
+                .checked_mul(ld)
+                .and_then(|v| v.checked_add(k))
+                .is_some_and(|len| x.len() >= len),
+            "input holds fewer than {m} rows of {k}, {ld} apart"
         );
         let fast = fast_kernels(self.precision());
         let steps = self.steps();

@@ -14,10 +14,10 @@
 //! pool at the end stays burn's ([`crate::resnet::AttentionPool2d`]): it is 2% of the work.
 //! [`crate::resnet::ModifiedResNet::forward`] stays the path for training (autodiff) and for other
 //! devices; a test holds the two to the same outputs on weights with non-trivial statistics.
-//! Where [`crate::lowp::packs`] (AVX-512 CPUs in f32; bf16 and int8 everywhere) the folded
-//! weights are packed once and each convolution's product runs through [`PackedLinear`] instead
-//! of `gemm`, which also adds the bias, accumulates onto the shortcut and applies the ReLU as
-//! it writes each tile: no separate passes over the activations.
+//! Where [`crate::lowp::packs`] (AVX-512 or AVX2+FMA CPUs in f32; bf16 and int8 everywhere) the
+//! folded weights are packed once and each convolution's product runs through [`PackedLinear`]
+//! instead of `gemm`, which also adds the bias, accumulates onto the shortcut and applies the
+//! ReLU as it writes each tile: no separate passes over the activations.
 
 use burn::prelude::*;
 use rayon::prelude::*;

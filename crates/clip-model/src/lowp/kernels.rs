@@ -178,15 +178,19 @@ pub(super) enum Isa {
 pub(super) fn isa(precision: Precision) -> Option<Isa> {
     #[cfg(target_arch = "x86_64")]
     {
-        // `kernel()` is "avx512" only where AVX-512F, AVX2 and FMA are all there
-        match crate::fastmath::kernel() {
-            "avx512" => Some(match precision {
-                Precision::F32 => Isa::Avx512,
-                Precision::Bf16 if std::is_x86_feature_detected!("avx512bf16") => Isa::Avx512,
-                Precision::Int8 if std::is_x86_feature_detected!("avx512vnni") => Isa::Avx512,
-                _ => Isa::Avx2,
-            }),
-            "avx2" => Some(Isa::Avx2),
+        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        match (crate::fastmath::kernel(), precision) {
+            // `kernel()` is "avx512" where AVX-512F is there
+            ("avx512", Precision::F32) => Some(Isa::Avx512),
+            ("avx512", Precision::Bf16) if std::is_x86_feature_detected!("avx512bf16") => {
+                Some(Isa::Avx512)
+            }
+            ("avx512", Precision::Int8) if std::is_x86_feature_detected!("avx512vnni") => {
+                Some(Isa::Avx512)
+            }
+            // `kernel()` is "avx2" only where AVX2 and FMA are there; an AVX-512 CPU is checked
+            // here (a hypervisor may hide FMA)
+            ("avx512" | "avx2", _) if avx2 => Some(Isa::Avx2),
             _ => None,
         }
     }
@@ -238,17 +242,32 @@ pub(super) fn kernel<const R: usize, const V: usize>(
     fast: bool,
     tile: &mut Tile,
 ) {
-    assert!(lda >= steps && a.len() >= (R - 1) * lda + steps && b.len() >= V * steps * LANES);
-    assert!(span.k0 + span.len <= steps, "steps {span:?} beyond {steps}");
+    // the tile holds MR rows of NV panels: the vector kernels index it without checks
+    const { assert!(R >= 1 && R <= MR && V >= 1 && V <= NV) };
+    // sizes checked without wrapping
+    let rows = (R - 1).checked_mul(lda).and_then(|v| v.checked_add(steps));
+    let panels = V.checked_mul(steps).and_then(|v| v.checked_mul(LANES));
+    assert!(
+        lda >= steps
+            && rows.is_some_and(|len| a.len() >= len)
+            && panels.is_some_and(|len| b.len() >= len),
+        "{R} rows of {steps} steps, {lda} apart, or {V} panels do not fit the slices"
+    );
+    assert!(
+        span.k0
+            .checked_add(span.len)
+            .is_some_and(|end| end <= steps),
+        "steps {span:?} beyond {steps}"
+    );
     #[cfg(target_arch = "x86_64")]
-    if fast {
-        // SAFETY: `fast` is true only where `fast_kernels` found a vector kernel, and `isa`
-        // names one whose instructions the CPU has; the slices hold R rows and V panels of
-        // `steps` words, and the span lies inside them (asserted above).
+    if let Some(isa) = isa(kind).filter(|_| fast) {
+        // SAFETY: `isa` names a kernel whose instructions this CPU has (detected at run time);
+        // the slices hold R rows and V panels of `steps` words, the span lies inside them and
+        // R ≤ MR, V ≤ NV (all asserted above).
         unsafe {
             let (a, b) = (a.as_ptr().add(span.k0), b.as_ptr().add(span.k0 * LANES));
             let (len, first) = (span.len, span.first);
-            let wide = isa(kind) == Some(Isa::Avx512);
+            let wide = isa == Isa::Avx512;
             match kind {
                 Precision::F32 if wide => {
                     avx512::fp32::<R, V>(a, lda, b, steps, len, first, &mut tile.f)

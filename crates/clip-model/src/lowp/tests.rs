@@ -235,7 +235,8 @@ fn fast_and_portable_kernels_agree() {
                 assert_eq!(fast.i[r], slow.i[r], "{p} int sums, row {r}");
                 if p == Precision::F32 || isa(p) == Some(Isa::Avx2) {
                     // one fused multiply-add per step (AVX2 bf16: per bf16 product, exact in
-                    // f32), in the same order: the same bits
+                    // f32 for this data, none of whose products overflow or underflow), in the
+                    // same order: the same bits
                     assert_eq!(fast.f[r], slow.f[r], "{p} sums, row {r}");
                 }
                 for (f, s) in fast.f[r].iter().zip(&slow.f[r]) {
@@ -244,4 +245,17 @@ fn fast_and_portable_kernels_agree() {
             }
         }
     }
+}
+
+/// A row stride so large that `(m − 1)·ld + k` wraps around `usize` is refused, not read past the
+/// input (the size checks must not overflow into a small number).
+#[test]
+#[should_panic(expected = "input holds fewer than 2 rows")]
+fn a_stride_that_wraps_is_refused() {
+    let (k, n) = (3, 16);
+    let packed = PackedLinear::new(&data(k * n, 1), k, n, None, Precision::F32);
+    let x = data(k, 2);
+    let mut dst = vec![0f32; 2 * n];
+    // (2 − 1)·ld + k wraps to 1
+    packed.matmul_into(2, &x, usize::MAX - k + 2, &mut dst, Epilogue::default());
 }

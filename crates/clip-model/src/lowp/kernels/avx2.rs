@@ -58,7 +58,7 @@ pub unsafe fn fp32<const R: usize, const V: usize>(
 /// [`super::bf16_pair`] per lane with 256-bit vectors: each word's high bf16 (`w & 0xffff0000`
 /// as f32) and then its low one (`w << 16`), multiplied and added with one rounding (the product
 /// of two bf16 values is exact in f32, so this is the portable loop's multiply-then-add except
-/// where a product falls below f32's normal range). 8 columns at a time: R accumulators, the
+/// where a product overflows f32 or falls below its normal range). 8 columns at a time: R accumulators, the
 /// weight's two halves and the row's two halves in the 16 registers.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn bf16<const R: usize, const V: usize>(
