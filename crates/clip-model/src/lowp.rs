@@ -101,8 +101,18 @@ const MR: usize = 6;
 /// Panels per micro-tile (64 columns): 6 × 4 accumulators + 4 weight vectors + 1 broadcast fit
 /// in the 32 vector registers.
 const NV: usize = 4;
-/// Rows per parallel task (a multiple of `MR`).
+/// Rows per parallel task at most (a multiple of `MR`); [`row_block`] evens them out.
 const ROW_BLOCK: usize = 16 * MR;
+
+/// Rows per parallel task for `m` rows: as few blocks as `ROW_BLOCK` allows, of equal size (a
+/// multiple of `MR`), so that the last one is not a sliver that leaves a thread idle (800 rows,
+/// ViT-B-32 at batch 16: 9 blocks of 90 instead of 8 of 96 and one of 32; +4–8% there, and +3–5%
+/// on RN50 at batch 16, in 3 interleaved pairs on 2 threads of an AMD EPYC). Which rows a task
+/// takes does not change any row's sums.
+fn row_block(m: usize) -> usize {
+    let blocks = m.div_ceil(ROW_BLOCK).max(1);
+    m.div_ceil(blocks).div_ceil(MR).max(1) * MR
+}
 /// Packed steps per pass over a task's rows: the weights' `KC × 64` block (64 KiB in f32) stays in
 /// L2 while every row tile of the task uses it; the partial sums wait in the tiles, stored and
 /// reloaded as they are (the same sums, in the same order, as one pass over all steps). Without
@@ -351,7 +361,8 @@ impl PackedLinear {
             }
         };
         let col_blocks = n.div_ceil(NV * LANES);
-        let row_blocks = m.div_ceil(ROW_BLOCK);
+        let rows_per_task = row_block(m);
+        let row_blocks = m.div_ceil(rows_per_task);
         let out = SharedOut(dst.as_mut_ptr());
         (0..row_blocks * col_blocks)
             .into_par_iter()
@@ -359,7 +370,7 @@ impl PackedLinear {
                 let (rb, cb) = (task / col_blocks, task % col_blocks);
                 let c0 = cb * NV * LANES;
                 let panels = (n - c0).div_ceil(LANES).min(NV);
-                let (r_start, r_end) = (rb * ROW_BLOCK, ((rb + 1) * ROW_BLOCK).min(m));
+                let (r_start, r_end) = (rb * rows_per_task, ((rb + 1) * rows_per_task).min(m));
                 let tiles_here = (r_end - r_start).div_ceil(MR);
                 // the first pass over the steps overwrites the rows and panels that later passes
                 // and `finish` read

@@ -259,3 +259,26 @@ fn a_stride_that_wraps_is_refused() {
     // (2 − 1)·ld + k wraps to 1
     packed.matmul_into(2, &x, usize::MAX - k + 2, &mut dst, Epilogue::default());
 }
+
+#[test]
+fn row_blocks_are_even_multiples_of_the_tile() {
+    for m in [1, 5, 6, 50, 95, 96, 97, 800, 3136, 50176] {
+        let r = row_block(m);
+        let blocks = m.div_ceil(r);
+        assert!(r.is_multiple_of(MR) && r <= ROW_BLOCK, "{m}: {r}");
+        assert_eq!(
+            blocks,
+            m.div_ceil(ROW_BLOCK),
+            "{m}: as few blocks as ROW_BLOCK allows"
+        );
+        // each block is ⌈m / blocks⌉ rounded up to a tile, so the last one falls short of the
+        // others by less than a tile per block
+        let last = m - (blocks - 1) * r;
+        assert!(
+            last + blocks * MR >= r.min(m),
+            "{m}: blocks of {r}, the last of {last}"
+        );
+    }
+    // ViT-B-32 at batch 16: 9 blocks of 90 rows, the last of 80 (not 8 of 96 and one of 32)
+    assert_eq!(row_block(800), 90);
+}
