@@ -176,6 +176,17 @@ pub(super) enum Isa {
 /// Which vector kernel multiplies `precision` on this CPU, `None` for the portable loop
 /// (`CLIP_NO_AVX512=1` rules out the AVX-512 ones).
 pub(super) fn isa(precision: Precision) -> Option<Isa> {
+    // asked once per micro-tile: detected once per precision
+    static ISA: [std::sync::OnceLock<Option<Isa>>; 3] = [const { std::sync::OnceLock::new() }; 3];
+    let slot = match precision {
+        Precision::F32 => 0,
+        Precision::Bf16 => 1,
+        Precision::Int8 => 2,
+    };
+    *ISA[slot].get_or_init(|| detect(precision))
+}
+
+fn detect(precision: Precision) -> Option<Isa> {
     #[cfg(target_arch = "x86_64")]
     {
         let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
