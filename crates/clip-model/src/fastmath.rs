@@ -163,12 +163,25 @@ pub fn kernel() -> &'static str {
             {
                 return "avx512";
             }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            if avx2_fma() {
                 return "avx2";
             }
         }
         "baseline"
     })
+}
+
+/// Whether this CPU has AVX2 and FMA, what every "avx2" kernel needs (AVX-512 CPUs have them too,
+/// unless a hypervisor hides FMA).
+pub fn avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// For tests of the AVX2 paths (what a CPU without AVX-512 runs): this test binary's tests whose
@@ -178,15 +191,9 @@ pub fn kernel() -> &'static str {
 /// when one of its tests fails.
 #[doc(hidden)]
 pub fn rerun_tests_without_avx512(filter: &str) -> Option<usize> {
-    if std::env::var_os("CLIP_NO_AVX512").is_some() {
+    if std::env::var_os("CLIP_NO_AVX512").is_some() || !avx2_fma() {
         return None;
     }
-    #[cfg(target_arch = "x86_64")]
-    if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
-        return None;
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    return None;
     let exe = std::env::current_exe().expect("the test binary's path");
     let out = std::process::Command::new(exe)
         .args([filter, "--test-threads", "1"])

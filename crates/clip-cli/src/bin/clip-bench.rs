@@ -312,13 +312,7 @@ fn main() -> Result<()> {
             );
         }
         Some("matmul") => {
-            let dim = |i: usize| -> Result<usize> {
-                args.get(i)
-                    .context("usage: clip-bench matmul M K N REPEATS")?
-                    .parse()
-                    .context("M, K, N and REPEATS are counts")
-            };
-            let (m, k, n, repeats) = (dim(1)?, dim(2)?, dim(3)?, dim(4)?.max(1));
+            let (m, k, n, repeats) = (num(1)?, num(2)?, num(3)?, num(4)?.max(1));
             let fill = |len: usize, seed: u32| -> Vec<f32> {
                 (0..len as u32)
                     .map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 1000.0 - 0.5)

@@ -189,7 +189,7 @@ pub(super) fn isa(precision: Precision) -> Option<Isa> {
 fn detect(precision: Precision) -> Option<Isa> {
     #[cfg(target_arch = "x86_64")]
     {
-        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        let avx2 = crate::fastmath::avx2_fma();
         match (crate::fastmath::kernel(), precision) {
             // `kernel()` is "avx512" where AVX-512F is there
             ("avx512", Precision::F32) => Some(Isa::Avx512),
