@@ -73,7 +73,10 @@ pub fn machine() -> String {
                 .map(|m| m.trim().to_owned())
         })
         .unwrap_or_else(|| "an unknown CPU".into());
-    format!("{} threads on {model}", rayon::current_num_threads())
+    match rayon::current_num_threads() {
+        1 => format!("1 thread on {model}"),
+        n => format!("{n} threads on {model}"),
+    }
 }
 
 /// The settings that change a run's results (a resume must match them all).

@@ -108,18 +108,21 @@ pub fn effective(models: &[Scored], src: &[usize], tgt: &[usize]) -> (LogitFit, 
 /// A 95% interval (low, high).
 pub type Interval = (f64, f64);
 
-/// 95% percentile intervals of every model's effective robustness and of `b − a` for each pair
-/// `(a, b)` of model indices, over `rounds` bootstrap resamples of the test images.
+/// 95% percentile intervals, over `rounds` bootstrap resamples of the test images, of every
+/// model's effective robustness, of `b − a` for each pair `(a, b)` of model indices, and of the
+/// pairs pooled: the mean over pairs of the `a`s, of the `b`s and of `b − a` (one resample of the
+/// images serves every model, so the pooled intervals carry the test set's noise, not the seeds').
 pub fn bootstrap(
     models: &[Scored],
     rounds: usize,
     pairs: &[(usize, usize)],
     seed: u64,
-) -> (Vec<Interval>, Vec<Interval>) {
+) -> (Vec<Interval>, Vec<Interval>, [Interval; 3]) {
     let (ns, nt) = (models[0].source.len(), models[0].target.len());
     let mut rng = Rng::new(seed ^ 0xB007);
     let mut ers: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); models.len()];
     let mut diffs: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); pairs.len()];
+    let mut pooled: [Vec<f64>; 3] = Default::default();
     for _ in 0..rounds {
         let src: Vec<usize> = (0..ns).map(|_| rng.below(ns)).collect();
         let tgt: Vec<usize> = (0..nt).map(|_| rng.below(nt)).collect();
@@ -129,6 +132,11 @@ pub fn bootstrap(
         }
         for (j, &(a, b)) in pairs.iter().enumerate() {
             diffs[j].push(er[b] - er[a]);
+        }
+        if !pairs.is_empty() {
+            for (k, v) in pooled_means(&er, pairs).into_iter().enumerate() {
+                pooled[k].push(v);
+            }
         }
     }
     let interval = |mut v: Vec<f64>| {
@@ -142,7 +150,17 @@ pub fn bootstrap(
     (
         ers.into_iter().map(interval).collect(),
         diffs.into_iter().map(interval).collect(),
+        pooled.map(interval),
     )
+}
+
+/// The mean over `pairs` of `er[a]`, of `er[b]` and of `er[b] − er[a]`.
+pub fn pooled_means(er: &[f64], pairs: &[(usize, usize)]) -> [f64; 3] {
+    let n = pairs.len().max(1) as f64;
+    let (sa, sb) = pairs
+        .iter()
+        .fold((0.0, 0.0), |(sa, sb), &(a, b)| (sa + er[a], sb + er[b]));
+    [sa / n, sb / n, (sb - sa) / n]
 }
 
 /// A category manifest's rows: (image path, label, trained).
@@ -434,7 +452,8 @@ pub fn run(o: &ShiftOptions, say: &mut dyn FnMut(String)) -> Result<serde_json::
     // trend, effective robustness, intervals
     let (fit, er) = effective(&models, &all(test_src.len()), &all(test_tgt.len()));
     let pairs: Vec<(usize, usize)> = clip_index.chunks(2).map(|c| (c[0], c[1])).collect();
-    let (intervals, diff_intervals) = bootstrap(&models, o.bootstrap, &pairs, 0);
+    let (intervals, diff_intervals, pooled_intervals) = bootstrap(&models, o.bootstrap, &pairs, 0);
+    let pooled = pooled_means(&er, &pairs);
     let rows_json: Vec<serde_json::Value> = models
         .iter()
         .enumerate()
@@ -468,9 +487,13 @@ pub fn run(o: &ShiftOptions, say: &mut dyn FnMut(String)) -> Result<serde_json::
             "machine": machine()},
         "trend_logit": {"slope": fit.slope, "intercept": fit.intercept},
         "models": rows_json,
-        "second_style_gain": pairs.iter().zip(&diff_intervals).map(|(&(a, b), d)| json!({
-            "one_style": models[a].name, "two_styles": models[b].name,
+        "second_style_gain": pairs.iter().zip(&diff_intervals).zip(&o.seeds).map(|((&(a, b), d), seed)| json!({
+            "seed": seed, "one_style": models[a].name, "two_styles": models[b].name,
             "gain": er[b] - er[a], "interval95": [d.0, d.1]})).collect::<Vec<_>>(),
+        "over_seeds": json!({"seeds": pairs.len(),
+            "one_style": pooled[0], "one_style_interval95": [pooled_intervals[0].0, pooled_intervals[0].1],
+            "two_styles": pooled[1], "two_styles_interval95": [pooled_intervals[1].0, pooled_intervals[1].1],
+            "gain": pooled[2], "gain_interval95": [pooled_intervals[2].0, pooled_intervals[2].1]}),
         "verdict": verdict,
     });
     crate::error::write_json(&o.out, "results.json", &results)?;

@@ -128,13 +128,43 @@ pub(super) fn report(o: &ShiftOptions, r: &serde_json::Value) -> String {
             m["interval95"][1].as_f64().unwrap_or(f64::NAN) * 100.0
         );
     }
-    for g in r["second_style_gain"].as_array().into_iter().flatten() {
+    let pt = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN) * 100.0;
+    let gains = r["second_style_gain"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !gains.is_empty() {
         let _ = writeln!(
             s,
-            "\nSecond training style: effective robustness {:+.1} pt (95% interval {:+.1} … {:+.1}).",
-            g["gain"].as_f64().unwrap_or(f64::NAN) * 100.0,
-            g["interval95"][0].as_f64().unwrap_or(f64::NAN) * 100.0,
-            g["interval95"][1].as_f64().unwrap_or(f64::NAN) * 100.0
+            "\nThe second training style's gain in effective robustness (two styles minus one):\n"
+        );
+    }
+    for g in &gains {
+        let _ = writeln!(
+            s,
+            "- seed {}: {:+.1} pt (95% interval {:+.1} … {:+.1})",
+            g["seed"],
+            pt(&g["gain"]),
+            pt(&g["interval95"][0]),
+            pt(&g["interval95"][1])
+        );
+    }
+    let p = &r["over_seeds"];
+    if gains.len() > 1 {
+        let _ = writeln!(
+            s,
+            "\nMean over the {} seeds (intervals from resampling the test images, not the seeds): one style \
+             {:+.1} pt ({:+.1} … {:+.1}), two styles {:+.1} pt ({:+.1} … {:+.1}), gain {:+.1} pt ({:+.1} … {:+.1}).",
+            gains.len(),
+            pt(&p["one_style"]),
+            pt(&p["one_style_interval95"][0]),
+            pt(&p["one_style_interval95"][1]),
+            pt(&p["two_styles"]),
+            pt(&p["two_styles_interval95"][0]),
+            pt(&p["two_styles_interval95"][1]),
+            pt(&p["gain"]),
+            pt(&p["gain_interval95"][0]),
+            pt(&p["gain_interval95"][1])
         );
     }
     let _ = writeln!(

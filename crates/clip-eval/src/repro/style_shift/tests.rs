@@ -28,7 +28,7 @@ fn effective_robustness_is_the_distance_above_the_trend() {
     assert!(fit.slope > 0.0);
     assert!((er[1]).abs() < 0.05, "on the trend: {}", er[1]);
     assert!(er[3] > 0.2, "above the trend: {}", er[3]);
-    let (iv, diff) = bootstrap(&models, 200, &[(1, 3)], 0);
+    let (iv, diff, pooled) = bootstrap(&models, 200, &[(1, 3)], 0);
     assert!(
         iv[3].0 <= er[3] && er[3] <= iv[3].1 + 1e-9,
         "{:?} {}",
@@ -36,4 +36,18 @@ fn effective_robustness_is_the_distance_above_the_trend() {
         er[3]
     );
     assert!(diff[0].1 > 0.0);
+    // one pair: the pooled means are that pair's own values and intervals
+    assert_eq!(pooled[2], diff[0]);
+    assert_eq!(pooled[1], iv[3]);
+    assert_eq!(pooled[0], iv[1]);
+}
+
+#[test]
+fn pooled_means_average_each_side_and_the_gain() {
+    let er = [0.10, -0.20, 0.30, 0.05, 0.0];
+    let [a, b, gain] = pooled_means(&er, &[(0, 1), (2, 3)]);
+    assert!((a - 0.20).abs() < 1e-12, "{a}");
+    assert!((b + 0.075).abs() < 1e-12, "{b}");
+    assert!((gain - (b - a)).abs() < 1e-12, "{gain}");
+    assert_eq!(pooled_means(&er, &[]), [0.0, 0.0, 0.0]);
 }
