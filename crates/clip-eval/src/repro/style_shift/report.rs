@@ -115,31 +115,31 @@ pub(super) fn report(o: &ShiftOptions, r: &serde_json::Value) -> String {
         r["settings"]["machine"].as_str().unwrap_or("")
     );
     s += "| model | source | target | effective robustness (95% interval) |\n|---|---|---|---|\n";
+    let pt = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN) * 100.0;
+    // a fraction in points with its 95% interval: "+1.0 pt (-8.7 … +10.4)"
+    let with_interval = |v: &serde_json::Value, iv: &serde_json::Value| {
+        format!("{:+.1} pt ({:+.1} … {:+.1})", pt(v), pt(&iv[0]), pt(&iv[1]))
+    };
     for m in r["models"].as_array().into_iter().flatten() {
-        let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN) * 100.0;
         let _ = writeln!(
             s,
-            "| {} | {:.1}% | {:.1}% | {:+.1} pt ({:+.1} … {:+.1}) |",
+            "| {} | {:.1}% | {:.1}% | {} |",
             m["model"].as_str().unwrap_or(""),
-            f("source"),
-            f("target"),
-            f("effective_robustness"),
-            m["interval95"][0].as_f64().unwrap_or(f64::NAN) * 100.0,
-            m["interval95"][1].as_f64().unwrap_or(f64::NAN) * 100.0
+            pt(&m["source"]),
+            pt(&m["target"]),
+            with_interval(&m["effective_robustness"], &m["interval95"])
         );
     }
-    let pt = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN) * 100.0;
     let gains = r["second_style_gain"]
         .as_array()
-        .cloned()
-        .unwrap_or_default();
+        .map_or(&[][..], Vec::as_slice);
     if !gains.is_empty() {
         let _ = writeln!(
             s,
             "\nThe second training style's gain in effective robustness (two styles minus one):\n"
         );
     }
-    for g in &gains {
+    for g in gains {
         let _ = writeln!(
             s,
             "- seed {}: {:+.1} pt (95% interval {:+.1} … {:+.1})",
@@ -154,17 +154,11 @@ pub(super) fn report(o: &ShiftOptions, r: &serde_json::Value) -> String {
         let _ = writeln!(
             s,
             "\nMean over the {} seeds (intervals from resampling the test images, not the seeds): one style \
-             {:+.1} pt ({:+.1} … {:+.1}), two styles {:+.1} pt ({:+.1} … {:+.1}), gain {:+.1} pt ({:+.1} … {:+.1}).",
+             {}, two styles {}, gain {}.",
             gains.len(),
-            pt(&p["one_style"]),
-            pt(&p["one_style_interval95"][0]),
-            pt(&p["one_style_interval95"][1]),
-            pt(&p["two_styles"]),
-            pt(&p["two_styles_interval95"][0]),
-            pt(&p["two_styles_interval95"][1]),
-            pt(&p["gain"]),
-            pt(&p["gain_interval95"][0]),
-            pt(&p["gain_interval95"][1])
+            with_interval(&p["one_style"], &p["one_style_interval95"]),
+            with_interval(&p["two_styles"], &p["two_styles_interval95"]),
+            with_interval(&p["gain"], &p["gain_interval95"])
         );
     }
     let _ = writeln!(
