@@ -310,14 +310,10 @@ impl PackedLinear {
     /// each tile is written (no pass over `dst` of its own). Runs on all of rayon's threads.
     /// Panics when a slice is too short.
     pub fn matmul_into(&self, m: usize, x: &[f32], ld: usize, dst: &mut [f32], then: Epilogue) {
-        let (k, n) = (self.k, self.n);
+        let k = self.k;
         assert!(ld >= k, "row stride {ld} is below the row length {k}");
-        // sizes checked without wrapping: a stride near usize::MAX must not pass as a small one
-        assert!(
-            m.checked_mul(n).is_some_and(|len| dst.len() >= len),
-            "output holds fewer than {m}×{n} values"
-        );
-        if m == 0 || n == 0 {
+        self.check_dst(m, dst);
+        if m == 0 || self.n == 0 {
             return;
         }
         assert!(
@@ -327,39 +323,131 @@ impl PackedLinear {
                 .is_some_and(|len| x.len() >= len),
             "input holds fewer than {m} rows of {k}, {ld} apart"
         );
-        let fast = fast_kernels(self.precision());
         let steps = self.steps();
         // each row of x rounded or quantized once, into `steps` packed words (f32 rows are read
         // where they are, `ld` apart)
-        let packed: Vec<u32>;
-        let mut row_scale = vec![(1f32, 0i32); m];
-        let (a, lda): (&[u32], usize) = match self.w {
-            Weights::F32(_) => {
-                // SAFETY: f32 and u32 have the same size and alignment; the kernels read these
-                // words back as f32 bits.
-                let bits = unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<u32>(), x.len()) };
-                (bits, ld)
-            }
+        match self.w {
+            Weights::F32(_) => self.product(m, f32_bits(x), Rows::Dense { ld }, None, dst, then),
             Weights::Bf16(_) => {
                 let mut words = vec![0u32; m * steps];
                 words
                     .par_chunks_mut(steps)
                     .enumerate()
                     .for_each(|(r, out)| pack_row_bf16(&x[r * ld..r * ld + k], out));
-                packed = words;
-                (&packed, steps)
+                self.product(m, &words, Rows::Dense { ld: steps }, None, dst, then)
             }
             Weights::Int8 { .. } => {
                 let mut words = vec![0u32; m * steps];
+                let mut row_scale = vec![(1f32, 0i32); m];
                 words
                     .par_chunks_mut(steps)
                     .zip(row_scale.par_iter_mut())
                     .enumerate()
                     .for_each(|(r, (out, s))| *s = quantize_row(&x[r * ld..r * ld + k], out));
-                packed = words;
-                (&packed, steps)
+                let rows = Rows::Dense { ld: steps };
+                self.product(m, &words, rows, Some(&row_scale), dst, then)
             }
-        };
+        }
+    }
+
+    /// Whether [`PackedLinear::conv_into`] serves these weights: f32 and bf16 (int8 quantizes
+    /// each im2col row with its own scale, which only a gathered row has).
+    pub fn convolves(&self) -> bool {
+        !matches!(self.w, Weights::Int8 { .. })
+    }
+
+    /// A convolution as one product without an im2col copy: output row `r`'s inputs for tap `j`
+    /// are the `c = k / taps.len()` values of `x` from `pixel[r] + taps[j]` (`x` a channels-last
+    /// image with a zero border wide enough that every tap lands inside it). The same sums in the
+    /// same order as [`PackedLinear::matmul_into`] on the gathered rows `[tap 0 | tap 1 | …]`,
+    /// so the same bits; `then` as there. bf16 needs even `c`, offsets and length (each word
+    /// then holds the pair the gathered row would). Panics for int8 ([`PackedLinear::convolves`]),
+    /// or when an offset reaches past `x` or `dst` is short.
+    pub fn conv_into(
+        &self,
+        x: &[f32],
+        pixel: &[usize],
+        taps: &[usize],
+        dst: &mut [f32],
+        then: Epilogue,
+    ) {
+        let m = pixel.len();
+        assert!(
+            !taps.is_empty() && self.k.is_multiple_of(taps.len()),
+            "{} inputs are not {} taps of whole pixels",
+            self.k,
+            taps.len()
+        );
+        assert!(self.convolves(), "int8 convolutions take gathered rows");
+        self.check_dst(m, dst);
+        let c = self.k / taps.len();
+        // the farthest pixel's farthest tap, summed without wrapping
+        let (far_pixel, far_tap) = (pixel.iter().max(), taps.iter().max());
+        let reach = far_pixel
+            .zip(far_tap)
+            .map(|(p, t)| p.checked_add(*t)?.checked_add(c));
+        assert!(
+            reach.is_none_or(|end| end.is_some_and(|e| e <= x.len())),
+            "a tap reaches past the input"
+        );
+        if m == 0 || self.n == 0 {
+            return;
+        }
+        match self.w {
+            Weights::F32(_) => {
+                let rows = Rows::Taps {
+                    pixel,
+                    taps,
+                    per_tap: c,
+                    unit: 1,
+                };
+                self.product(m, f32_bits(x), rows, None, dst, then)
+            }
+            _ => {
+                let even = c.is_multiple_of(2) && x.len().is_multiple_of(2);
+                assert!(
+                    even && pixel.iter().chain(taps).all(|o| o.is_multiple_of(2)),
+                    "bf16 convolutions need pixels of whole words"
+                );
+                let mut words = vec![0u32; x.len() / 2];
+                words
+                    .par_chunks_mut(1 << 12)
+                    .zip(x.par_chunks(1 << 13))
+                    .for_each(|(out, x)| pack_row_bf16(x, out));
+                let rows = Rows::Taps {
+                    pixel,
+                    taps,
+                    per_tap: c / 2,
+                    unit: 2,
+                };
+                self.product(m, &words, rows, None, dst, then)
+            }
+        }
+    }
+
+    fn check_dst(&self, m: usize, dst: &[f32]) {
+        let n = self.n;
+        // sizes checked without wrapping: a stride near usize::MAX must not pass as a small one
+        assert!(
+            m.checked_mul(n).is_some_and(|len| dst.len() >= len),
+            "output holds fewer than {m}×{n} values"
+        );
+    }
+
+    /// The product over packed activation words `a` whose rows `rows` places, on all of rayon's
+    /// threads; `row_scale` holds int8's per-row scale and zero point.
+    fn product(
+        &self,
+        m: usize,
+        a: &[u32],
+        rows: Rows,
+        row_scale: Option<&[(f32, i32)]>,
+        dst: &mut [f32],
+        then: Epilogue,
+    ) {
+        let n = self.n;
+        let fast = fast_kernels(self.precision());
+        let steps = self.steps();
         let col_blocks = n.div_ceil(NV * LANES);
         let rows_per_task = row_block(m);
         let row_blocks = m.div_ceil(rows_per_task);
@@ -376,25 +464,23 @@ impl PackedLinear {
                 // and `finish` read
                 let mut tiles: Vec<Tile> = (0..tiles_here).map(|_| Tile::default()).collect();
                 for k0 in (0..steps).step_by(KC) {
-                    let len = KC.min(steps - k0);
+                    let end = (k0 + KC).min(steps);
                     for (ti, tile) in tiles.iter_mut().enumerate() {
                         let r0 = r_start + ti * MR;
-                        let rows = (r_end - r0).min(MR);
-                        let span = Span {
-                            k0,
-                            len,
-                            first: k0 == 0,
-                        };
-                        self.tile(
-                            &a[r0 * lda..],
-                            lda,
-                            rows,
-                            c0 / LANES,
-                            panels,
-                            span,
-                            fast,
-                            tile,
-                        );
+                        let count = (r_end - r0).min(MR);
+                        // one kernel call per stretch of steps that lie together in every row
+                        let mut t = k0;
+                        while t < end {
+                            let stop = rows.run_end(t).min(end);
+                            let span = Span {
+                                k0: t,
+                                len: stop - t,
+                                first: t == 0,
+                            };
+                            let at = |r: usize| rows.at(r0 + r, t);
+                            self.tile(a, &at, count, c0 / LANES, panels, span, fast, tile);
+                            t = stop;
+                        }
                     }
                 }
                 let cols = (n - c0).min(panels * LANES);
@@ -402,24 +488,25 @@ impl PackedLinear {
                     let r0 = r_start + ti * MR;
                     for r in 0..(r_end - r0).min(MR) {
                         // SAFETY: tasks cover disjoint (row block × column block) rectangles of
-                        // `dst`, checked above to hold m×n values; this task writes only row
+                        // `dst`, checked to hold m×n values; this task writes only row
                         // r0 + r < m, columns c0 .. c0 + cols ≤ n.
                         let row = unsafe {
                             std::slice::from_raw_parts_mut(out.get().add((r0 + r) * n + c0), cols)
                         };
-                        self.finish(tile, r, c0, row_scale[r0 + r], row, then);
+                        let scale = row_scale.map_or((1.0, 0), |s| s[r0 + r]);
+                        self.finish(tile, r, c0, scale, row, then);
                     }
                 }
             });
     }
 
-    /// One micro-tile: `rows` rows of packed activations (`lda` words apart) × `panels` panels
-    /// from `p0`, over the steps of `span`.
+    /// One micro-tile: `rows` rows of packed activations (row `r`'s words for the span start at
+    /// `a[at(r)]`) × `panels` panels from `p0`, over the steps of `span`.
     #[allow(clippy::too_many_arguments)]
     fn tile(
         &self,
         a: &[u32],
-        lda: usize,
+        at: &dyn Fn(usize) -> usize,
         rows: usize,
         p0: usize,
         panels: usize,
@@ -431,10 +518,9 @@ impl PackedLinear {
         let (Weights::F32(w) | Weights::Bf16(w) | Weights::Int8 { q: w, .. }) = &self.w;
         let kind = self.precision();
         let b = &w[p0 * steps * LANES..(p0 + panels) * steps * LANES];
-        let a = &a[..(rows - 1) * lda + steps];
         macro_rules! go {
             ($r:literal, $v:literal) => {
-                kernel::<$r, $v>(a, lda, b, steps, span, kind, fast, tile)
+                kernel::<$r, $v>(a, std::array::from_fn(at), b, steps, span, kind, fast, tile)
             };
         }
         macro_rules! by_panels {
@@ -486,6 +572,51 @@ impl PackedLinear {
         };
         kernels::add_row(sums, bias, out, then.accumulate, then.relu)
     }
+}
+
+/// Where each row of a product's packed activations lies.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    /// row `r`, step `t` at `r·ld + t`
+    Dense { ld: usize },
+    /// a convolution's implicit im2col: row `r`, step `t` at
+    /// `(pixel[r] + taps[t / per_tap]) / unit + t % per_tap` (`unit` values per word)
+    Taps {
+        pixel: &'a [usize],
+        taps: &'a [usize],
+        per_tap: usize,
+        unit: usize,
+    },
+}
+
+impl Rows<'_> {
+    /// The word of row `r` at step `t`.
+    fn at(&self, r: usize, t: usize) -> usize {
+        match *self {
+            Rows::Dense { ld } => r * ld + t,
+            Rows::Taps {
+                pixel,
+                taps,
+                per_tap,
+                unit,
+            } => (pixel[r] + taps[t / per_tap]) / unit + t % per_tap,
+        }
+    }
+
+    /// The end of the run of steps from `t` that lie together in every row.
+    fn run_end(&self, t: usize) -> usize {
+        match *self {
+            Rows::Dense { .. } => usize::MAX,
+            Rows::Taps { per_tap, .. } => (t / per_tap + 1) * per_tap,
+        }
+    }
+}
+
+/// f32 values as the words the kernels read.
+fn f32_bits(x: &[f32]) -> &[u32] {
+    // SAFETY: f32 and u32 have the same size and alignment; the kernels read these words back
+    // as f32 bits.
+    unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<u32>(), x.len()) }
 }
 
 /// What [`PackedLinear::matmul_into`] does with each product as it writes it:

@@ -239,13 +239,15 @@ impl Span {
     }
 }
 
-/// `R` rows × `V` panels of `Σ_t a[r][t] · b[p][t]` over the steps of `span` into `tile` (rows
-/// of `a` start `lda` words apart; each of `b`'s panels holds `steps` steps), by the vector
-/// kernel when `fast` (the caller checked the CPU with [`fast_kernels`]) or the portable one.
+/// `R` rows × `V` panels of `Σ_t a[r][t] · b[p][t]` over the steps of `span` into `tile` (row
+/// `r`'s words for the span's steps start at `a[rows[r]]`, so that rows need not be evenly
+/// spaced, nor even apart: a convolution's rows are pixels of one padded image; each of `b`'s
+/// panels holds `steps` steps), by the vector kernel when `fast` (the caller checked the CPU
+/// with [`fast_kernels`]) or the portable one.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn kernel<const R: usize, const V: usize>(
     a: &[u32],
-    lda: usize,
+    rows: [usize; R],
     b: &[u32],
     steps: usize,
     span: Span,
@@ -256,13 +258,13 @@ pub(super) fn kernel<const R: usize, const V: usize>(
     // the tile holds MR rows of NV panels: the vector kernels index it without checks
     const { assert!(R >= 1 && R <= MR && V >= 1 && V <= NV) };
     // sizes checked without wrapping
-    let rows = (R - 1).checked_mul(lda).and_then(|v| v.checked_add(steps));
     let panels = V.checked_mul(steps).and_then(|v| v.checked_mul(LANES));
     assert!(
-        lda >= steps
-            && rows.is_some_and(|len| a.len() >= len)
+        rows.iter()
+            .all(|r| r.checked_add(span.len).is_some_and(|end| end <= a.len()))
             && panels.is_some_and(|len| b.len() >= len),
-        "{R} rows of {steps} steps, {lda} apart, or {V} panels do not fit the slices"
+        "{R} rows of {} steps at {rows:?}, or {V} panels of {steps} steps, do not fit the slices",
+        span.len
     );
     assert!(
         span.k0
@@ -273,34 +275,35 @@ pub(super) fn kernel<const R: usize, const V: usize>(
     #[cfg(target_arch = "x86_64")]
     if let Some(isa) = isa(kind).filter(|_| fast) {
         // SAFETY: `isa` names a kernel whose instructions this CPU has (detected at run time);
-        // the slices hold R rows and V panels of `steps` words, the span lies inside them and
-        // R ≤ MR, V ≤ NV (all asserted above).
+        // each row holds the span's `len` words from its offset, the panels `steps` words each
+        // with the span inside them, and R ≤ MR, V ≤ NV (all asserted above).
         unsafe {
-            let (a, b) = (a.as_ptr().add(span.k0), b.as_ptr().add(span.k0 * LANES));
+            let a = rows.map(|r| a.as_ptr().add(r));
+            let b = b.as_ptr().add(span.k0 * LANES);
             let (len, first) = (span.len, span.first);
             let wide = isa == Isa::Avx512;
             match kind {
                 Precision::F32 if wide => {
-                    avx512::fp32::<R, V>(a, lda, b, steps, len, first, &mut tile.f)
+                    avx512::fp32::<R, V>(a, b, steps, len, first, &mut tile.f)
                 }
-                Precision::F32 => avx2::fp32::<R, V>(a, lda, b, steps, len, first, &mut tile.f),
+                Precision::F32 => avx2::fp32::<R, V>(a, b, steps, len, first, &mut tile.f),
                 Precision::Bf16 if wide => {
-                    avx512::bf16::<R, V>(a, lda, b, steps, len, first, &mut tile.f)
+                    avx512::bf16::<R, V>(a, b, steps, len, first, &mut tile.f)
                 }
-                Precision::Bf16 => avx2::bf16::<R, V>(a, lda, b, steps, len, first, &mut tile.f),
+                Precision::Bf16 => avx2::bf16::<R, V>(a, b, steps, len, first, &mut tile.f),
                 Precision::Int8 if wide => {
-                    avx512::int8::<R, V>(a, lda, b, steps, len, first, &mut tile.i)
+                    avx512::int8::<R, V>(a, b, steps, len, first, &mut tile.i)
                 }
-                Precision::Int8 => avx2::int8::<R, V>(a, lda, b, steps, len, first, &mut tile.i),
+                Precision::Int8 => avx2::int8::<R, V>(a, b, steps, len, first, &mut tile.i),
             }
         }
         return;
     }
     let _ = fast;
     match kind {
-        Precision::F32 => portable::<_, R, V>(a, lda, b, steps, span, &mut tile.f, f32_fma),
-        Precision::Bf16 => portable::<_, R, V>(a, lda, b, steps, span, &mut tile.f, bf16_pair),
-        Precision::Int8 => portable::<_, R, V>(a, lda, b, steps, span, &mut tile.i, u8_i8_quad),
+        Precision::F32 => portable::<_, R, V>(a, rows, b, steps, span, &mut tile.f, f32_fma),
+        Precision::Bf16 => portable::<_, R, V>(a, rows, b, steps, span, &mut tile.f, bf16_pair),
+        Precision::Int8 => portable::<_, R, V>(a, rows, b, steps, span, &mut tile.i, u8_i8_quad),
     }
 }
 
@@ -308,7 +311,7 @@ pub(super) fn kernel<const R: usize, const V: usize>(
 /// the per-instruction arithmetic `mac` of [`f32_fma`], [`bf16_pair`] or [`u8_i8_quad`].
 fn portable<T: Copy + Default, const R: usize, const V: usize>(
     a: &[u32],
-    lda: usize,
+    rows: [usize; R],
     b: &[u32],
     steps: usize,
     span: Span,
@@ -321,10 +324,9 @@ fn portable<T: Copy + Default, const R: usize, const V: usize>(
         } else {
             *out
         };
-        for t in span.k0..span.k0 + span.len {
-            let x = a[r * lda + t];
+        for (i, &x) in a[rows[r]..rows[r] + span.len].iter().enumerate() {
             for v in 0..V {
-                let panel = &b[(v * steps + t) * LANES..][..LANES];
+                let panel = &b[(v * steps + span.k0 + i) * LANES..][..LANES];
                 for (l, &w) in panel.iter().enumerate() {
                     acc[v * LANES + l] = mac(acc[v * LANES + l], x, w);
                 }

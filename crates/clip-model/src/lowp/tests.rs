@@ -218,14 +218,15 @@ fn fast_and_portable_kernels_agree() {
             let rows = m.min(MR);
             let (mut fast, mut slow) = (Tile::default(), Tile::default());
             let all = Span::all(steps);
-            packed.tile(&a, steps, rows, 0, panels, all, true, &mut fast);
-            packed.tile(&a, steps, rows, 0, panels, all, false, &mut slow);
+            packed.tile(&a, &|r| r * steps, rows, 0, panels, all, true, &mut fast);
+            packed.tile(&a, &|r| r * steps, rows, 0, panels, all, false, &mut slow);
             // the steps in two passes, the partial sums kept in the tile: the same bits
             let half = steps / 2;
             let mut split = Tile::default();
             for (k0, len, first) in [(0, half, true), (half, steps - half, false)] {
                 let span = Span { k0, len, first };
-                packed.tile(&a, steps, rows, 0, panels, span, true, &mut split);
+                let at = |r: usize| r * steps + k0;
+                packed.tile(&a, &at, rows, 0, panels, span, true, &mut split);
             }
             for r in 0..rows {
                 assert_eq!(split.i[r], fast.i[r], "{p} int sums in two passes, row {r}");
@@ -245,6 +246,82 @@ fn fast_and_portable_kernels_agree() {
             }
         }
     }
+}
+
+/// A 3×3 convolution (stride 1 and 2, pad 1) through `conv_into`'s implicit im2col gives the
+/// bits of `matmul_into` on the gathered rows, in f32 and bf16, and int8 is refused.
+#[test]
+fn implicit_im2col_gives_the_gathered_products_bits() {
+    let (n, h, w, c, c_out) = (2, 7, 5, 32, 80);
+    let (hp, wp) = (h + 2, w + 2);
+    // a zero-bordered image, as the ResNet tower builds it
+    let inner = data(n * h * w * c, 8);
+    let mut padded = vec![0f32; n * hp * wp * c];
+    for b in 0..n {
+        for y in 0..h {
+            let src = &inner[((b * h + y) * w) * c..][..w * c];
+            padded[((b * hp + y + 1) * wp + 1) * c..][..w * c].copy_from_slice(src);
+        }
+    }
+    let weight = data(9 * c * c_out, 9);
+    let bias = data(c_out, 10);
+    let taps: Vec<usize> = (0..9).map(|t| ((t / 3) * wp + t % 3) * c).collect();
+    for stride in [1, 2] {
+        let (ho, wo) = ((h - 1) / stride + 1, (w - 1) / stride + 1);
+        let pixel: Vec<usize> = (0..n * ho * wo)
+            .map(|i| {
+                let (b, r) = (i / (ho * wo), i % (ho * wo));
+                ((b * hp + (r / wo) * stride) * wp + (r % wo) * stride) * c
+            })
+            .collect();
+        let gathered: Vec<f32> = pixel
+            .iter()
+            .flat_map(|&p| taps.iter().flat_map(move |&t| p + t..p + t + c))
+            .map(|i| padded[i])
+            .collect();
+        for p in [Precision::F32, Precision::Bf16] {
+            let packed = PackedLinear::new(&weight, 9 * c, c_out, Some(&bias), p);
+            let then = Epilogue {
+                accumulate: true,
+                bias: true,
+                relu: true,
+            };
+            let start = data(pixel.len() * c_out, 11);
+            let (mut want, mut got) = (start.clone(), start);
+            packed.matmul_into(pixel.len(), &gathered, 9 * c, &mut want, then);
+            packed.conv_into(&padded, &pixel, &taps, &mut got, then);
+            assert!(
+                want.iter().any(|v| *v > 0.5),
+                "{p}: outputs are not trivial"
+            );
+            let same = want
+                .iter()
+                .zip(&got)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{p}, stride {stride}: implicit and gathered products differ"
+            );
+        }
+    }
+    let int8 = PackedLinear::new(&weight, 9 * c, c_out, None, Precision::Int8);
+    assert!(!int8.convolves());
+    let refused = std::panic::catch_unwind(|| {
+        int8.conv_into(&padded, &[0], &taps, &mut vec![0f32; c_out], Epilogue::BIAS)
+    });
+    assert!(refused.is_err(), "int8 takes gathered rows only");
+}
+
+/// A pixel offset whose last tap reaches past the input is refused before any read.
+#[test]
+#[should_panic(expected = "a tap reaches past the input")]
+fn a_tap_past_the_input_is_refused() {
+    let (c, n) = (16, 16);
+    let packed = PackedLinear::new(&data(2 * c * n, 1), 2 * c, n, None, Precision::F32);
+    let x = data(3 * c, 2);
+    let mut dst = vec![0f32; n];
+    // taps at 0 and 2c: a pixel at c reaches 4c > 3c
+    packed.conv_into(&x, &[c], &[0, 2 * c], &mut dst, Epilogue::default());
 }
 
 /// A row stride so large that `(m − 1)·ld + k` wraps around `usize` is refused, not read past the

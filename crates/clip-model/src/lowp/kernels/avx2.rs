@@ -12,15 +12,13 @@ use std::arch::x86_64::*;
 /// `avx512::fp32`.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn fp32<const R: usize, const V: usize>(
-    a: *const u32,
-    lda: usize,
+    a: [*const u32; R],
     b: *const u32,
     steps: usize,
     len: usize,
     first: bool,
     out: &mut [[f32; NV * LANES]; MR],
 ) {
-    let a = a.cast::<f32>();
     for v in 0..V {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         if !first {
@@ -41,7 +39,7 @@ pub unsafe fn fp32<const R: usize, const V: usize>(
                 )
             };
             for (r, acc) in acc.iter_mut().enumerate() {
-                let x = _mm256_set1_ps(unsafe { *a.add(r * lda + t) });
+                let x = _mm256_set1_ps(f32::from_bits(unsafe { *a[r].add(t) }));
                 acc[0] = _mm256_fmadd_ps(x, w0, acc[0]);
                 acc[1] = _mm256_fmadd_ps(x, w1, acc[1]);
             }
@@ -62,8 +60,7 @@ pub unsafe fn fp32<const R: usize, const V: usize>(
 /// weight's two halves and the row's two halves in the 16 registers.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn bf16<const R: usize, const V: usize>(
-    a: *const u32,
-    lda: usize,
+    a: [*const u32; R],
     b: *const u32,
     steps: usize,
     len: usize,
@@ -88,7 +85,7 @@ pub unsafe fn bf16<const R: usize, const V: usize>(
                 let wh = _mm256_castsi256_ps(_mm256_and_si256(w, high));
                 let wl = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(w));
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let x = _mm256_set1_epi32(unsafe { *a.add(r * lda + t) } as i32);
+                    let x = _mm256_set1_epi32(unsafe { *a[r].add(t) } as i32);
                     let xh = _mm256_castsi256_ps(_mm256_and_si256(x, high));
                     let xl = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(x));
                     *acc = _mm256_fmadd_ps(xl, wl, _mm256_fmadd_ps(xh, wh, *acc));
@@ -109,8 +106,7 @@ pub unsafe fn bf16<const R: usize, const V: usize>(
 /// halves and the row's widened word in the 16 registers.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn int8<const R: usize, const V: usize>(
-    a: *const u32,
-    lda: usize,
+    a: [*const u32; R],
     b: *const u32,
     steps: usize,
     len: usize,
@@ -142,7 +138,7 @@ pub unsafe fn int8<const R: usize, const V: usize>(
                 let w0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w));
                 let w1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(w));
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let word = unsafe { *a.add(r * lda + t) } as i32;
+                    let word = unsafe { *a[r].add(t) } as i32;
                     let x = _mm256_cvtepu8_epi16(_mm_set1_epi32(word));
                     acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(x, w0));
                     acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(x, w1));

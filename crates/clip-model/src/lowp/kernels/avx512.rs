@@ -54,17 +54,16 @@ pub unsafe fn quantize(x: &[f32], inv: f32, zero: f32, out: &mut [u32]) {
     }
 }
 
-/// `pub unsafe fn $name<R, V>(a, lda, b, steps, len, first, out)`: an `R×V` tile over `len`
-/// steps (`a`: R rows, `lda` words apart; `b`: V panels `steps × 16` words apart, both
-/// pointing at the span's first step) whose accumulators start at `$zero` (`first`) or at
+/// `pub unsafe fn $name<R, V>(a, b, steps, len, first, out)`: an `R×V` tile over `len`
+/// steps (`a`: one pointer per row; `b`: V panels `steps × 16` words apart; all pointing at
+/// the span's first step) whose accumulators start at `$zero` (`first`) or at
 /// what `out` holds, and take one step `$step(acc, x, w)` per packed word, `x` the row's
 /// word broadcast to 16 lanes.
 macro_rules! tile_kernel {
     ($name:ident, $features:literal, $elem:ty, $zero:expr, $step:expr) => {
         #[target_feature(enable = $features)]
         pub unsafe fn $name<const R: usize, const V: usize>(
-            a: *const u32,
-            lda: usize,
+            a: [*const u32; R],
             b: *const u32,
             steps: usize,
             len: usize,
@@ -89,7 +88,7 @@ macro_rules! tile_kernel {
                     *w = unsafe { _mm512_loadu_si512(b.add((v * steps + t) * LANES).cast()) };
                 }
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let x = _mm512_set1_epi32(unsafe { *a.add(r * lda + t) } as i32);
+                    let x = _mm512_set1_epi32(unsafe { *a[r].add(t) } as i32);
                     for v in 0..V {
                         acc[v] = $step(acc[v], x, w[v]);
                     }
