@@ -463,24 +463,20 @@ impl PackedLinear {
                 // the first pass over the steps overwrites the rows and panels that later passes
                 // and `finish` read
                 let mut tiles: Vec<Tile> = (0..tiles_here).map(|_| Tile::default()).collect();
+                let mut runs = Vec::new();
                 for k0 in (0..steps).step_by(KC) {
                     let end = (k0 + KC).min(steps);
+                    rows.runs(k0, end, &mut runs);
+                    let span = Span {
+                        k0,
+                        len: end - k0,
+                        first: k0 == 0,
+                    };
                     for (ti, tile) in tiles.iter_mut().enumerate() {
                         let r0 = r_start + ti * MR;
                         let count = (r_end - r0).min(MR);
-                        // one kernel call per stretch of steps that lie together in every row
-                        let mut t = k0;
-                        while t < end {
-                            let stop = rows.run_end(t).min(end);
-                            let span = Span {
-                                k0: t,
-                                len: stop - t,
-                                first: t == 0,
-                            };
-                            let at = |r: usize| rows.at(r0 + r, t);
-                            self.tile(a, &at, count, c0 / LANES, panels, span, fast, tile);
-                            t = stop;
-                        }
+                        let base = |r: usize| rows.base(r0 + r);
+                        self.tile(a, &base, &runs, count, c0 / LANES, panels, span, fast, tile);
                     }
                 }
                 let cols = (n - c0).min(panels * LANES);
@@ -500,13 +496,15 @@ impl PackedLinear {
             });
     }
 
-    /// One micro-tile: `rows` rows of packed activations (row `r`'s words for the span start at
-    /// `a[at(r)]`) × `panels` panels from `p0`, over the steps of `span`.
+    /// One micro-tile: `rows` rows of packed activations (row `r`'s words for the span are the
+    /// `runs` from `a[base(r)]`, see [`kernels::kernel`]) × `panels` panels from `p0`, over the
+    /// steps of `span`.
     #[allow(clippy::too_many_arguments)]
     fn tile(
         &self,
         a: &[u32],
-        at: &dyn Fn(usize) -> usize,
+        base: &dyn Fn(usize) -> usize,
+        runs: &[(usize, usize)],
         rows: usize,
         p0: usize,
         panels: usize,
@@ -520,7 +518,17 @@ impl PackedLinear {
         let b = &w[p0 * steps * LANES..(p0 + panels) * steps * LANES];
         macro_rules! go {
             ($r:literal, $v:literal) => {
-                kernel::<$r, $v>(a, std::array::from_fn(at), b, steps, span, kind, fast, tile)
+                kernel::<$r, $v>(
+                    a,
+                    std::array::from_fn(base),
+                    runs,
+                    b,
+                    steps,
+                    span,
+                    kind,
+                    fast,
+                    tile,
+                )
             };
         }
         macro_rules! by_panels {
@@ -590,24 +598,34 @@ enum Rows<'a> {
 }
 
 impl Rows<'_> {
-    /// The word of row `r` at step `t`.
-    fn at(&self, r: usize, t: usize) -> usize {
+    /// Where row `r`'s words are counted from.
+    fn base(&self, r: usize) -> usize {
         match *self {
-            Rows::Dense { ld } => r * ld + t,
-            Rows::Taps {
-                pixel,
-                taps,
-                per_tap,
-                unit,
-            } => (pixel[r] + taps[t / per_tap]) / unit + t % per_tap,
+            Rows::Dense { ld } => r * ld,
+            Rows::Taps { pixel, unit, .. } => pixel[r] / unit,
         }
     }
 
-    /// The end of the run of steps from `t` that lie together in every row.
-    fn run_end(&self, t: usize) -> usize {
+    /// Steps `k0 .. end` as runs `(offset from a row's base, steps)` that lie together in every
+    /// row, into `out`.
+    fn runs(&self, k0: usize, end: usize, out: &mut Vec<(usize, usize)>) {
+        out.clear();
         match *self {
-            Rows::Dense { .. } => usize::MAX,
-            Rows::Taps { per_tap, .. } => (t / per_tap + 1) * per_tap,
+            Rows::Dense { .. } => out.push((k0, end - k0)),
+            Rows::Taps {
+                taps,
+                per_tap,
+                unit,
+                ..
+            } => {
+                let mut t = k0;
+                while t < end {
+                    let (tap, within) = (t / per_tap, t % per_tap);
+                    let len = (per_tap - within).min(end - t);
+                    out.push((taps[tap] / unit + within, len));
+                    t += len;
+                }
+            }
         }
     }
 }

@@ -239,15 +239,17 @@ impl Span {
     }
 }
 
-/// `R` rows × `V` panels of `Σ_t a[r][t] · b[p][t]` over the steps of `span` into `tile` (row
-/// `r`'s words for the span's steps start at `a[rows[r]]`, so that rows need not be evenly
-/// spaced, nor even apart: a convolution's rows are pixels of one padded image; each of `b`'s
-/// panels holds `steps` steps), by the vector kernel when `fast` (the caller checked the CPU
-/// with [`fast_kernels`]) or the portable one.
+/// `R` rows × `V` panels of `Σ_t a[r][t] · b[p][t]` over the steps of `span` into `tile`, by the
+/// vector kernel when `fast` (the caller checked the CPU with [`fast_kernels`]) or the portable
+/// one. Row `r`'s words for the span lie in `runs`: run `(offset, len)` is `len` words from
+/// `a[rows[r] + offset]`, the runs in turn covering the span's steps (one run for a matrix; a
+/// convolution's rows are pixels of one padded image, a run per tap, so that rows need not be
+/// evenly spaced, nor their steps together). Each of `b`'s panels holds `steps` steps.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn kernel<const R: usize, const V: usize>(
     a: &[u32],
     rows: [usize; R],
+    runs: &[(usize, usize)],
     b: &[u32],
     steps: usize,
     span: Span,
@@ -259,12 +261,19 @@ pub(super) fn kernel<const R: usize, const V: usize>(
     const { assert!(R >= 1 && R <= MR && V >= 1 && V <= NV) };
     // sizes checked without wrapping
     let panels = V.checked_mul(steps).and_then(|v| v.checked_mul(LANES));
+    let far = rows.iter().max().copied().unwrap_or(0);
+    let fits = runs.iter().all(|&(offset, len)| {
+        far.checked_add(offset)
+            .and_then(|v| v.checked_add(len))
+            .is_some_and(|end| end <= a.len())
+    });
     assert!(
-        rows.iter()
-            .all(|r| r.checked_add(span.len).is_some_and(|end| end <= a.len()))
-            && panels.is_some_and(|len| b.len() >= len),
-        "{R} rows of {} steps at {rows:?}, or {V} panels of {steps} steps, do not fit the slices",
-        span.len
+        fits && runs.iter().map(|r| r.1).sum::<usize>() == span.len,
+        "runs {runs:?} of rows at {rows:?} do not fit the input or the span {span:?}"
+    );
+    assert!(
+        panels.is_some_and(|len| b.len() >= len),
+        "{V} panels of {steps} steps do not fit the weights"
     );
     assert!(
         span.k0
@@ -275,43 +284,43 @@ pub(super) fn kernel<const R: usize, const V: usize>(
     #[cfg(target_arch = "x86_64")]
     if let Some(isa) = isa(kind).filter(|_| fast) {
         // SAFETY: `isa` names a kernel whose instructions this CPU has (detected at run time);
-        // each row holds the span's `len` words from its offset, the panels `steps` words each
-        // with the span inside them, and R ≤ MR, V ≤ NV (all asserted above).
+        // each row's runs lie inside `a`, the panels hold `steps` words each with the span (the
+        // runs' steps) inside them, and R ≤ MR, V ≤ NV (all asserted above).
         unsafe {
             let a = rows.map(|r| a.as_ptr().add(r));
             let b = b.as_ptr().add(span.k0 * LANES);
-            let (len, first) = (span.len, span.first);
+            let (f, i, first) = (&mut tile.f, &mut tile.i, span.first);
             let wide = isa == Isa::Avx512;
             match kind {
-                Precision::F32 if wide => {
-                    avx512::fp32::<R, V>(a, b, steps, len, first, &mut tile.f)
-                }
-                Precision::F32 => avx2::fp32::<R, V>(a, b, steps, len, first, &mut tile.f),
-                Precision::Bf16 if wide => {
-                    avx512::bf16::<R, V>(a, b, steps, len, first, &mut tile.f)
-                }
-                Precision::Bf16 => avx2::bf16::<R, V>(a, b, steps, len, first, &mut tile.f),
-                Precision::Int8 if wide => {
-                    avx512::int8::<R, V>(a, b, steps, len, first, &mut tile.i)
-                }
-                Precision::Int8 => avx2::int8::<R, V>(a, b, steps, len, first, &mut tile.i),
+                Precision::F32 if wide => avx512::fp32::<R, V>(a, runs, b, steps, first, f),
+                Precision::F32 => avx2::fp32::<R, V>(a, runs, b, steps, first, f),
+                Precision::Bf16 if wide => avx512::bf16::<R, V>(a, runs, b, steps, first, f),
+                Precision::Bf16 => avx2::bf16::<R, V>(a, runs, b, steps, first, f),
+                Precision::Int8 if wide => avx512::int8::<R, V>(a, runs, b, steps, first, i),
+                Precision::Int8 => avx2::int8::<R, V>(a, runs, b, steps, first, i),
             }
         }
         return;
     }
     let _ = fast;
     match kind {
-        Precision::F32 => portable::<_, R, V>(a, rows, b, steps, span, &mut tile.f, f32_fma),
-        Precision::Bf16 => portable::<_, R, V>(a, rows, b, steps, span, &mut tile.f, bf16_pair),
-        Precision::Int8 => portable::<_, R, V>(a, rows, b, steps, span, &mut tile.i, u8_i8_quad),
+        Precision::F32 => portable::<_, R, V>(a, rows, runs, b, steps, span, &mut tile.f, f32_fma),
+        Precision::Bf16 => {
+            portable::<_, R, V>(a, rows, runs, b, steps, span, &mut tile.f, bf16_pair)
+        }
+        Precision::Int8 => {
+            portable::<_, R, V>(a, rows, runs, b, steps, span, &mut tile.i, u8_i8_quad)
+        }
     }
 }
 
 /// The portable tile: `out[r][lane] (+)= Σ_t mac(·, a[r][t], b[v][t][lane])` over the span, with
 /// the per-instruction arithmetic `mac` of [`f32_fma`], [`bf16_pair`] or [`u8_i8_quad`].
+#[allow(clippy::too_many_arguments)]
 fn portable<T: Copy + Default, const R: usize, const V: usize>(
     a: &[u32],
     rows: [usize; R],
+    runs: &[(usize, usize)],
     b: &[u32],
     steps: usize,
     span: Span,
@@ -324,7 +333,10 @@ fn portable<T: Copy + Default, const R: usize, const V: usize>(
         } else {
             *out
         };
-        for (i, &x) in a[rows[r]..rows[r] + span.len].iter().enumerate() {
+        let words = runs
+            .iter()
+            .flat_map(|&(offset, len)| &a[rows[r] + offset..][..len]);
+        for (i, &x) in words.enumerate() {
             for v in 0..V {
                 let panel = &b[(v * steps + span.k0 + i) * LANES..][..LANES];
                 for (l, &w) in panel.iter().enumerate() {

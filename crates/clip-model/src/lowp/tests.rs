@@ -218,15 +218,46 @@ fn fast_and_portable_kernels_agree() {
             let rows = m.min(MR);
             let (mut fast, mut slow) = (Tile::default(), Tile::default());
             let all = Span::all(steps);
-            packed.tile(&a, &|r| r * steps, rows, 0, panels, all, true, &mut fast);
-            packed.tile(&a, &|r| r * steps, rows, 0, panels, all, false, &mut slow);
+            let whole = [(0, steps)];
+            packed.tile(
+                &a,
+                &|r| r * steps,
+                &whole,
+                rows,
+                0,
+                panels,
+                all,
+                true,
+                &mut fast,
+            );
+            packed.tile(
+                &a,
+                &|r| r * steps,
+                &whole,
+                rows,
+                0,
+                panels,
+                all,
+                false,
+                &mut slow,
+            );
             // the steps in two passes, the partial sums kept in the tile: the same bits
             let half = steps / 2;
             let mut split = Tile::default();
             for (k0, len, first) in [(0, half, true), (half, steps - half, false)] {
                 let span = Span { k0, len, first };
-                let at = |r: usize| r * steps + k0;
-                packed.tile(&a, &at, rows, 0, panels, span, true, &mut split);
+                let run = [(k0, len)];
+                packed.tile(
+                    &a,
+                    &|r| r * steps,
+                    &run,
+                    rows,
+                    0,
+                    panels,
+                    span,
+                    true,
+                    &mut split,
+                );
             }
             for r in 0..rows {
                 assert_eq!(split.i[r], fast.i[r], "{p} int sums in two passes, row {r}");

@@ -13,9 +13,9 @@ use std::arch::x86_64::*;
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn fp32<const R: usize, const V: usize>(
     a: [*const u32; R],
+    runs: &[(usize, usize)],
     b: *const u32,
     steps: usize,
-    len: usize,
     first: bool,
     out: &mut [[f32; NV * LANES]; MR],
 ) {
@@ -30,19 +30,23 @@ pub unsafe fn fp32<const R: usize, const V: usize>(
             }
         }
         // SAFETY (all reads): inside the V panels and R rows the caller sized.
-        let panel = unsafe { b.add(v * steps * LANES).cast::<f32>() };
-        for t in 0..len {
-            let (w0, w1) = unsafe {
-                (
-                    _mm256_loadu_ps(panel.add(t * LANES)),
-                    _mm256_loadu_ps(panel.add(t * LANES + 8)),
-                )
-            };
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let x = _mm256_set1_ps(f32::from_bits(unsafe { *a[r].add(t) }));
-                acc[0] = _mm256_fmadd_ps(x, w0, acc[0]);
-                acc[1] = _mm256_fmadd_ps(x, w1, acc[1]);
+        let mut panel = unsafe { b.add(v * steps * LANES).cast::<f32>() };
+        for &(offset, len) in runs {
+            let a = a.map(|p| unsafe { p.add(offset) });
+            for t in 0..len {
+                let (w0, w1) = unsafe {
+                    (
+                        _mm256_loadu_ps(panel.add(t * LANES)),
+                        _mm256_loadu_ps(panel.add(t * LANES + 8)),
+                    )
+                };
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm256_set1_ps(f32::from_bits(unsafe { *a[r].add(t) }));
+                    acc[0] = _mm256_fmadd_ps(x, w0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(x, w1, acc[1]);
+                }
             }
+            panel = unsafe { panel.add(len * LANES) };
         }
         for (r, acc) in acc.iter().enumerate() {
             for (h, acc) in acc.iter().enumerate() {
@@ -61,9 +65,9 @@ pub unsafe fn fp32<const R: usize, const V: usize>(
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn bf16<const R: usize, const V: usize>(
     a: [*const u32; R],
+    runs: &[(usize, usize)],
     b: *const u32,
     steps: usize,
-    len: usize,
     first: bool,
     out: &mut [[f32; NV * LANES]; MR],
 ) {
@@ -79,17 +83,21 @@ pub unsafe fn bf16<const R: usize, const V: usize>(
                 }
             }
             // SAFETY (all reads): inside the V panels and R rows the caller sized.
-            let panel = unsafe { b.add(v * steps * LANES + 8 * h) };
-            for t in 0..len {
-                let w = unsafe { _mm256_loadu_si256(panel.add(t * LANES).cast()) };
-                let wh = _mm256_castsi256_ps(_mm256_and_si256(w, high));
-                let wl = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(w));
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let x = _mm256_set1_epi32(unsafe { *a[r].add(t) } as i32);
-                    let xh = _mm256_castsi256_ps(_mm256_and_si256(x, high));
-                    let xl = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(x));
-                    *acc = _mm256_fmadd_ps(xl, wl, _mm256_fmadd_ps(xh, wh, *acc));
+            let mut panel = unsafe { b.add(v * steps * LANES + 8 * h) };
+            for &(offset, len) in runs {
+                let a = a.map(|p| unsafe { p.add(offset) });
+                for t in 0..len {
+                    let w = unsafe { _mm256_loadu_si256(panel.add(t * LANES).cast()) };
+                    let wh = _mm256_castsi256_ps(_mm256_and_si256(w, high));
+                    let wl = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(w));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let x = _mm256_set1_epi32(unsafe { *a[r].add(t) } as i32);
+                        let xh = _mm256_castsi256_ps(_mm256_and_si256(x, high));
+                        let xl = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(x));
+                        *acc = _mm256_fmadd_ps(xl, wl, _mm256_fmadd_ps(xh, wh, *acc));
+                    }
                 }
+                panel = unsafe { panel.add(len * LANES) };
             }
             for (r, acc) in acc.iter().enumerate() {
                 // SAFETY: 8 lanes at col < 64 of row r < MR.
@@ -107,9 +115,9 @@ pub unsafe fn bf16<const R: usize, const V: usize>(
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn int8<const R: usize, const V: usize>(
     a: [*const u32; R],
+    runs: &[(usize, usize)],
     b: *const u32,
     steps: usize,
-    len: usize,
     first: bool,
     out: &mut [[i32; NV * LANES]; MR],
 ) {
@@ -132,17 +140,21 @@ pub unsafe fn int8<const R: usize, const V: usize>(
                 }
             }
             // SAFETY (all reads): inside the V panels and R rows the caller sized.
-            let panel = unsafe { b.add(v * steps * LANES + 8 * h) };
-            for t in 0..len {
-                let w = unsafe { _mm256_loadu_si256(panel.add(t * LANES).cast()) };
-                let w0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w));
-                let w1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(w));
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let word = unsafe { *a[r].add(t) } as i32;
-                    let x = _mm256_cvtepu8_epi16(_mm_set1_epi32(word));
-                    acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(x, w0));
-                    acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(x, w1));
+            let mut panel = unsafe { b.add(v * steps * LANES + 8 * h) };
+            for &(offset, len) in runs {
+                let a = a.map(|p| unsafe { p.add(offset) });
+                for t in 0..len {
+                    let w = unsafe { _mm256_loadu_si256(panel.add(t * LANES).cast()) };
+                    let w0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w));
+                    let w1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(w));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let word = unsafe { *a[r].add(t) } as i32;
+                        let x = _mm256_cvtepu8_epi16(_mm_set1_epi32(word));
+                        acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(x, w0));
+                        acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(x, w1));
+                    }
                 }
+                panel = unsafe { panel.add(len * LANES) };
             }
             for (r, acc) in acc.iter().enumerate() {
                 // [c0 c1 c4 c5 | c2 c3 c6 c7] → columns in order

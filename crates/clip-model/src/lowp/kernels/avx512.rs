@@ -54,19 +54,20 @@ pub unsafe fn quantize(x: &[f32], inv: f32, zero: f32, out: &mut [u32]) {
     }
 }
 
-/// `pub unsafe fn $name<R, V>(a, b, steps, len, first, out)`: an `R×V` tile over `len`
-/// steps (`a`: one pointer per row; `b`: V panels `steps × 16` words apart; all pointing at
-/// the span's first step) whose accumulators start at `$zero` (`first`) or at
-/// what `out` holds, and take one step `$step(acc, x, w)` per packed word, `x` the row's
+/// `pub unsafe fn $name<R, V>(a, runs, b, steps, first, out)`: an `R×V` tile over the steps
+/// of `runs` (`a`: one pointer per row; each run `(offset, len)` takes `len` steps from
+/// `offset` words past every row's pointer, the runs in turn; `b`: V panels `steps × 16` words
+/// apart, pointing at the first run's first step, read on through the runs) whose accumulators
+/// stay in registers across the runs, start at `$zero` (`first`) or at what `out` holds, and take one step `$step(acc, x, w)` per packed word, `x` the row's
 /// word broadcast to 16 lanes.
 macro_rules! tile_kernel {
     ($name:ident, $features:literal, $elem:ty, $zero:expr, $step:expr) => {
         #[target_feature(enable = $features)]
         pub unsafe fn $name<const R: usize, const V: usize>(
             a: [*const u32; R],
+            runs: &[(usize, usize)],
             b: *const u32,
             steps: usize,
-            len: usize,
             first: bool,
             out: &mut [[$elem; NV * LANES]; MR],
         ) {
@@ -81,18 +82,23 @@ macro_rules! tile_kernel {
                     }
                 }
             }
-            for t in 0..len {
-                let mut w = [_mm512_setzero_si512(); V];
-                for (v, w) in w.iter_mut().enumerate() {
-                    // SAFETY (all reads): inside the V panels and R rows the caller sized.
-                    *w = unsafe { _mm512_loadu_si512(b.add((v * steps + t) * LANES).cast()) };
-                }
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let x = _mm512_set1_epi32(unsafe { *a[r].add(t) } as i32);
-                    for v in 0..V {
-                        acc[v] = $step(acc[v], x, w[v]);
+            let mut b = b;
+            for &(offset, len) in runs {
+                // SAFETY (all reads): inside the V panels and the rows' runs the caller sized.
+                let a = a.map(|p| unsafe { p.add(offset) });
+                for t in 0..len {
+                    let mut w = [_mm512_setzero_si512(); V];
+                    for (v, w) in w.iter_mut().enumerate() {
+                        *w = unsafe { _mm512_loadu_si512(b.add((v * steps + t) * LANES).cast()) };
+                    }
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let x = _mm512_set1_epi32(unsafe { *a[r].add(t) } as i32);
+                        for v in 0..V {
+                            acc[v] = $step(acc[v], x, w[v]);
+                        }
                     }
                 }
+                b = unsafe { b.add(len * LANES) };
             }
             for r in 0..R {
                 for v in 0..V {
