@@ -219,45 +219,17 @@ fn fast_and_portable_kernels_agree() {
             let (mut fast, mut slow) = (Tile::default(), Tile::default());
             let all = Span::all(steps);
             let whole = [(0, steps)];
-            packed.tile(
-                &a,
-                &|r| r * steps,
-                &whole,
-                rows,
-                0,
-                panels,
-                all,
-                true,
-                &mut fast,
-            );
-            packed.tile(
-                &a,
-                &|r| r * steps,
-                &whole,
-                rows,
-                0,
-                panels,
-                all,
-                false,
-                &mut slow,
-            );
+            // row r's words start at r·steps; the runs say which of them a pass reads
+            let tile = |runs: &[(usize, usize)], span: Span, fast: bool, out: &mut Tile| {
+                packed.tile(&a, &|r| r * steps, runs, rows, 0, panels, span, fast, out)
+            };
+            tile(&whole, all, true, &mut fast);
+            tile(&whole, all, false, &mut slow);
             // the steps in two passes, the partial sums kept in the tile: the same bits
             let half = steps / 2;
             let mut split = Tile::default();
             for (k0, len, first) in [(0, half, true), (half, steps - half, false)] {
-                let span = Span { k0, len, first };
-                let run = [(k0, len)];
-                packed.tile(
-                    &a,
-                    &|r| r * steps,
-                    &run,
-                    rows,
-                    0,
-                    panels,
-                    span,
-                    true,
-                    &mut split,
-                );
+                tile(&[(k0, len)], Span { k0, len, first }, true, &mut split);
             }
             for r in 0..rows {
                 assert_eq!(split.i[r], fast.i[r], "{p} int sums in two passes, row {r}");
