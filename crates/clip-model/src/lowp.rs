@@ -463,6 +463,10 @@ impl PackedLinear {
                 // the first pass over the steps overwrites the rows and panels that later passes
                 // and `finish` read
                 let mut tiles: Vec<Tile> = (0..tiles_here).map(|_| Tile::default()).collect();
+                // tiles the kernel finished into `dst` itself
+                let mut written = vec![false; tiles_here];
+                let cols = (n - c0).min(panels * LANES);
+                let bias = then.bias.then(|| self.bias[c0..].as_ptr());
                 let mut runs = Vec::new();
                 for k0 in (0..steps).step_by(KC) {
                     let end = (k0 + KC).min(steps);
@@ -476,11 +480,23 @@ impl PackedLinear {
                         let r0 = r_start + ti * MR;
                         let count = (r_end - r0).min(MR);
                         let base = |r: usize| rows.base(r0 + r);
-                        self.tile(a, &base, &runs, count, c0 / LANES, panels, span, fast, tile);
+                        // the output rows, for the last pass: as for `finish` below, row
+                        // r0 + r < m of this task's rectangle, `cols` values from c0
+                        let row = |r: usize| out.get().wrapping_add((r0 + r) * n + c0);
+                        let direct = (end == steps).then_some(DirectTo {
+                            row: &row,
+                            cols,
+                            bias,
+                            then,
+                        });
+                        let tiling = (count, c0 / LANES, panels);
+                        written[ti] = self.tile(a, &base, &runs, tiling, span, fast, tile, direct);
                     }
                 }
-                let cols = (n - c0).min(panels * LANES);
                 for (ti, tile) in tiles.iter().enumerate() {
+                    if written[ti] {
+                        continue;
+                    }
                     let r0 = r_start + ti * MR;
                     for r in 0..(r_end - r0).min(MR) {
                         // SAFETY: tasks cover disjoint (row block × column block) rectangles of
@@ -499,19 +515,19 @@ impl PackedLinear {
     /// One micro-tile: `rows` rows of packed activations (row `r`'s words for the span are the
     /// `runs` from `a[base(r)]`, see [`kernels::kernel`]) × `panels` panels from `p0`, over the
     /// steps of `span`.
+    /// With `direct` the kernel may finish the tile into the output itself (then true).
     #[allow(clippy::too_many_arguments)]
     fn tile(
         &self,
         a: &[u32],
         base: &dyn Fn(usize) -> usize,
         runs: &[(usize, usize)],
-        rows: usize,
-        p0: usize,
-        panels: usize,
+        (rows, p0, panels): (usize, usize, usize),
         span: Span,
         fast: bool,
         tile: &mut Tile,
-    ) {
+        direct: Option<DirectTo>,
+    ) -> bool {
         let steps = self.steps();
         let (Weights::F32(w) | Weights::Bf16(w) | Weights::Int8 { q: w, .. }) = &self.w;
         let kind = self.precision();
@@ -528,6 +544,15 @@ impl PackedLinear {
                     kind,
                     fast,
                     tile,
+                    direct
+                        .map(|d| kernels::Direct::<$r> {
+                            rows: std::array::from_fn(d.row),
+                            cols: d.cols,
+                            bias: d.bias,
+                            accumulate: d.then.accumulate,
+                            relu: d.then.relu,
+                        })
+                        .as_ref(),
                 )
             };
         }
@@ -628,6 +653,15 @@ impl Rows<'_> {
             }
         }
     }
+}
+
+/// Where a tile's last pass may write its rows (see [`kernels::Direct`]).
+#[derive(Clone, Copy)]
+struct DirectTo<'a> {
+    row: &'a dyn Fn(usize) -> *mut f32,
+    cols: usize,
+    bias: Option<*const f32>,
+    then: Epilogue,
 }
 
 /// f32 values as the words the kernels read.

@@ -218,6 +218,18 @@ pub fn fast_kernels(precision: Precision) -> bool {
     isa(precision).is_some()
 }
 
+/// The output rows a finished tile goes to straight from the registers (f32 sums on AVX-512):
+/// `rows[r][..cols] = [relu]([rows[r] +] sums [+ bias])`. Whoever builds one vouches that each
+/// row pointer and `bias` (when given) hold `cols` values that nothing else reads or writes
+/// during the call.
+pub(super) struct Direct<const R: usize> {
+    pub rows: [*mut f32; R],
+    pub cols: usize,
+    pub bias: Option<*const f32>,
+    pub accumulate: bool,
+    pub relu: bool,
+}
+
 /// The steps `k0 .. k0 + len` of a product; `first`: the tile starts from zero, else from the
 /// sums it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,7 +256,9 @@ impl Span {
 /// one. Row `r`'s words for the span lie in `runs`: run `(offset, len)` is `len` words from
 /// `a[rows[r] + offset]`, the runs in turn covering the span's steps (one run for a matrix; a
 /// convolution's rows are pixels of one padded image, a run per tap, so that rows need not be
-/// evenly spaced, nor their steps together). Each of `b`'s panels holds `steps` steps.
+/// evenly spaced, nor their steps together). Each of `b`'s panels holds `steps` steps. With
+/// `direct`, the AVX-512 f32 and bf16 kernels finish the tile into its output rows and return
+/// true (no pass over a stored tile); the others fill `tile` and return false.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn kernel<const R: usize, const V: usize>(
     a: &[u32],
@@ -256,7 +270,8 @@ pub(super) fn kernel<const R: usize, const V: usize>(
     kind: Precision,
     fast: bool,
     tile: &mut Tile,
-) {
+    direct: Option<&Direct<R>>,
+) -> bool {
     // the tile holds MR rows of NV panels: the vector kernels index it without checks
     const { assert!(R >= 1 && R <= MR && V >= 1 && V <= NV) };
     // sizes checked without wrapping
@@ -285,24 +300,37 @@ pub(super) fn kernel<const R: usize, const V: usize>(
     if let Some(isa) = isa(kind).filter(|_| fast) {
         // SAFETY: `isa` names a kernel whose instructions this CPU has (detected at run time);
         // each row's runs lie inside `a`, the panels hold `steps` words each with the span (the
-        // runs' steps) inside them, and R ≤ MR, V ≤ NV (all asserted above).
-        unsafe {
+        // runs' steps) inside them, and R ≤ MR, V ≤ NV (all asserted above); `direct`'s rows
+        // are its builder's promise.
+        return unsafe {
             let a = rows.map(|r| a.as_ptr().add(r));
             let b = b.as_ptr().add(span.k0 * LANES);
             let (f, i, first) = (&mut tile.f, &mut tile.i, span.first);
             let wide = isa == Isa::Avx512;
             match kind {
-                Precision::F32 if wide => avx512::fp32::<R, V>(a, runs, b, steps, first, f),
-                Precision::F32 => avx2::fp32::<R, V>(a, runs, b, steps, first, f),
-                Precision::Bf16 if wide => avx512::bf16::<R, V>(a, runs, b, steps, first, f),
-                Precision::Bf16 => avx2::bf16::<R, V>(a, runs, b, steps, first, f),
-                Precision::Int8 if wide => avx512::int8::<R, V>(a, runs, b, steps, first, i),
-                Precision::Int8 => avx2::int8::<R, V>(a, runs, b, steps, first, i),
+                Precision::F32 if wide => avx512::fp32::<R, V>(a, runs, b, steps, first, f, direct),
+                Precision::Bf16 if wide => {
+                    avx512::bf16::<R, V>(a, runs, b, steps, first, f, direct)
+                }
+                Precision::Int8 if wide => {
+                    avx512::int8::<R, V>(a, runs, b, steps, first, i, direct)
+                }
+                Precision::F32 => {
+                    avx2::fp32::<R, V>(a, runs, b, steps, first, f);
+                    false
+                }
+                Precision::Bf16 => {
+                    avx2::bf16::<R, V>(a, runs, b, steps, first, f);
+                    false
+                }
+                Precision::Int8 => {
+                    avx2::int8::<R, V>(a, runs, b, steps, first, i);
+                    false
+                }
             }
-        }
-        return;
+        };
     }
-    let _ = fast;
+    let _ = (fast, direct);
     match kind {
         Precision::F32 => portable::<_, R, V>(a, rows, runs, b, steps, span, &mut tile.f, f32_fma),
         Precision::Bf16 => {
@@ -312,6 +340,7 @@ pub(super) fn kernel<const R: usize, const V: usize>(
             portable::<_, R, V>(a, rows, runs, b, steps, span, &mut tile.i, u8_i8_quad)
         }
     }
+    false
 }
 
 /// The portable tile: `out[r][lane] (+)= Σ_t mac(·, a[r][t], b[v][t][lane])` over the span, with

@@ -220,8 +220,9 @@ fn fast_and_portable_kernels_agree() {
             let all = Span::all(steps);
             let whole = [(0, steps)];
             // row r's words start at r·steps; the runs say which of them a pass reads
+            let tiling = (rows, 0, panels);
             let tile = |runs: &[(usize, usize)], span: Span, fast: bool, out: &mut Tile| {
-                packed.tile(&a, &|r| r * steps, runs, rows, 0, panels, span, fast, out)
+                packed.tile(&a, &|r| r * steps, runs, tiling, span, fast, out, None)
             };
             tile(&whole, all, true, &mut fast);
             tile(&whole, all, false, &mut slow);
@@ -230,6 +231,46 @@ fn fast_and_portable_kernels_agree() {
             let mut split = Tile::default();
             for (k0, len, first) in [(0, half, true), (half, steps - half, false)] {
                 tile(&[(k0, len)], Span { k0, len, first }, true, &mut split);
+            }
+            // a tile finished straight into its output rows: the bits `finish` writes from the
+            // stored tile (bias, accumulation and ReLU in the same order), with and without bias
+            let cols = n.min(panels * LANES);
+            for bias in [true, false] {
+                let then = Epilogue {
+                    accumulate: true,
+                    bias,
+                    relu: true,
+                };
+                let start = data(rows * cols, 12);
+                let (mut direct_out, mut stored_out) = (start.clone(), start);
+                let ptr = direct_out.as_mut_ptr();
+                let row = |r: usize| ptr.wrapping_add(r * cols);
+                let to = DirectTo {
+                    row: &row,
+                    cols,
+                    bias: bias.then_some(packed.bias.as_ptr()),
+                    then,
+                };
+                let base = |r: usize| r * steps;
+                let mut scratch = Tile::default();
+                let wrote =
+                    packed.tile(&a, &base, &whole, tiling, all, true, &mut scratch, Some(to));
+                for (r, out) in stored_out.chunks_mut(cols).enumerate() {
+                    packed.finish(&fast, r, 0, (1.0, 0), out, then);
+                }
+                let by_registers = isa(p) == Some(Isa::Avx512) && p != Precision::Int8;
+                assert_eq!(
+                    wrote, by_registers,
+                    "{p}: which kernels finish tiles themselves"
+                );
+                if wrote {
+                    let pairs = || direct_out.iter().zip(&stored_out);
+                    assert!(
+                        pairs().all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{p}: direct and stored finishes differ"
+                    );
+                    assert!(pairs().any(|(a, _)| *a == 0.0) && pairs().any(|(a, _)| *a > 0.0));
+                }
             }
             for r in 0..rows {
                 assert_eq!(split.i[r], fast.i[r], "{p} int sums in two passes, row {r}");

@@ -1,7 +1,7 @@
 //! The AVX-512 code of [`super`]: the quantizer's range and rounding, 16 values at a time, and the
 //! 6-row × 64-column tiles of f32 (`vfmadd231ps`), bf16 (`vdpbf16ps`) and int8 (`vpdpbusd`).
 
-use super::{LANES, MR, NV};
+use super::{Direct, LANES, MR, NV};
 use std::arch::x86_64::*;
 
 /// [`super::range`] 16 values at a time.
@@ -54,12 +54,14 @@ pub unsafe fn quantize(x: &[f32], inv: f32, zero: f32, out: &mut [u32]) {
     }
 }
 
-/// `pub unsafe fn $name<R, V>(a, runs, b, steps, first, out)`: an `R×V` tile over the steps
-/// of `runs` (`a`: one pointer per row; each run `(offset, len)` takes `len` steps from
-/// `offset` words past every row's pointer, the runs in turn; `b`: V panels `steps × 16` words
-/// apart, pointing at the first run's first step, read on through the runs) whose accumulators
-/// stay in registers across the runs, start at `$zero` (`first`) or at what `out` holds, and take one step `$step(acc, x, w)` per packed word, `x` the row's
-/// word broadcast to 16 lanes.
+/// `pub unsafe fn $name<R, V>(a, runs, b, steps, first, out, direct) -> bool`: an `R×V` tile
+/// over the steps of `runs` (`a`: one pointer per row; each run `(offset, len)` takes `len`
+/// steps from `offset` words past every row's pointer, the runs in turn; `b`: V panels
+/// `steps × 16` words apart, pointing at the first run's first step, read on through the runs)
+/// whose accumulators stay in registers across the runs, start at `$zero` (`first`) or at what
+/// `out` holds, and take one step `$step(acc, x, w)` per packed word, `x` the row's word
+/// broadcast to 16 lanes. At the end they go to `out`, or, where `direct` is given and the
+/// accumulators are f32, are finished into the output rows it names (then true).
 macro_rules! tile_kernel {
     ($name:ident, $features:literal, $elem:ty, $zero:expr, $step:expr) => {
         #[target_feature(enable = $features)]
@@ -70,7 +72,8 @@ macro_rules! tile_kernel {
             steps: usize,
             first: bool,
             out: &mut [[$elem; NV * LANES]; MR],
-        ) {
+            direct: Option<&Direct<R>>,
+        ) -> bool {
             let mut acc = [[$zero; V]; R];
             if !first {
                 for r in 0..R {
@@ -100,6 +103,12 @@ macro_rules! tile_kernel {
                 }
                 b = unsafe { b.add(len * LANES) };
             }
+            // SAFETY: `direct`'s rows are its builder's promise (see `Direct`).
+            if let Some(d) = direct
+                && unsafe { Finish::finish(acc, d) }
+            {
+                return true;
+            }
             for r in 0..R {
                 for v in 0..V {
                     // SAFETY: 16 lanes at v·16 < 64 of row r < MR.
@@ -111,8 +120,75 @@ macro_rules! tile_kernel {
                     };
                 }
             }
+            false
         }
     };
+}
+
+/// Accumulators that can be finished into the output rows straight from the registers.
+trait Finish: Sized {
+    /// `d`'s rows `= [relu]([row +] acc [+ bias])` (the arithmetic of `super::add_row`, in its
+    /// order), or false where these accumulators need rescaling first (int8).
+    unsafe fn finish<const R: usize, const V: usize>(acc: [[Self; V]; R], d: &Direct<R>) -> bool;
+}
+
+impl Finish for __m512 {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn finish<const R: usize, const V: usize>(acc: [[Self; V]; R], d: &Direct<R>) -> bool {
+        let zero = _mm512_setzero_ps();
+        // the sum plus the bias (none: the sum as it is, −0 included), plus the row
+        let finish = |sum: __m512, bias: __m512, dst: __m512| {
+            let mut x = if d.bias.is_some() {
+                _mm512_add_ps(sum, bias)
+            } else {
+                sum
+            };
+            if d.accumulate {
+                x = _mm512_add_ps(dst, x);
+            }
+            if d.relu {
+                // below zero → 0; NaN and −0 stay (PyTorch's ReLU)
+                let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, zero);
+                x = _mm512_mask_mov_ps(x, neg, zero);
+            }
+            x
+        };
+        for (r, acc) in acc.iter().enumerate() {
+            for (v, &sum) in acc.iter().enumerate() {
+                let c = v * LANES;
+                // SAFETY (loads and stores): lanes c .. c + 16, or those of them below `cols`,
+                // lie within the `cols` values of the bias and of row r that `Direct`'s builder
+                // vouched for. Whole vectors go unmasked (masked stores are slow on AMD cores).
+                unsafe {
+                    let row = d.rows[r].add(c);
+                    if c + LANES <= d.cols {
+                        let bias = d.bias.map_or(zero, |b| _mm512_loadu_ps(b.add(c)));
+                        let dst = if d.accumulate {
+                            _mm512_loadu_ps(row)
+                        } else {
+                            zero
+                        };
+                        _mm512_storeu_ps(row, finish(sum, bias, dst));
+                    } else if c < d.cols {
+                        let mask: __mmask16 = (1u16 << (d.cols - c)) - 1;
+                        let bias = d
+                            .bias
+                            .map_or(zero, |b| _mm512_maskz_loadu_ps(mask, b.add(c)));
+                        let dst = _mm512_maskz_loadu_ps(mask, row);
+                        _mm512_mask_storeu_ps(row, mask, finish(sum, bias, dst));
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+impl Finish for __m512i {
+    unsafe fn finish<const R: usize, const V: usize>(_: [[Self; V]; R], _: &Direct<R>) -> bool {
+        false
+    }
 }
 
 tile_kernel!(fp32, "avx512f", f32, _mm512_setzero_ps(), |acc, x, w| {
