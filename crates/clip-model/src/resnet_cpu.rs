@@ -143,25 +143,14 @@ impl Act {
         let (w, h) = (self.w, self.h);
         let scale = 1.0 / (k * k) as f32;
         let mut data = scratch.take(self.n * ho * wo * c);
+        let kernel = crate::fastmath::kernel();
         data.par_chunks_mut(wo * c)
             .enumerate()
             .for_each(|(row, out)| {
-                out.fill(0.0);
                 let (b, oy) = (row / ho, row % ho);
-                for ky in 0..k {
-                    let line = &self.data[((b * h) + oy * k + ky) * w * c..][..w * c];
-                    for (ox, px) in out.chunks_mut(c).enumerate() {
-                        for kx in 0..k {
-                            let src = &line[(ox * k + kx) * c..][..c];
-                            for (o, s) in px.iter_mut().zip(src) {
-                                *o += s;
-                            }
-                        }
-                    }
-                }
-                for v in out.iter_mut() {
-                    *v *= scale;
-                }
+                // the k input rows of this output row lie one after the other
+                let src = &self.data[((b * h) + oy * k) * w * c..][..k * w * c];
+                pool_row(kernel, src, w * c, c, k, scale, out);
             });
         scratch.give(self.data);
         Act {
@@ -173,6 +162,28 @@ impl Act {
         }
     }
 }
+
+// One output row of `k×k` average pooling: `src` holds the `k` input rows (`line` values each,
+// pixels of `c` channels), `out` the pooled pixels, summed row by row then tap by tap as before;
+// compiled for the CPU's vector width (the baseline build's loop is 128-bit).
+multiversion!(
+    fn pool_row(src: &[f32], line: usize, c: usize, k: usize, scale: f32, out: &mut [f32]) {
+        out.fill(0.0);
+        for input in src.chunks_exact(line) {
+            for (ox, px) in out.chunks_exact_mut(c).enumerate() {
+                for kx in 0..k {
+                    let pixel = &input[(ox * k + kx) * c..][..c];
+                    for (o, v) in px.iter_mut().zip(pixel) {
+                        *o += v;
+                    }
+                }
+            }
+        }
+        for v in out.iter_mut() {
+            *v *= scale;
+        }
+    }
+);
 
 /// In place `max(x, 0)` (NaN stays NaN, as in PyTorch).
 fn relu(data: &mut [f32]) {
