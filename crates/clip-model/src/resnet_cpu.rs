@@ -276,8 +276,9 @@ impl ConvBn {
 
     /// `out[pixels, c_out] = [relu]([out +] conv(x) + b)` as `then` says (its `bias` is always
     /// applied); `scratch` holds the im2col tile (or the zero-bordered input), kept across
-    /// convolutions so that it is neither reallocated nor zeroed for each. Packed weights do the bias, accumulation and ReLU as each tile is written; with
-    /// `gemm` they are passes over `out`.
+    /// convolutions so that it is neither reallocated nor zeroed for each. Packed weights do the
+    /// bias, accumulation and ReLU as each tile is written; with `gemm` they are passes over
+    /// `out`.
     fn apply(&self, x: &Act, out: &mut [f32], scratch: &mut Scratch, then: Epilogue) {
         debug_assert_eq!(x.c, self.c_in);
         let (ho, wo) = (self.out_size(x.h), self.out_size(x.w));
