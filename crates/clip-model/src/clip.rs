@@ -275,7 +275,11 @@ impl Clip {
             }
             VisualTower::ResNet(r) => {
                 let folded = FoldedResNet::new(r, precision);
-                r.attnpool.set_precision(precision);
+                if folded.pools() {
+                    r.attnpool.empty_projections();
+                } else {
+                    r.attnpool.set_precision(precision);
+                }
                 r.empty_convolutions();
                 self.folded = OnceLock::from(Some(folded));
             }

@@ -193,6 +193,20 @@ impl AttentionPool2d {
         }
     }
 
+    /// Replace the four projections' weights by empty tensors, freeing them (once
+    /// [`crate::resnet_cpu::FoldedResNet`] holds its own copies).
+    pub fn empty_projections(&mut self) {
+        for l in [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.c_proj,
+        ] {
+            let (device, n) = (l.weight.device(), l.weight.dims()[1]);
+            l.weight = Param::initialized(l.weight.id, Tensor::zeros([0, n], &device));
+        }
+    }
+
     /// Bytes held by the packed projections.
     pub fn packed_bytes(&self) -> usize {
         [&self.q_proj, &self.k_proj, &self.v_proj, &self.c_proj]

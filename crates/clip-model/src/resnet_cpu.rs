@@ -11,7 +11,8 @@
 //!
 //! Hand-written because no crate offers an inference-only CPU convolution that takes folded
 //! weights; the arithmetic is `gemm`'s (the crate burn-flex's own convolutions call). The attention
-//! pool at the end stays burn's ([`crate::resnet::AttentionPool2d`]): it is 2% of the work.
+//! pool at the end runs from its own copies of the projections, rearranged so that the grid's
+//! tokens are not projected ([`pool`]).
 //! [`crate::resnet::ModifiedResNet::forward`] stays the path for training (autodiff) and for other
 //! devices; a test holds the two to the same outputs on weights with non-trivial statistics.
 //! Where [`crate::lowp::packs`] (AVX-512 or AVX2+FMA CPUs in f32; bf16 and int8 everywhere) the
@@ -32,6 +33,8 @@ use crate::linalg::matmul_into;
 use crate::lowp::{Epilogue, PackedLinear, Precision};
 use crate::resnet::{BatchNorm2d, Conv2d, ModifiedResNet};
 use crate::source::{to_vec, transpose};
+
+mod pool;
 
 /// Values per im2col tile (32 MiB at f32): big enough that `gemm` packs each weight panel once
 /// per few thousand output pixels, small enough to stay in the last-level cache.
@@ -450,6 +453,9 @@ impl Block {
 pub struct FoldedResNet {
     stem: [ConvBn; 3],
     layers: Vec<Vec<Block>>,
+    /// the attention pool (`None` when the tower's projections were packed before folding: burn's
+    /// pool then runs them)
+    pool: Option<pool::Pool>,
     /// buffers kept between passes (a pass takes them all; one running beside it starts afresh)
     scratch: Mutex<Scratch>,
 }
@@ -463,7 +469,13 @@ impl FoldedResNet {
         let blocks = self.layers.iter().flatten().map(|b| {
             conv(&b.conv1) + conv(&b.conv2) + conv(&b.conv3) + b.downsample.as_ref().map_or(0, conv)
         });
-        self.stem.iter().map(conv).sum::<usize>() + blocks.sum::<usize>()
+        let pool = self.pool.as_ref().map_or(0, pool::Pool::bytes);
+        self.stem.iter().map(conv).sum::<usize>() + blocks.sum::<usize>() + pool
+    }
+
+    /// Whether the attention pool runs from this tower's own copies of its projections.
+    pub fn pools(&self) -> bool {
+        self.pool.is_some()
     }
 
     /// Fold `r`'s convolutions, keeping their weights in `precision`.
@@ -494,6 +506,7 @@ impl FoldedResNet {
                 ConvBn::fold(&r.conv3, &r.bn3, 1, precision),
             ],
             layers,
+            pool: pool::Pool::new(&r.attnpool, precision),
             scratch: Mutex::default(),
         }
     }
@@ -523,10 +536,21 @@ impl FoldedResNet {
                 }
             }
         }
-        let tokens =
-            Tensor::<3>::from_data(TensorData::new(x.data, [x.n, x.h * x.w, x.c]), &device);
+        let out = match &self.pool {
+            Some(pool) if pool.tokens() == x.h * x.w + 1 => {
+                let out = pool.forward(x.n, &x.data);
+                let e = out.len() / x.n.max(1);
+                scratch.give(x.data);
+                Tensor::<2>::from_data(TensorData::new(out, [x.n, e]), &device)
+            }
+            _ => {
+                let tokens = TensorData::new(x.data, [x.n, x.h * x.w, x.c]);
+                r.attnpool
+                    .forward_tokens(Tensor::<3>::from_data(tokens, &device))
+            }
+        };
         *kept() = scratch;
-        r.attnpool.forward_tokens(tokens)
+        out
     }
 }
 
@@ -570,6 +594,10 @@ mod tests {
             .unwrap()
             .map(&mut Stats(0));
         let folded = FoldedResNet::new(&r, Precision::F32);
+        assert!(
+            folded.pools(),
+            "the pool runs from the folded tower's copies"
+        );
         let n = 2 * 3 * 64 * 64;
         let x: Vec<f32> = (0..n)
             .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
