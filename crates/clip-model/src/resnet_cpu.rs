@@ -26,6 +26,7 @@
 
 use burn::prelude::*;
 use rayon::prelude::*;
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::capture::Capture;
@@ -52,6 +53,10 @@ struct Scratch {
     col: Vec<f32>,
     /// free activation buffers
     free: Vec<Vec<f32>>,
+    /// how many values of each buffer [`Scratch::take`] made (by its address) hold values: a
+    /// buffer handed out shorter comes back at that length, so that a longer use next time does
+    /// not fill it with zeros again (25 MB at batch 16 before the stem's first convolution)
+    written: HashMap<usize, usize>,
 }
 
 impl Scratch {
@@ -64,14 +69,36 @@ impl Scratch {
         match fit {
             Some(i) => {
                 let mut v = self.free.swap_remove(i);
-                v.resize(len, 0.0);
+                if v.len() < len {
+                    v.resize(len, 0.0);
+                } else {
+                    v.truncate(len);
+                }
+                let written = self.written.entry(v.as_ptr() as usize).or_default();
+                *written = (*written).max(len);
                 v
             }
-            None => vec![0f32; len],
+            None => {
+                let v = vec![0f32; len];
+                // (a new allocation: whatever an earlier one at this address held is forgotten)
+                self.written.insert(v.as_ptr() as usize, len);
+                v
+            }
         }
     }
 
-    fn give(&mut self, v: Vec<f32>) {
+    /// `v` back among the free buffers; all of it that held values when it was taken is usable
+    /// again. Every buffer given comes from [`Scratch::take`].
+    fn give(&mut self, mut v: Vec<f32>) {
+        if let Some(&n) = self.written.get(&(v.as_ptr() as usize))
+            && v.len() < n
+            && n <= v.capacity()
+        {
+            // SAFETY: the first `n` values of this allocation were written (zeroed by `take`,
+            // then overwritten) before `truncate` shortened it; `f32` has no invalid values and
+            // no destructor.
+            unsafe { v.set_len(n) };
+        }
         self.free.push(v);
     }
 }
@@ -87,16 +114,6 @@ struct Act {
 }
 
 impl Act {
-    /// `[n, c, h, w]` (burn's layout) as NHWC: each image's `[c, hw]` matrix transposed.
-    fn from_nchw(x: Tensor<4>) -> Act {
-        let [n, c, h, w] = x.dims();
-        let data = to_vec(&x)
-            .chunks(c * h * w)
-            .flat_map(|img| transpose(img, c, h * w))
-            .collect();
-        Act { n, h, w, c, data }
-    }
-
     /// NHWC back to NCHW values (for captured block outputs).
     fn to_nchw(&self) -> (Vec<usize>, Vec<f32>) {
         let (hw, c) = (self.h * self.w, self.c);
@@ -218,6 +235,302 @@ fn bias_rows(data: &mut [f32], bias: &[f32], accumulate: bool) {
     });
 }
 
+/// A convolution's weights with its BatchNorm folded in, as `[kh][kw][in][out]`, its bias, and
+/// `[in, out, k]`.
+fn fold_weights(conv: &Conv2d, bn: &BatchNorm2d) -> (Vec<f32>, Vec<f32>, [usize; 3]) {
+    let [c_out, c_in, k, _] = conv.weight.dims();
+    let w = to_vec(&conv.weight.val());
+    let (gamma, beta) = (to_vec(&bn.weight.val()), to_vec(&bn.bias.val()));
+    let (mean, var) = (
+        to_vec(&bn.running_mean.val()),
+        to_vec(&bn.running_var.val()),
+    );
+    let mut weight = vec![0f32; w.len()];
+    let mut bias = vec![0f32; c_out];
+    for o in 0..c_out {
+        let scale = gamma[o] as f64 / (var[o] as f64 + 1e-5).sqrt();
+        bias[o] = (beta[o] as f64 - mean[o] as f64 * scale) as f32;
+        for i in 0..c_in {
+            for t in 0..k * k {
+                weight[(t * c_in + i) * c_out + o] =
+                    (w[(o * c_in + i) * k * k + t] as f64 * scale) as f32;
+            }
+        }
+    }
+    (weight, bias, [c_in, c_out, k])
+}
+
+/// Output channels the first convolution computes together (one AVX-512 register).
+const FIRST_LANES: usize = 16;
+
+/// The stem's first convolution (RGB in, stride 2), read straight from the images' planes as
+/// burn holds them (NCHW) into channels-last output: no transposed copy of the images and no
+/// im2col tile. Its 27 inputs per pixel are too few for the packed product (which ran it at 70
+/// GFLOP/s on an AVX-512 EPYC, after 4–8 ms of transposing at batch 16): here each pixel's
+/// 16-channel groups of sums stay in registers over the taps. Taken in the packed product's order
+/// (tap by tap, the channels within each, one FMA each from zero, then the bias and ReLU), so the
+/// same bits as before on CPUs with FMA. f32 in every precision (RN50's holds 864 weights).
+#[derive(Debug)]
+struct FirstConv {
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    /// `[kh][kw][in][out]`, each run of outputs padded with zeros to whole `FIRST_LANES` groups
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl FirstConv {
+    fn fold(conv: &Conv2d, bn: &BatchNorm2d, stride: usize) -> FirstConv {
+        let (w, bias, [c_in, c_out, k]) = fold_weights(conv, bn);
+        let cp = c_out.next_multiple_of(FIRST_LANES);
+        let mut weight = vec![0f32; k * k * c_in * cp];
+        for (dst, src) in weight.chunks_exact_mut(cp).zip(w.chunks_exact(c_out)) {
+            dst[..c_out].copy_from_slice(src);
+        }
+        FirstConv {
+            c_in,
+            c_out,
+            k,
+            stride,
+            pad: conv.padding,
+            weight,
+            bias,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        (self.weight.len() + self.bias.len()) * 4
+    }
+
+    /// `relu(conv(x) + b)` for images `x` of `dims` `[n, c_in, h, w]`, into a buffer of `scratch`.
+    fn run(&self, x: &[f32], dims: [usize; 4], scratch: &mut Scratch) -> Act {
+        let [n, c, h, w] = dims;
+        assert_eq!(
+            c, self.c_in,
+            "{c}-channel images into a {}-channel stem",
+            self.c_in
+        );
+        assert_eq!(x.len(), n * c * h * w, "image values are not {dims:?}");
+        let out_size = |s: usize| (s + 2 * self.pad).saturating_sub(self.k) / self.stride + 1;
+        let (ho, wo) = (out_size(h), out_size(w));
+        let mut data = scratch.take(n * ho * wo * self.c_out);
+        let kernel = crate::fastmath::kernel();
+        data.par_chunks_mut(wo * self.c_out)
+            .enumerate()
+            .for_each(|(row, out)| {
+                let (b, oy) = (row / ho, row % ho);
+                let img = &x[b * c * h * w..][..c * h * w];
+                first_conv_row(kernel, self, img, [h, w], oy, out);
+            });
+        Act {
+            n,
+            h: ho,
+            w: wo,
+            c: self.c_out,
+            data,
+        }
+    }
+}
+
+/// One output row `oy` of [`FirstConv`] from one image's planes `img` of size `hw`: by vector
+/// registers where the CPU has AVX-512 or AVX2+FMA, else by the portable loop.
+fn first_conv_row(
+    kernel: &str,
+    conv: &FirstConv,
+    img: &[f32],
+    hw: [usize; 2],
+    oy: usize,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    match kernel {
+        // SAFETY: the features were detected on this CPU by `fastmath::kernel()`.
+        "avx512" => unsafe { first_simd::avx512(conv, img, hw, oy, out) },
+        // SAFETY: as above.
+        "avx2" => unsafe { first_simd::avx2(conv, img, hw, oy, out) },
+        // without FMA, `mul_add` is a library call per value: multiply, then add
+        _ => first_conv_row_with::<false>(conv, img, hw, oy, out),
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = kernel;
+        first_conv_row_with::<true>(conv, img, hw, oy, out)
+    }
+}
+
+/// [`FirstConv`] in vector registers: `P` pixels at a time, their sums independent chains of FMAs
+/// (one pixel's alone would wait on each FMA's latency), the same FMAs in the same order as the
+/// portable loop.
+#[cfg(target_arch = "x86_64")]
+mod first_simd {
+    use super::{FIRST_LANES, FirstConv, first_conv_pixels};
+    use std::arch::x86_64::*;
+
+    /// The input value under tap (`iy`, `ix`) of channel `c`, or the border's zero.
+    #[inline(always)]
+    fn tap(img: &[f32], [h, w]: [usize; 2], c: usize, iy: usize, ix: usize) -> f32 {
+        if iy < h && ix < w {
+            img[(c * h + iy) * w + ix]
+        } else {
+            0.0
+        }
+    }
+
+    macro_rules! simd_row {
+        ($name:ident, $features:literal, $p:literal, $vec:ty, $per:literal, $zero:ident,
+         $load:ident, $set1:ident, $fma:ident, $store:ident) => {
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(
+                conv: &FirstConv,
+                img: &[f32],
+                hw: [usize; 2],
+                oy: usize,
+                out: &mut [f32],
+            ) {
+                const P: usize = $p;
+                const V: usize = FIRST_LANES / $per;
+                let (k, s, c_in, c_out) = (conv.k, conv.stride, conv.c_in, conv.c_out);
+                let cp = c_out.next_multiple_of(FIRST_LANES);
+                let wo = out.len() / c_out;
+                let whole = wo - wo % P;
+                for ox0 in (0..whole).step_by(P) {
+                    for g in 0..cp / FIRST_LANES {
+                        let mut acc = [[$zero(); V]; P];
+                        for kh in 0..k {
+                            let iy = (oy * s + kh).wrapping_sub(conv.pad);
+                            for kw in 0..k {
+                                for c in 0..c_in {
+                                    let at = ((kh * k + kw) * c_in + c) * cp + g * FIRST_LANES;
+                                    let wr = &conv.weight[at..at + FIRST_LANES];
+                                    // SAFETY: `wr` holds FIRST_LANES = V·$per values.
+                                    let wv: [$vec; V] = std::array::from_fn(|v| unsafe {
+                                        $load(wr.as_ptr().add(v * $per))
+                                    });
+                                    for (p, acc) in acc.iter_mut().enumerate() {
+                                        let ix = ((ox0 + p) * s + kw).wrapping_sub(conv.pad);
+                                        let x = $set1(tap(img, hw, c, iy, ix));
+                                        for (a, w) in acc.iter_mut().zip(&wv) {
+                                            *a = $fma(x, *w, *a);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        let o0 = g * FIRST_LANES;
+                        let n = FIRST_LANES.min(c_out - o0);
+                        for (p, acc) in acc.iter().enumerate() {
+                            let mut sums = [0f32; FIRST_LANES];
+                            for (v, a) in acc.iter().enumerate() {
+                                // SAFETY: `sums` holds V·$per values.
+                                unsafe { $store(sums.as_mut_ptr().add(v * $per), *a) };
+                            }
+                            let dst = &mut out[(ox0 + p) * c_out + o0..][..n];
+                            for ((d, a), b) in dst.iter_mut().zip(sums).zip(&conv.bias[o0..]) {
+                                let v = a + b;
+                                // NaN stays NaN, as in PyTorch
+                                *d = if v < 0.0 { 0.0 } else { v };
+                            }
+                        }
+                    }
+                }
+                for (i, px) in out[whole * c_out..].chunks_exact_mut(c_out).enumerate() {
+                    first_conv_pixels::<true, 1>(conv, img, hw, oy, whole + i, px);
+                }
+            }
+        };
+    }
+
+    simd_row!(
+        avx512,
+        "avx512f",
+        8,
+        __m512,
+        16,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_set1_ps,
+        _mm512_fmadd_ps,
+        _mm512_storeu_ps
+    );
+    simd_row!(
+        avx2,
+        "avx2,fma",
+        4,
+        __m256,
+        8,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_set1_ps,
+        _mm256_fmadd_ps,
+        _mm256_storeu_ps
+    );
+}
+
+/// [`FirstConv`]'s row by the portable loop, a pixel at a time (by FMA where `FMA`).
+fn first_conv_row_with<const FMA: bool>(
+    conv: &FirstConv,
+    img: &[f32],
+    hw: [usize; 2],
+    oy: usize,
+    out: &mut [f32],
+) {
+    for (ox, px) in out.chunks_exact_mut(conv.c_out).enumerate() {
+        first_conv_pixels::<FMA, 1>(conv, img, hw, oy, ox, px);
+    }
+}
+
+/// `P` output pixels from `ox0` on row `oy` into `out` (`P × c_out` values).
+#[inline(always)]
+fn first_conv_pixels<const FMA: bool, const P: usize>(
+    conv: &FirstConv,
+    img: &[f32],
+    [h, w]: [usize; 2],
+    oy: usize,
+    ox0: usize,
+    out: &mut [f32],
+) {
+    let (k, s, c_in, c_out) = (conv.k, conv.stride, conv.c_in, conv.c_out);
+    let cp = c_out.next_multiple_of(FIRST_LANES);
+    for g in 0..cp / FIRST_LANES {
+        let mut acc = [[0f32; FIRST_LANES]; P];
+        for kh in 0..k {
+            let iy = (oy * s + kh).wrapping_sub(conv.pad);
+            for kw in 0..k {
+                for c in 0..c_in {
+                    let at = ((kh * k + kw) * c_in + c) * cp + g * FIRST_LANES;
+                    let wr: &[f32; FIRST_LANES] =
+                        conv.weight[at..at + FIRST_LANES].try_into().unwrap();
+                    for (p, acc) in acc.iter_mut().enumerate() {
+                        let ix = ((ox0 + p) * s + kw).wrapping_sub(conv.pad);
+                        // a tap on the zero border multiplies a zero, as the im2col row did
+                        let v = if iy < h && ix < w {
+                            img[(c * h + iy) * w + ix]
+                        } else {
+                            0.0
+                        };
+                        for (a, &wv) in acc.iter_mut().zip(wr) {
+                            *a = if FMA { v.mul_add(wv, *a) } else { *a + v * wv };
+                        }
+                    }
+                }
+            }
+        }
+        let o0 = g * FIRST_LANES;
+        let n = FIRST_LANES.min(c_out - o0);
+        for (p, acc) in acc.iter().enumerate() {
+            let dst = &mut out[p * c_out + o0..][..n];
+            for ((d, a), b) in dst.iter_mut().zip(acc).zip(&conv.bias[o0..o0 + n]) {
+                let v = a + b;
+                // NaN stays NaN, as in PyTorch
+                *d = if v < 0.0 { 0.0 } else { v };
+            }
+        }
+    }
+}
+
 /// A convolution with its BatchNorm folded in; weights as `[kh][kw][in][out]`, so that `gemm`
 /// (which computes the transposed product for a row-major output) reads them column-major and
 /// need not repack them on each call when few pixels share them (batch 1).
@@ -237,25 +550,7 @@ struct ConvBn {
 
 impl ConvBn {
     fn fold(conv: &Conv2d, bn: &BatchNorm2d, stride: usize, precision: Precision) -> ConvBn {
-        let [c_out, c_in, k, _] = conv.weight.dims();
-        let w = to_vec(&conv.weight.val());
-        let (gamma, beta) = (to_vec(&bn.weight.val()), to_vec(&bn.bias.val()));
-        let (mean, var) = (
-            to_vec(&bn.running_mean.val()),
-            to_vec(&bn.running_var.val()),
-        );
-        let mut weight = vec![0f32; w.len()];
-        let mut bias = vec![0f32; c_out];
-        for o in 0..c_out {
-            let scale = gamma[o] as f64 / (var[o] as f64 + 1e-5).sqrt();
-            bias[o] = (beta[o] as f64 - mean[o] as f64 * scale) as f32;
-            for i in 0..c_in {
-                for t in 0..k * k {
-                    weight[(t * c_in + i) * c_out + o] =
-                        (w[(o * c_in + i) * k * k + t] as f64 * scale) as f32;
-                }
-            }
-        }
+        let (mut weight, bias, [c_in, c_out, k]) = fold_weights(conv, bn);
         let packed = crate::lowp::packs(precision)
             .then(|| PackedLinear::new(&weight, k * k * c_in, c_out, Some(&bias), precision));
         if packed.is_some() {
@@ -451,7 +746,9 @@ impl Block {
 /// A ModifiedResNet's convolutions with BatchNorm folded in (built once per loaded model).
 #[derive(Debug)]
 pub struct FoldedResNet {
-    stem: [ConvBn; 3],
+    first: FirstConv,
+    /// the stem's second and third convolutions
+    stem: [ConvBn; 2],
     layers: Vec<Vec<Block>>,
     /// the attention pool (`None` when the tower's projections were packed before folding: burn's
     /// pool then runs them)
@@ -470,7 +767,8 @@ impl FoldedResNet {
             conv(&b.conv1) + conv(&b.conv2) + conv(&b.conv3) + b.downsample.as_ref().map_or(0, conv)
         });
         let pool = self.pool.as_ref().map_or(0, pool::Pool::bytes);
-        self.stem.iter().map(conv).sum::<usize>() + blocks.sum::<usize>() + pool
+        let stem = self.first.bytes() + self.stem.iter().map(conv).sum::<usize>();
+        stem + blocks.sum::<usize>() + pool
     }
 
     /// Whether the attention pool runs from this tower's own copies of its projections.
@@ -500,8 +798,8 @@ impl FoldedResNet {
             })
             .collect();
         FoldedResNet {
+            first: FirstConv::fold(&r.conv1, &r.bn1, 2),
             stem: [
-                ConvBn::fold(&r.conv1, &r.bn1, 2, precision),
                 ConvBn::fold(&r.conv2, &r.bn2, 1, precision),
                 ConvBn::fold(&r.conv3, &r.bn3, 1, precision),
             ],
@@ -520,9 +818,13 @@ impl FoldedResNet {
         mut capture: Option<&mut Capture>,
     ) -> Tensor<2> {
         let device = images.device();
-        let mut x = Act::from_nchw(images);
+        let dims = images.dims();
+        // the images' values, moved out of the tensor where it holds the only handle
+        let pixels = crate::transformer::into_f32_vec(images).unwrap_or_else(|t| to_vec(&t));
         let kept = || self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         let mut scratch = std::mem::take(&mut *kept());
+        let mut x = self.first.run(&pixels, dims, &mut scratch);
+        drop(pixels);
         for conv in &self.stem {
             let out = conv.run_relu(&x, &mut scratch);
             scratch.give(std::mem::replace(&mut x, out).data);
@@ -577,6 +879,53 @@ mod tests {
                 .collect();
             let dev = t.device();
             p.map(|_| Tensor::from_data(TensorData::new(v, [n]), &dev))
+        }
+    }
+
+    /// The first convolution read from the planes gives the packed im2col product's bits (on
+    /// CPUs where f32 is packed: both sum by FMA in the same order), for an odd-sized image whose
+    /// last column and row of taps fall on the border.
+    #[test]
+    fn first_convolution_from_planes_gives_the_im2col_bits() {
+        let device = crate::cpu();
+        let dims = ResNetDims {
+            image_size: 64,
+            layers: [1, 1, 1, 1],
+            width: 40,
+            heads: 2,
+            embed_dim: 24,
+        };
+        let r = ModifiedResNet::load(&mut RandomInit::new(5), dims, &device)
+            .unwrap()
+            .map(&mut Stats(0));
+        let first = FirstConv::fold(&r.conv1, &r.bn1, 2);
+        let im2col = ConvBn::fold(&r.conv1, &r.bn1, 2, Precision::F32);
+        let (n, h, w) = (2, 15, 13);
+        let x: Vec<f32> = (0..n * 3 * h * w)
+            .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
+            .collect();
+        let mut scratch = Scratch::default();
+        let got = first.run(&x, [n, 3, h, w], &mut scratch);
+        let nhwc = Act {
+            n,
+            h,
+            w,
+            c: 3,
+            data: x
+                .chunks(3 * h * w)
+                .flat_map(|img| transpose(img, 3, h * w))
+                .collect(),
+        };
+        let want = im2col.run_relu(&nhwc, &mut scratch);
+        assert_eq!((got.h, got.w, got.c), (8, 7, 20));
+        assert_eq!((want.h, want.w, want.c), (got.h, got.w, got.c));
+        assert!(got.data.iter().any(|&v| v > 0.0) && got.data.contains(&0.0));
+        if crate::lowp::packs(Precision::F32) {
+            let bits = |a: &Act| a.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want));
+        } else {
+            let d = got.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs());
+            assert!(d.fold(0f32, f32::max) < 1e-5);
         }
     }
 
