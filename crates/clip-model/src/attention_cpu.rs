@@ -1,10 +1,14 @@
 //! Multi-head attention for CPU inference straight from the packed `[B, L, 3W]` projection: for
-//! each (image or caption, head), `softmax(Q·Kᵀ/√d)·V` as two `gemm` calls that read Q, K and V in
-//! place through strides, and a vectorised softmax between them. The graph path (burn's `narrow`,
-//! head split, fused attention op, head merge) copied Q, K and V into head-major layout and the
-//! result back (issue 11's profile: 4–5% of ViT-B-32 in those copies); here the only copy is
-//! writing each head's output into its columns of the `[B, L, W]` result. Training (autodiff)
-//! and other devices keep the graph path.
+//! each (image or caption, head), `softmax(Q·Kᵀ/√d)·V` read in place through strides. The graph
+//! path (burn's `narrow`, head split, fused attention op, head merge) copied Q, K and V into
+//! head-major layout and the result back (issue 11's profile: 4–5% of ViT-B-32 in those copies);
+//! here the only copy is writing each head's output into its columns of the `[B, L, W]` result.
+//!
+//! On AVX-512 CPUs (head widths of whole 16-lane vectors) a head runs in vector registers
+//! ([`avx512`]): at CLIP's sizes (50 or 77 tokens, 64 dimensions) `gemm`'s packing and dispatch
+//! cost more than the arithmetic (7–9% of ViT-B-32's pass at batch 16 for 0.5% of its FLOPs, on
+//! an AMD EPYC). Elsewhere two `gemm` calls per head. Training (autodiff) and other devices keep
+//! the graph path.
 
 use rayon::prelude::*;
 
@@ -15,56 +19,48 @@ use crate::linalg::matmul_into;
 /// `[b, l, w]`, each head's output in its `w / heads` columns. `causal`: position `i` attends to
 /// positions `≤ i` only.
 pub fn attend(qkv: &[f32], b: usize, l: usize, w: usize, heads: usize, causal: bool) -> Vec<f32> {
+    attend_with(crate::fastmath::kernel(), qkv, b, l, w, heads, causal)
+}
+
+/// [`attend`] by the code `kernel` names (`"avx512"` only where the CPU has it).
+fn attend_with(
+    kernel: &str,
+    qkv: &[f32],
+    b: usize,
+    l: usize,
+    w: usize,
+    heads: usize,
+    causal: bool,
+) -> Vec<f32> {
     assert_eq!(qkv.len(), b * l * 3 * w, "qkv is not {b}×{l}×{}", 3 * w);
     assert!(
         heads > 0 && w.is_multiple_of(heads),
         "{heads} heads do not divide width {w}"
     );
     let hd = w / heads;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let row = 3 * w as isize;
+    let head = Head { l, hd, w, causal };
+    let registers = cfg!(target_arch = "x86_64") && kernel == "avx512" && hd % 16 == 0;
     // one [l, hd] block per (image, head), in that order
     let mut heads_out = vec![0f32; b * heads * l * hd];
-    heads_out
-        .par_chunks_mut(l * hd)
-        .enumerate()
-        .for_each(|(task, out)| {
+    heads_out.par_chunks_mut(l * hd).enumerate().for_each_init(
+        || {
+            (
+                vec![0f32; hd * l.next_multiple_of(16)],
+                vec![0f32; l * l.next_multiple_of(16)],
+            )
+        },
+        |(kt, scores), (task, out)| {
             let (bi, h) = (task / heads, task % heads);
-            let base = bi * l * 3 * w + h * hd;
-            let (q, k, v) = (&qkv[base..], &qkv[base + w..], &qkv[base + 2 * w..]);
-            let mut scores = vec![0f32; l * l];
-            // scores[i, j] = q_i · k_j: lhs Q (l × hd, rows 3w apart), rhs Kᵀ (hd × l)
-            matmul_into(
-                l,
-                l,
-                hd,
-                &mut scores,
-                false,
-                q,
-                (1, row),
-                k,
-                (row, 1),
-                false,
-            );
-            for (i, s) in scores.chunks_mut(l).enumerate() {
-                let live = if causal { i + 1 } else { l };
-                softmax_row(&mut s[..live], scale);
-                s[live..].fill(0.0);
+            let x = &qkv[bi * l * 3 * w..][..l * 3 * w];
+            #[cfg(target_arch = "x86_64")]
+            if registers {
+                // SAFETY: `kernel()` detected AVX-512F on this CPU; hd is whole vectors.
+                return unsafe { avx512::head(x, h * hd, head, kt, scores, out) };
             }
-            // out = P · V: rhs V (l × hd, rows 3w apart)
-            matmul_into(
-                l,
-                hd,
-                l,
-                out,
-                false,
-                &scores,
-                (1, l as isize),
-                v,
-                (1, row),
-                false,
-            );
-        });
+            let _ = (registers, &kt);
+            by_gemm(x, h * hd, head, scores, out);
+        },
+    );
     // heads side by side: out[bi, i, h·hd..] = head (bi, h) row i
     let mut out = vec![0f32; b * l * w];
     out.par_chunks_mut(l * w).enumerate().for_each(|(bi, img)| {
@@ -78,19 +74,250 @@ pub fn attend(qkv: &[f32], b: usize, l: usize, w: usize, heads: usize, causal: b
     out
 }
 
-/// `softmax(scale · s)` in place (max subtracted first, as PyTorch does).
+/// One head's sizes: `l` tokens, `hd` dimensions at some column of rows `3w` long.
+#[derive(Clone, Copy)]
+struct Head {
+    l: usize,
+    hd: usize,
+    w: usize,
+    causal: bool,
+}
+
+/// One head of one sequence by two `gemm` calls: `x` is its `[l, 3w]` rows, the head's queries
+/// at column `c`, keys at `w + c`, values at `2w + c`; `scores` (l·l values at least) is work
+/// space; `out` gets the head's `[l, hd]` output.
+fn by_gemm(x: &[f32], c: usize, head: Head, scores: &mut [f32], out: &mut [f32]) {
+    let Head { l, hd, w, causal } = head;
+    let row = 3 * w as isize;
+    let (q, k, v) = (&x[c..], &x[w + c..], &x[2 * w + c..]);
+    let scores = &mut scores[..l * l];
+    // scores[i, j] = q_i · k_j: lhs Q (l × hd, rows 3w apart), rhs Kᵀ (hd × l)
+    matmul_into(l, l, hd, scores, false, q, (1, row), k, (row, 1), false);
+    softmax_rows(
+        crate::fastmath::kernel(),
+        scores,
+        l,
+        l,
+        1.0 / (hd as f32).sqrt(),
+        causal,
+    );
+    // out = P · V: rhs V (l × hd, rows 3w apart)
+    let p = (1, l as isize);
+    matmul_into(l, hd, l, out, false, scores, p, v, (1, row), false);
+}
+
+/// `softmax(scale · s)` in place (max subtracted first, as PyTorch does). The maximum and the sum
+/// are taken 16 lanes at a time and the exponentials in a loop of their own, so that all three
+/// vectorise (a loop that also summed kept `exp` scalar).
+#[inline(always)]
 fn softmax_row(s: &mut [f32], scale: f32) {
-    let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * scale;
-    let mut sum = 0f32;
+    const LANES: usize = 16;
+    let chunks = s.chunks_exact(LANES);
+    let mut top = [f32::NEG_INFINITY; LANES];
+    for (m, &v) in top.iter_mut().zip(chunks.remainder()) {
+        *m = v;
+    }
+    for c in chunks {
+        for (m, &v) in top.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let max = top.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
     for x in s.iter_mut() {
         *x = exp(*x * scale - max);
-        sum += *x;
     }
-    let inv = 1.0 / sum;
+    let chunks = s.chunks_exact(LANES);
+    let mut sums = [0f32; LANES];
+    for (t, &v) in sums.iter_mut().zip(chunks.remainder()) {
+        *t = v;
+    }
+    for c in chunks {
+        for (t, &v) in sums.iter_mut().zip(c) {
+            *t += v;
+        }
+    }
+    let inv = 1.0 / sums.iter().sum::<f32>();
     for x in s.iter_mut() {
         *x *= inv;
     }
 }
+
+/// A head in AVX-512 registers: the keys transposed once (`Kᵀ`, each dimension's row padded to
+/// whole vectors with zeros), then two queries at a time scored against 64 keys at a time
+/// (`s += q_d·Kᵀ[d]`, eight independent FMA chains), each row softmax'd, and two rows of weights
+/// at a time summing the values (`o += p_j·v_j`, the head's dimensions in registers).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Head, softmax_rows};
+    use std::arch::x86_64::*;
+
+    /// See the module; `kt` holds hd·⌈l/16⌉·16 values and `scores` l·⌈l/16⌉·16 (work space).
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn head(
+        x: &[f32],
+        c: usize,
+        head: Head,
+        kt: &mut [f32],
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) {
+        // SAFETY: the caller runs this on an AVX-512F CPU; the sizes asserted first keep every
+        // pointer of `score` and `weigh` inside its slice (keys and values lie in `x`'s rows, `c + hd ≤ w`).
+        unsafe {
+            let Head { l, hd, w, causal } = head;
+            let (row, lp) = (3 * w, l.next_multiple_of(16));
+            assert!(kt.len() >= hd * lp && scores.len() >= l * lp && out.len() >= l * hd);
+            assert!(hd % 16 == 0 && x.len() >= l * row && c + hd <= w);
+            let kt = &mut kt[..hd * lp];
+            for (d, r) in kt.chunks_exact_mut(lp).enumerate() {
+                r[l..].fill(0.0);
+                for (j, v) in r[..l].iter_mut().enumerate() {
+                    *v = x[j * row + w + c + d];
+                }
+            }
+            let scores = &mut scores[..l * lp];
+            // scores: rows i, i+1 × keys j0 .. j0 + 16·V
+            let xp = x.as_ptr();
+            let mut i = 0;
+            while i < l {
+                let two = i + 1 < l;
+                let (qa, qb) = (xp.add(i * row + c), xp.add((i + two as usize) * row + c));
+                let mut j0 = 0;
+                while j0 < lp {
+                    match (lp - j0) / 16 {
+                        1 => score::<1>(qa, qb, kt, lp, j0, hd, scores, i, two),
+                        2 => score::<2>(qa, qb, kt, lp, j0, hd, scores, i, two),
+                        3 => score::<3>(qa, qb, kt, lp, j0, hd, scores, i, two),
+                        _ => score::<4>(qa, qb, kt, lp, j0, hd, scores, i, two),
+                    }
+                    j0 += 64;
+                }
+                i += 2;
+            }
+            softmax_rows("avx512", scores, l, lp, 1.0 / (hd as f32).sqrt(), causal);
+            // out rows i, i+1 = Σ_j p_ij v_j, 16·V dimensions at a time
+            let mut i = 0;
+            while i < l {
+                let two = i + 1 < l;
+                let mut d0 = 0;
+                while d0 < hd {
+                    match (hd - d0) / 16 {
+                        1 => {
+                            weigh::<1>(xp, row, 2 * w + c + d0, scores, lp, l, i, two, out, hd, d0)
+                        }
+                        2 => {
+                            weigh::<2>(xp, row, 2 * w + c + d0, scores, lp, l, i, two, out, hd, d0)
+                        }
+                        3 => {
+                            weigh::<3>(xp, row, 2 * w + c + d0, scores, lp, l, i, two, out, hd, d0)
+                        }
+                        _ => {
+                            weigh::<4>(xp, row, 2 * w + c + d0, scores, lp, l, i, two, out, hd, d0)
+                        }
+                    }
+                    d0 += 64;
+                }
+                i += 2;
+            }
+        }
+    }
+
+    /// Scores of queries `qa`, `qb` (rows i and i + 1; `two` false: `qb` repeats `qa` and its
+    /// row is not stored) against keys `j0 .. j0 + 16·V` of `kt`.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn score<const V: usize>(
+        qa: *const f32,
+        qb: *const f32,
+        kt: &[f32],
+        lp: usize,
+        j0: usize,
+        hd: usize,
+        scores: &mut [f32],
+        i: usize,
+        two: bool,
+    ) {
+        // SAFETY: `head` checked the sizes: query rows hold hd values, `kt` rows `lp ≥ j0 + 16·V`,
+        // and score rows i (and i + 1 when `two`) exist.
+        unsafe {
+            let mut a = [_mm512_setzero_ps(); V];
+            let mut b = [_mm512_setzero_ps(); V];
+            let k = kt.as_ptr().add(j0);
+            for d in 0..hd {
+                let (x, y) = (_mm512_set1_ps(*qa.add(d)), _mm512_set1_ps(*qb.add(d)));
+                for v in 0..V {
+                    let kv = _mm512_loadu_ps(k.add(d * lp + 16 * v));
+                    a[v] = _mm512_fmadd_ps(x, kv, a[v]);
+                    b[v] = _mm512_fmadd_ps(y, kv, b[v]);
+                }
+            }
+            let s = scores.as_mut_ptr();
+            for v in 0..V {
+                _mm512_storeu_ps(s.add(i * lp + j0 + 16 * v), a[v]);
+                if two {
+                    _mm512_storeu_ps(s.add((i + 1) * lp + j0 + 16 * v), b[v]);
+                }
+            }
+        }
+    }
+
+    /// Output rows i, i + 1 (`two`), dimensions `d0 .. d0 + 16·V`: Σ_j p_ij · v_j, the values'
+    /// columns from `col` of rows `row` apart.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn weigh<const V: usize>(
+        xp: *const f32,
+        row: usize,
+        col: usize,
+        scores: &[f32],
+        lp: usize,
+        l: usize,
+        i: usize,
+        two: bool,
+        out: &mut [f32],
+        hd: usize,
+        d0: usize,
+    ) {
+        // SAFETY: `head` checked the sizes: weight rows i (and i + 1) hold `l` values, each value
+        // row holds `d0 + 16·V ≤ hd` values from `col`, output rows i (and i + 1) exist.
+        unsafe {
+            let mut a = [_mm512_setzero_ps(); V];
+            let mut b = [_mm512_setzero_ps(); V];
+            let (pa, pb) = (
+                scores.as_ptr().add(i * lp),
+                scores.as_ptr().add((i + two as usize) * lp),
+            );
+            for j in 0..l {
+                let (x, y) = (_mm512_set1_ps(*pa.add(j)), _mm512_set1_ps(*pb.add(j)));
+                let vrow = xp.add(j * row + col);
+                for v in 0..V {
+                    let vv = _mm512_loadu_ps(vrow.add(16 * v));
+                    a[v] = _mm512_fmadd_ps(x, vv, a[v]);
+                    b[v] = _mm512_fmadd_ps(y, vv, b[v]);
+                }
+            }
+            let o = out.as_mut_ptr();
+            for v in 0..V {
+                _mm512_storeu_ps(o.add(i * hd + d0 + 16 * v), a[v]);
+                if two {
+                    _mm512_storeu_ps(o.add((i + 1) * hd + d0 + 16 * v), b[v]);
+                }
+            }
+        }
+    }
+}
+
+multiversion!(
+    // Each of the `l` score rows (`lp` apart) softmax'd in place over its live keys (`≤ i` when
+    // `causal`), the rest zeroed: the weights of the padded and masked keys.
+    fn softmax_rows(scores: &mut [f32], l: usize, lp: usize, scale: f32, causal: bool) {
+        for (i, s) in scores.chunks_exact_mut(lp).enumerate().take(l) {
+            let live = if causal { i + 1 } else { l };
+            softmax_row(&mut s[..live], scale);
+            s[live..].fill(0.0);
+        }
+    }
+);
 
 #[cfg(test)]
 mod tests {
@@ -129,12 +356,24 @@ mod tests {
 
     #[test]
     fn matches_the_definition_with_and_without_the_causal_mask() {
-        for (b, l, w, heads) in [(2, 7, 12, 3), (1, 50, 64, 4), (3, 1, 8, 2)] {
+        // head widths of 4, 16, 64, 80 and 48 (whole vectors and not), token counts below,
+        // at and above a vector (70: 64 keys, then 16), one token
+        let cases = [
+            (2, 7, 12, 3),
+            (1, 50, 64, 4),
+            (3, 1, 32, 2),
+            (2, 50, 128, 2),
+            (1, 70, 160, 2),
+            (2, 9, 96, 2),
+        ];
+        // the registers' code where the CPU has it, and the gemm calls
+        let kernels = ["baseline", crate::fastmath::kernel()];
+        for ((b, l, w, heads), kernel) in cases.into_iter().flat_map(|c| kernels.map(|k| (c, k))) {
             let qkv: Vec<f32> = (0..b * l * 3 * w)
                 .map(|i| ((i * 7919) % 997) as f32 / 250.0 - 2.0)
                 .collect();
             for causal in [false, true] {
-                let got = attend(&qkv, b, l, w, heads, causal);
+                let got = attend_with(kernel, &qkv, b, l, w, heads, causal);
                 let want = naive(&qkv, b, l, w, heads, causal);
                 let worst = got
                     .iter()
@@ -142,7 +381,7 @@ mod tests {
                     .fold(0f64, |m, (g, w)| m.max((*g as f64 - w).abs()));
                 assert!(
                     worst < 2e-5,
-                    "{b}×{l}×{w}, {heads} heads, causal {causal}: max |Δ| {worst}"
+                    "{kernel}: {b}×{l}×{w}, {heads} heads, causal {causal}: max |Δ| {worst}"
                 );
             }
         }

@@ -79,7 +79,7 @@ pub fn gelu_d(x: f32) -> (f32, f32) {
 /// the copy run picked by `kernel` (from [`kernel`]); what `$body` calls must be
 /// `#[inline(always)]` so that each copy vectorises.
 macro_rules! multiversion {
-    (fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+    (fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         fn $name(kernel: &str, $($arg: $ty),*) {
             #[inline(always)]
             fn body($($arg: $ty),*) $body

@@ -1,13 +1,15 @@
 //! CLIP models on burn: the ViT and ModifiedResNet image towers, the text tower, and every public
 //! checkpoint format (OpenAI TorchScript, open_clip state dicts, safetensors, Hugging Face).
 
+// first: its `multiversion!` serves the modules after it
+#[macro_use]
+pub mod fastmath;
+
 pub mod attention_cpu;
 pub mod capture;
 pub mod clip;
 pub mod config;
 pub mod error;
-#[macro_use]
-pub mod fastmath;
 pub mod hf;
 pub mod linalg;
 pub mod lowp;
