@@ -39,7 +39,7 @@ fn attend_with(
     );
     let hd = w / heads;
     let head = Head { l, hd, w, causal };
-    let registers = cfg!(target_arch = "x86_64") && kernel == "avx512" && hd % 16 == 0;
+    let registers = cfg!(target_arch = "x86_64") && kernel == "avx512" && hd.is_multiple_of(16);
     // one [l, hd] block per (image, head), in that order
     let mut heads_out = vec![0f32; b * heads * l * hd];
     heads_out.par_chunks_mut(l * hd).enumerate().for_each_init(
@@ -167,7 +167,7 @@ mod avx512 {
             let Head { l, hd, w, causal } = head;
             let (row, lp) = (3 * w, l.next_multiple_of(16));
             assert!(kt.len() >= hd * lp && scores.len() >= l * lp && out.len() >= l * hd);
-            assert!(hd % 16 == 0 && x.len() >= l * row && c + hd <= w);
+            assert!(hd.is_multiple_of(16) && x.len() >= l * row && c + hd <= w);
             let kt = &mut kt[..hd * lp];
             for (d, r) in kt.chunks_exact_mut(lp).enumerate() {
                 r[l..].fill(0.0);
