@@ -224,7 +224,7 @@ impl Clip {
         let mut c = Count(0);
         self.module.visit(&mut c);
         let packed = match &self.module.visual {
-            VisualTower::Vit(v) => v.transformer.packed_bytes(),
+            VisualTower::Vit(v) => v.packed_bytes(),
             VisualTower::Timm(t) => t.blocks.packed_bytes() + t.attn_pool.packed_bytes(),
             VisualTower::ResNet(r) => {
                 let folded = self.folded.get().and_then(|f| f.as_ref());
@@ -268,7 +268,7 @@ impl Clip {
             )));
         }
         match &mut self.module.visual {
-            VisualTower::Vit(v) => v.transformer.set_precision(precision),
+            VisualTower::Vit(v) => v.set_precision(precision),
             VisualTower::Timm(t) => {
                 t.blocks.set_precision(precision);
                 t.attn_pool.set_precision(precision);

@@ -54,7 +54,7 @@ pub struct Linear {
 
 /// `weight` (`[in, out]`) and `bias` packed for `precision` (`None` for f32 or when already
 /// packed); the f32 weight is replaced by an empty `[0, out]` tensor so that its memory is freed.
-pub(super) fn pack_weight(
+pub(crate) fn pack_weight(
     weight: &mut Param<Tensor<2>>,
     bias: Option<&Param<Tensor<1>>>,
     precision: Precision,
@@ -100,7 +100,7 @@ pub(crate) fn into_f32_vec<const D: usize>(x: Tensor<D>) -> Result<Vec<f32>, Ten
 /// `x · W + b` by a packed weight, for f32 CPU inference tensors (`Err(x)` otherwise). `x` is
 /// taken by value so that its values leave it without a copy.
 #[allow(clippy::result_large_err)] // as `into_f32_vec`
-pub(super) fn packed_forward<const D: usize>(
+pub(crate) fn packed_forward<const D: usize>(
     p: &PackedLinear,
     x: Tensor<D>,
 ) -> Result<Tensor<D>, Tensor<D>> {
