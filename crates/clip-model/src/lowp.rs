@@ -286,7 +286,7 @@ pub use product::Epilogue;
 #[cfg(test)]
 use {
     kernels::{Span, Tile, pack_row_bf16, quantize_row},
-    product::{DirectTo, ROW_BLOCK, row_block},
+    product::{DirectTo, KC, ROW_BLOCK, row_block},
 };
 
 #[cfg(test)]

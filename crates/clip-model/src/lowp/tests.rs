@@ -100,11 +100,13 @@ const SHAPES: [(usize, usize, usize); 5] = [
     (13, 45, 70),
     (50, 67, 130),
     (200, 9, 33),
-    (5, 1100, 20),
+    (5, 4500, 20),
 ];
 
 #[test]
 fn products_match_f64_within_each_precisions_error() {
+    // the last shape takes more than one pass even in int8 (4 inputs per step)
+    assert!(SHAPES.iter().any(|&(_, k, _)| k / 4 > KC));
     for (m, k, n) in SHAPES {
         let (x, w, b) = (data(m * k, 1), data(k * n, 2), data(n, 3));
         let want = reference(&x, &w, &b, m, k, n);
@@ -296,7 +298,9 @@ fn fast_and_portable_kernels_agree() {
 /// bits of `matmul_into` on the gathered rows, in f32 and bf16, and int8 is refused.
 #[test]
 fn implicit_im2col_gives_the_gathered_products_bits() {
-    let (n, h, w, c, c_out) = (2, 7, 5, 32, 80);
+    // 240 channels: a pass (`KC` steps) ends inside a tap's run in f32 and bf16
+    let (n, h, w, c, c_out) = (2, 7, 5, 240, 80);
+    assert!((9 * c / 2) > KC && !KC.is_multiple_of(c) && !KC.is_multiple_of(c / 2));
     let (hp, wp) = (h + 2, w + 2);
     // a zero-bordered image, as the ResNet tower builds it
     let inner = data(n * h * w * c, 8);
