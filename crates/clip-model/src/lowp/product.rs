@@ -183,10 +183,19 @@ impl PackedLinear {
         let rows_per_task = row_block(m);
         let row_blocks = m.div_ceil(rows_per_task);
         let out = SharedOut(dst.as_mut_ptr());
+        // consecutive tasks (which rayon hands to the same thread) share the larger operand's
+        // block: a row block's activations where there are more rows than columns, else a
+        // column block's weights (layers of few pixels or tokens, whose weights stream from
+        // memory once instead of once per row block)
+        let rows_outer = m >= n;
         (0..row_blocks * col_blocks)
             .into_par_iter()
             .for_each(|task| {
-                let (rb, cb) = (task / col_blocks, task % col_blocks);
+                let (rb, cb) = if rows_outer {
+                    (task / col_blocks, task % col_blocks)
+                } else {
+                    (task % row_blocks, task / row_blocks)
+                };
                 let c0 = cb * NV * LANES;
                 let panels = (n - c0).div_ceil(LANES).min(NV);
                 let (r_start, r_end) = (rb * rows_per_task, ((rb + 1) * rows_per_task).min(m));
