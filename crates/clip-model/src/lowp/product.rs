@@ -200,44 +200,21 @@ impl PackedLinear {
                 let panels = (n - c0).div_ceil(LANES).min(NV);
                 let (r_start, r_end) = (rb * rows_per_task, ((rb + 1) * rows_per_task).min(m));
                 let tiles_here = (r_end - r_start).div_ceil(MR);
-                // the first pass over the steps overwrites the rows and panels that later passes
-                // and `finish` read
-                let mut tiles: Vec<Tile> = (0..tiles_here).map(|_| Tile::default()).collect();
-                // tiles the kernel finished into `dst` itself
-                let mut written = vec![false; tiles_here];
+                // Over one pass each tile is finished as soon as it is computed, through one
+                // scratch tile; over several, every tile's sums wait in a tile of their own (the
+                // first pass overwrites the rows and panels that later passes and `finish`
+                // read). Tiles allocated and zeroed for every task cost as much as the products
+                // of 64 inputs (3 KiB each, 16 per task).
+                let passes = steps.div_ceil(KC);
+                let mut tiles: Vec<Tile> = (0..if passes > 1 { tiles_here } else { 1 })
+                    .map(|_| Tile::default())
+                    .collect();
+                // tiles the kernel finished into `dst` itself (several passes)
+                let mut written = vec![false; if passes > 1 { tiles_here } else { 0 }];
                 let cols = (n - c0).min(panels * LANES);
                 let bias = then.bias.then(|| self.bias[c0..].as_ptr());
-                let mut runs = Vec::new();
-                for k0 in (0..steps).step_by(KC) {
-                    let end = (k0 + KC).min(steps);
-                    rows.runs(k0, end, &mut runs);
-                    let span = Span {
-                        k0,
-                        len: end - k0,
-                        first: k0 == 0,
-                    };
-                    for (ti, tile) in tiles.iter_mut().enumerate() {
-                        let r0 = r_start + ti * MR;
-                        let count = (r_end - r0).min(MR);
-                        let base = |r: usize| rows.base(r0 + r);
-                        // the output rows, for the last pass: as for `finish` below, row
-                        // r0 + r < m of this task's rectangle, `cols` values from c0
-                        let row = |r: usize| out.get().wrapping_add((r0 + r) * n + c0);
-                        let direct = (end == steps).then_some(DirectTo {
-                            row: &row,
-                            cols,
-                            bias,
-                            then,
-                        });
-                        let tiling = (count, c0 / LANES, panels);
-                        written[ti] = self.tile(a, &base, &runs, tiling, span, fast, tile, direct);
-                    }
-                }
-                for (ti, tile) in tiles.iter().enumerate() {
-                    if written[ti] {
-                        continue;
-                    }
-                    let r0 = r_start + ti * MR;
+                // the rows of tile `ti` (which starts at row r0) into `dst`
+                let finish_tile = |tile: &Tile, r0: usize| {
                     for r in 0..(r_end - r0).min(MR) {
                         // SAFETY: tasks cover disjoint (row block × column block) rectangles of
                         // `dst`, checked to hold m×n values; this task writes only row
@@ -247,6 +224,45 @@ impl PackedLinear {
                         };
                         let scale = row_scale.map_or((1.0, 0), |s| s[r0 + r]);
                         self.finish(tile, r, c0, scale, row, then);
+                    }
+                };
+                let mut runs = Vec::new();
+                for k0 in (0..steps).step_by(KC) {
+                    let end = (k0 + KC).min(steps);
+                    rows.runs(k0, end, &mut runs);
+                    let span = Span {
+                        k0,
+                        len: end - k0,
+                        first: k0 == 0,
+                    };
+                    for ti in 0..tiles_here {
+                        let r0 = r_start + ti * MR;
+                        let count = (r_end - r0).min(MR);
+                        let base = |r: usize| rows.base(r0 + r);
+                        // the output rows, for the last pass: as for `finish_tile`, row
+                        // r0 + r < m of this task's rectangle, `cols` values from c0
+                        let row = |r: usize| out.get().wrapping_add((r0 + r) * n + c0);
+                        let direct = (end == steps).then_some(DirectTo {
+                            row: &row,
+                            cols,
+                            bias,
+                            then,
+                        });
+                        let tiling = (count, c0 / LANES, panels);
+                        let tile = &mut tiles[if passes > 1 { ti } else { 0 }];
+                        let done = self.tile(a, &base, &runs, tiling, span, fast, tile, direct);
+                        if passes > 1 {
+                            written[ti] = done;
+                        } else if !done {
+                            finish_tile(tile, r0);
+                        }
+                    }
+                }
+                if passes > 1 {
+                    for (ti, tile) in tiles.iter().enumerate() {
+                        if !written[ti] {
+                            finish_tile(tile, r_start + ti * MR);
+                        }
                     }
                 }
             });
