@@ -92,19 +92,16 @@ impl VisionTransformer {
         })
     }
 
-    /// Keep the blocks in `precision` for CPU inference, and the patch embedding with them (the
-    /// packed product runs its 49 or so rows per image at twice `gemm`'s speed, which is 2% of
-    /// ViT-B-32's pass at batch 1): in bf16 for bf16, in f32 for f32 and int8 (the first layer
-    /// sees raw pixels; quantizing them to 8 bits per patch row costs more accuracy than the
-    /// 2.6% of the arithmetic it would speed up).
+    /// Keep the blocks in `precision` for CPU inference, and pack the patch embedding in f32 beside
+    /// them: the packed product runs its 49 or so rows per image at twice `gemm`'s speed (2% of
+    /// ViT-B-32's pass at batch 1). f32 in every precision, like the ResNet stem's first
+    /// convolution: the first layer sees the pixels themselves, and rounding them to bf16 moved
+    /// zero-shot agreement with f32 from 0.984 to 0.972 (`bench_precision.py`, random weights) to
+    /// speed up 2.6% of the arithmetic.
     pub fn set_precision(&mut self, precision: Precision) {
         self.transformer.set_precision(precision);
         if self.conv1_packed.is_none() {
-            let patches = match precision {
-                Precision::Bf16 => Precision::Bf16,
-                Precision::F32 | Precision::Int8 => Precision::F32,
-            };
-            self.conv1_packed = pack_weight(&mut self.conv1, None, patches);
+            self.conv1_packed = pack_weight(&mut self.conv1, None, Precision::F32);
         }
     }
 
