@@ -162,7 +162,8 @@ mod avx512 {
         out: &mut [f32],
     ) {
         // SAFETY: the caller runs this on an AVX-512F CPU; the sizes asserted first keep every
-        // pointer of `score` and `weigh` inside its slice (keys and values lie in `x`'s rows, `c + hd ≤ w`).
+        // pointer given to `two_rows` inside its slice (keys and values lie in `x`'s rows,
+        // `c + hd ≤ w`; score rows hold `lp` values, output rows `hd`).
         unsafe {
             let Head { l, hd, w, causal } = head;
             let (row, lp) = (3 * w, l.next_multiple_of(16));
@@ -176,131 +177,83 @@ mod avx512 {
                 }
             }
             let scores = &mut scores[..l * lp];
-            // scores: rows i, i+1 × keys j0 .. j0 + 16·V
             let xp = x.as_ptr();
-            let mut i = 0;
-            while i < l {
+            // scores: rows i, i+1 × keys j0 .. j0 + 64 = Σ_d q_id · Kᵀ[d]
+            for i in (0..l).step_by(2) {
                 let two = i + 1 < l;
                 let (qa, qb) = (xp.add(i * row + c), xp.add((i + two as usize) * row + c));
-                let mut j0 = 0;
-                while j0 < lp {
-                    match (lp - j0) / 16 {
-                        1 => score::<1>(qa, qb, kt, lp, j0, hd, scores, i, two),
-                        2 => score::<2>(qa, qb, kt, lp, j0, hd, scores, i, two),
-                        3 => score::<3>(qa, qb, kt, lp, j0, hd, scores, i, two),
-                        _ => score::<4>(qa, qb, kt, lp, j0, hd, scores, i, two),
-                    }
-                    j0 += 64;
+                for j0 in (0..lp).step_by(64) {
+                    let s = scores.as_mut_ptr().add(i * lp + j0);
+                    let to = (s, two.then(|| s.add(lp)));
+                    two_rows((qa, qb), hd, kt.as_ptr().add(j0), lp, to, (lp - j0) / 16);
                 }
-                i += 2;
             }
             softmax_rows("avx512", scores, l, lp, 1.0 / (hd as f32).sqrt(), causal);
-            // out rows i, i+1 = Σ_j p_ij v_j, 16·V dimensions at a time
-            let mut i = 0;
-            while i < l {
+            // output rows i, i+1, dimensions d0 .. d0 + 64 = Σ_j p_ij · v_j
+            for i in (0..l).step_by(2) {
                 let two = i + 1 < l;
-                let mut d0 = 0;
-                while d0 < hd {
-                    match (hd - d0) / 16 {
-                        1 => {
-                            weigh::<1>(xp, row, 2 * w + c + d0, scores, lp, l, i, two, out, hd, d0)
-                        }
-                        2 => {
-                            weigh::<2>(xp, row, 2 * w + c + d0, scores, lp, l, i, two, out, hd, d0)
-                        }
-                        3 => {
-                            weigh::<3>(xp, row, 2 * w + c + d0, scores, lp, l, i, two, out, hd, d0)
-                        }
-                        _ => {
-                            weigh::<4>(xp, row, 2 * w + c + d0, scores, lp, l, i, two, out, hd, d0)
-                        }
-                    }
-                    d0 += 64;
-                }
-                i += 2;
-            }
-        }
-    }
-
-    /// Scores of queries `qa`, `qb` (rows i and i + 1; `two` false: `qb` repeats `qa` and its
-    /// row is not stored) against keys `j0 .. j0 + 16·V` of `kt`.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn score<const V: usize>(
-        qa: *const f32,
-        qb: *const f32,
-        kt: &[f32],
-        lp: usize,
-        j0: usize,
-        hd: usize,
-        scores: &mut [f32],
-        i: usize,
-        two: bool,
-    ) {
-        // SAFETY: `head` checked the sizes: query rows hold hd values, `kt` rows `lp ≥ j0 + 16·V`,
-        // and score rows i (and i + 1 when `two`) exist.
-        unsafe {
-            let mut a = [_mm512_setzero_ps(); V];
-            let mut b = [_mm512_setzero_ps(); V];
-            let k = kt.as_ptr().add(j0);
-            for d in 0..hd {
-                let (x, y) = (_mm512_set1_ps(*qa.add(d)), _mm512_set1_ps(*qb.add(d)));
-                for v in 0..V {
-                    let kv = _mm512_loadu_ps(k.add(d * lp + 16 * v));
-                    a[v] = _mm512_fmadd_ps(x, kv, a[v]);
-                    b[v] = _mm512_fmadd_ps(y, kv, b[v]);
-                }
-            }
-            let s = scores.as_mut_ptr();
-            for v in 0..V {
-                _mm512_storeu_ps(s.add(i * lp + j0 + 16 * v), a[v]);
-                if two {
-                    _mm512_storeu_ps(s.add((i + 1) * lp + j0 + 16 * v), b[v]);
+                let p = scores.as_ptr().add(i * lp);
+                let pb = if two { p.add(lp) } else { p };
+                for d0 in (0..hd).step_by(64) {
+                    let o = out.as_mut_ptr().add(i * hd + d0);
+                    let to = (o, two.then(|| o.add(hd)));
+                    two_rows((p, pb), l, xp.add(2 * w + c + d0), row, to, (hd - d0) / 16);
                 }
             }
         }
     }
 
-    /// Output rows i, i + 1 (`two`), dimensions `d0 .. d0 + 16·V`: Σ_j p_ij · v_j, the values'
-    /// columns from `col` of rows `row` apart.
+    /// `to.0[..16·V] = Σ_t a.0[t] · src[t·stride ..][..16·V]` and likewise `to.1` from `a.1` (when
+    /// given), over `t < n`: two rows of weights summing the same `n` source rows, `V` =
+    /// min(`vectors`, 4) vectors of 16 at a time in registers (eight FMA chains at 4).
+    /// The scores (weights: two queries; rows: the transposed keys) and the output (weights:
+    /// two rows of attention; rows: the values).
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn weigh<const V: usize>(
-        xp: *const f32,
-        row: usize,
-        col: usize,
-        scores: &[f32],
-        lp: usize,
-        l: usize,
-        i: usize,
-        two: bool,
-        out: &mut [f32],
-        hd: usize,
-        d0: usize,
+    unsafe fn two_rows(
+        a: (*const f32, *const f32),
+        n: usize,
+        src: *const f32,
+        stride: usize,
+        to: (*mut f32, Option<*mut f32>),
+        vectors: usize,
     ) {
-        // SAFETY: `head` checked the sizes: weight rows i (and i + 1) hold `l` values, each value
-        // row holds `d0 + 16·V ≤ hd` values from `col`, output rows i (and i + 1) exist.
+        // SAFETY: `head` checked the sizes its pointers are built from: each weight row holds `n`
+        // values, each source row `16·V` from `src`, each output row `16·V`.
+        unsafe {
+            match vectors {
+                1 => two_rows_of::<1>(a, n, src, stride, to),
+                2 => two_rows_of::<2>(a, n, src, stride, to),
+                3 => two_rows_of::<3>(a, n, src, stride, to),
+                _ => two_rows_of::<4>(a, n, src, stride, to),
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn two_rows_of<const V: usize>(
+        (pa, pb): (*const f32, *const f32),
+        n: usize,
+        src: *const f32,
+        stride: usize,
+        to: (*mut f32, Option<*mut f32>),
+    ) {
+        // SAFETY: as `two_rows`.
         unsafe {
             let mut a = [_mm512_setzero_ps(); V];
             let mut b = [_mm512_setzero_ps(); V];
-            let (pa, pb) = (
-                scores.as_ptr().add(i * lp),
-                scores.as_ptr().add((i + two as usize) * lp),
-            );
-            for j in 0..l {
-                let (x, y) = (_mm512_set1_ps(*pa.add(j)), _mm512_set1_ps(*pb.add(j)));
-                let vrow = xp.add(j * row + col);
+            for t in 0..n {
+                let (x, y) = (_mm512_set1_ps(*pa.add(t)), _mm512_set1_ps(*pb.add(t)));
+                let r = src.add(t * stride);
                 for v in 0..V {
-                    let vv = _mm512_loadu_ps(vrow.add(16 * v));
-                    a[v] = _mm512_fmadd_ps(x, vv, a[v]);
-                    b[v] = _mm512_fmadd_ps(y, vv, b[v]);
+                    let w = _mm512_loadu_ps(r.add(16 * v));
+                    a[v] = _mm512_fmadd_ps(x, w, a[v]);
+                    b[v] = _mm512_fmadd_ps(y, w, b[v]);
                 }
             }
-            let o = out.as_mut_ptr();
             for v in 0..V {
-                _mm512_storeu_ps(o.add(i * hd + d0 + 16 * v), a[v]);
-                if two {
-                    _mm512_storeu_ps(o.add((i + 1) * hd + d0 + 16 * v), b[v]);
+                _mm512_storeu_ps(to.0.add(16 * v), a[v]);
+                if let Some(o) = to.1 {
+                    _mm512_storeu_ps(o.add(16 * v), b[v]);
                 }
             }
         }

@@ -882,22 +882,27 @@ mod tests {
         }
     }
 
+    /// A random 64×64 tower of `layers` blocks and `width`, its BatchNorm statistics as
+    /// [`Stats`] sets them.
+    fn tower(layers: [usize; 4], width: usize, seed: u64) -> ModifiedResNet {
+        let dims = ResNetDims {
+            image_size: 64,
+            layers,
+            width,
+            heads: 2,
+            embed_dim: 24,
+        };
+        ModifiedResNet::load(&mut RandomInit::new(seed), dims, &crate::cpu())
+            .unwrap()
+            .map(&mut Stats(0))
+    }
+
     /// The first convolution read from the planes gives the packed im2col product's bits (on
     /// CPUs where f32 is packed: both sum by FMA in the same order), for an odd-sized image whose
     /// last column and row of taps fall on the border.
     #[test]
     fn first_convolution_from_planes_gives_the_im2col_bits() {
-        let device = crate::cpu();
-        let dims = ResNetDims {
-            image_size: 64,
-            layers: [1, 1, 1, 1],
-            width: 40,
-            heads: 2,
-            embed_dim: 24,
-        };
-        let r = ModifiedResNet::load(&mut RandomInit::new(5), dims, &device)
-            .unwrap()
-            .map(&mut Stats(0));
+        let r = tower([1, 1, 1, 1], 40, 5);
         let first = FirstConv::fold(&r.conv1, &r.bn1, 2);
         let im2col = ConvBn::fold(&r.conv1, &r.bn1, 2, Precision::F32);
         let (n, h, w) = (2, 15, 13);
@@ -932,16 +937,7 @@ mod tests {
     #[test]
     fn folded_tower_matches_the_graph() {
         let device = crate::cpu();
-        let dims = ResNetDims {
-            image_size: 64,
-            layers: [1, 2, 1, 1],
-            width: 16,
-            heads: 2,
-            embed_dim: 24,
-        };
-        let r = ModifiedResNet::load(&mut RandomInit::new(3), dims, &device)
-            .unwrap()
-            .map(&mut Stats(0));
+        let r = tower([1, 2, 1, 1], 16, 3);
         let folded = FoldedResNet::new(&r, Precision::F32);
         assert!(
             folded.pools(),

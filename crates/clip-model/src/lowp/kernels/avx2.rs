@@ -7,7 +7,7 @@ use std::arch::x86_64::*;
 /// The f32 tile with 256-bit vectors, for CPUs without AVX-512: one panel at a time, its 16
 /// columns as two vectors per row (R ≤ 6 rows: 12 accumulators, 2 weight vectors and a
 /// broadcast in the 16 registers — the 6×16 shape of BLIS's Haswell kernel), the rows read
-/// again per panel (6 rows × 256 steps stay in L1). Per lane the same fused multiply-adds in
+/// again per panel (6 rows × up to 1,024 steps, 24 KiB, stay in L1). Per lane the same FMAs in
 /// the same order as the AVX-512 and portable kernels, so the same bits. Arguments as
 /// `avx512::fp32`.
 #[target_feature(enable = "avx2,fma")]
