@@ -235,9 +235,26 @@ fn bias_rows(data: &mut [f32], bias: &[f32], accumulate: bool) {
     });
 }
 
+/// A convolution's shape: channels in and out, a `k×k` kernel, its stride and zero padding.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl Geometry {
+    /// Output pixels along a side of `size` input pixels.
+    fn out_size(&self, size: usize) -> usize {
+        (size + 2 * self.pad).saturating_sub(self.k) / self.stride + 1
+    }
+}
+
 /// A convolution's weights with its BatchNorm folded in, as `[kh][kw][in][out]`, its bias, and
-/// `[in, out, k]`.
-fn fold_weights(conv: &Conv2d, bn: &BatchNorm2d) -> (Vec<f32>, Vec<f32>, [usize; 3]) {
+/// its shape.
+fn fold_weights(conv: &Conv2d, bn: &BatchNorm2d, stride: usize) -> (Vec<f32>, Vec<f32>, Geometry) {
     let [c_out, c_in, k, _] = conv.weight.dims();
     let w = to_vec(&conv.weight.val());
     let (gamma, beta) = (to_vec(&bn.weight.val()), to_vec(&bn.bias.val()));
@@ -257,7 +274,15 @@ fn fold_weights(conv: &Conv2d, bn: &BatchNorm2d) -> (Vec<f32>, Vec<f32>, [usize;
             }
         }
     }
-    (weight, bias, [c_in, c_out, k])
+    let pad = conv.padding;
+    let g = Geometry {
+        c_in,
+        c_out,
+        k,
+        stride,
+        pad,
+    };
+    (weight, bias, g)
 }
 
 /// Output channels the first convolution computes together (one AVX-512 register).
@@ -272,11 +297,7 @@ const FIRST_LANES: usize = 16;
 /// same bits as before on CPUs with FMA. f32 in every precision (RN50's holds 864 weights).
 #[derive(Debug)]
 struct FirstConv {
-    c_in: usize,
-    c_out: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
+    g: Geometry,
     /// `[kh][kw][in][out]`, each run of outputs padded with zeros to whole `FIRST_LANES` groups
     weight: Vec<f32>,
     bias: Vec<f32>,
@@ -284,21 +305,13 @@ struct FirstConv {
 
 impl FirstConv {
     fn fold(conv: &Conv2d, bn: &BatchNorm2d, stride: usize) -> FirstConv {
-        let (w, bias, [c_in, c_out, k]) = fold_weights(conv, bn);
-        let cp = c_out.next_multiple_of(FIRST_LANES);
-        let mut weight = vec![0f32; k * k * c_in * cp];
-        for (dst, src) in weight.chunks_exact_mut(cp).zip(w.chunks_exact(c_out)) {
-            dst[..c_out].copy_from_slice(src);
+        let (w, bias, g) = fold_weights(conv, bn, stride);
+        let cp = g.c_out.next_multiple_of(FIRST_LANES);
+        let mut weight = vec![0f32; g.k * g.k * g.c_in * cp];
+        for (dst, src) in weight.chunks_exact_mut(cp).zip(w.chunks_exact(g.c_out)) {
+            dst[..g.c_out].copy_from_slice(src);
         }
-        FirstConv {
-            c_in,
-            c_out,
-            k,
-            stride,
-            pad: conv.padding,
-            weight,
-            bias,
-        }
+        FirstConv { g, weight, bias }
     }
 
     fn bytes(&self) -> usize {
@@ -309,16 +322,15 @@ impl FirstConv {
     fn run(&self, x: &[f32], dims: [usize; 4], scratch: &mut Scratch) -> Act {
         let [n, c, h, w] = dims;
         assert_eq!(
-            c, self.c_in,
+            c, self.g.c_in,
             "{c}-channel images into a {}-channel stem",
-            self.c_in
+            self.g.c_in
         );
         assert_eq!(x.len(), n * c * h * w, "image values are not {dims:?}");
-        let out_size = |s: usize| (s + 2 * self.pad).saturating_sub(self.k) / self.stride + 1;
-        let (ho, wo) = (out_size(h), out_size(w));
-        let mut data = scratch.take(n * ho * wo * self.c_out);
+        let (ho, wo) = (self.g.out_size(h), self.g.out_size(w));
+        let mut data = scratch.take(n * ho * wo * self.g.c_out);
         let kernel = crate::fastmath::kernel();
-        data.par_chunks_mut(wo * self.c_out)
+        data.par_chunks_mut(wo * self.g.c_out)
             .enumerate()
             .for_each(|(row, out)| {
                 let (b, oy) = (row / ho, row % ho);
@@ -329,7 +341,7 @@ impl FirstConv {
             n,
             h: ho,
             w: wo,
-            c: self.c_out,
+            c: self.g.c_out,
             data,
         }
     }
@@ -392,7 +404,7 @@ mod first_simd {
             ) {
                 const P: usize = $p;
                 const V: usize = FIRST_LANES / $per;
-                let (k, s, c_in, c_out) = (conv.k, conv.stride, conv.c_in, conv.c_out);
+                let (k, s, c_in, c_out) = (conv.g.k, conv.g.stride, conv.g.c_in, conv.g.c_out);
                 let cp = c_out.next_multiple_of(FIRST_LANES);
                 let wo = out.len() / c_out;
                 let whole = wo - wo % P;
@@ -400,7 +412,7 @@ mod first_simd {
                     for g in 0..cp / FIRST_LANES {
                         let mut acc = [[$zero(); V]; P];
                         for kh in 0..k {
-                            let iy = (oy * s + kh).wrapping_sub(conv.pad);
+                            let iy = (oy * s + kh).wrapping_sub(conv.g.pad);
                             for kw in 0..k {
                                 for c in 0..c_in {
                                     let at = ((kh * k + kw) * c_in + c) * cp + g * FIRST_LANES;
@@ -410,7 +422,7 @@ mod first_simd {
                                         $load(wr.as_ptr().add(v * $per))
                                     });
                                     for (p, acc) in acc.iter_mut().enumerate() {
-                                        let ix = ((ox0 + p) * s + kw).wrapping_sub(conv.pad);
+                                        let ix = ((ox0 + p) * s + kw).wrapping_sub(conv.g.pad);
                                         let x = $set1(tap(img, hw, c, iy, ix));
                                         for (a, w) in acc.iter_mut().zip(&wv) {
                                             *a = $fma(x, *w, *a);
@@ -477,7 +489,7 @@ fn first_conv_row_with<const FMA: bool>(
     oy: usize,
     out: &mut [f32],
 ) {
-    for (ox, px) in out.chunks_exact_mut(conv.c_out).enumerate() {
+    for (ox, px) in out.chunks_exact_mut(conv.g.c_out).enumerate() {
         first_conv_pixels::<FMA, 1>(conv, img, hw, oy, ox, px);
     }
 }
@@ -492,19 +504,19 @@ fn first_conv_pixels<const FMA: bool, const P: usize>(
     ox0: usize,
     out: &mut [f32],
 ) {
-    let (k, s, c_in, c_out) = (conv.k, conv.stride, conv.c_in, conv.c_out);
+    let (k, s, c_in, c_out) = (conv.g.k, conv.g.stride, conv.g.c_in, conv.g.c_out);
     let cp = c_out.next_multiple_of(FIRST_LANES);
     for g in 0..cp / FIRST_LANES {
         let mut acc = [[0f32; FIRST_LANES]; P];
         for kh in 0..k {
-            let iy = (oy * s + kh).wrapping_sub(conv.pad);
+            let iy = (oy * s + kh).wrapping_sub(conv.g.pad);
             for kw in 0..k {
                 for c in 0..c_in {
                     let at = ((kh * k + kw) * c_in + c) * cp + g * FIRST_LANES;
                     let wr: &[f32; FIRST_LANES] =
                         conv.weight[at..at + FIRST_LANES].try_into().unwrap();
                     for (p, acc) in acc.iter_mut().enumerate() {
-                        let ix = ((ox0 + p) * s + kw).wrapping_sub(conv.pad);
+                        let ix = ((ox0 + p) * s + kw).wrapping_sub(conv.g.pad);
                         // a tap on the zero border multiplies a zero, as the im2col row did
                         let v = if iy < h && ix < w {
                             img[(c * h + iy) * w + ix]
@@ -536,11 +548,7 @@ fn first_conv_pixels<const FMA: bool, const P: usize>(
 /// need not repack them on each call when few pixels share them (batch 1).
 #[derive(Debug)]
 struct ConvBn {
-    c_in: usize,
-    c_out: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
+    g: Geometry,
     /// `[kh][kw][in][out]` in f32 (empty when `packed` holds it)
     weight: Vec<f32>,
     bias: Vec<f32>,
@@ -550,26 +558,19 @@ struct ConvBn {
 
 impl ConvBn {
     fn fold(conv: &Conv2d, bn: &BatchNorm2d, stride: usize, precision: Precision) -> ConvBn {
-        let (mut weight, bias, [c_in, c_out, k]) = fold_weights(conv, bn);
+        let (mut weight, bias, g) = fold_weights(conv, bn, stride);
+        let (k, c_in, c_out) = (g.k, g.c_in, g.c_out);
         let packed = crate::lowp::packs(precision)
             .then(|| PackedLinear::new(&weight, k * k * c_in, c_out, Some(&bias), precision));
         if packed.is_some() {
             weight = Vec::new();
         }
         ConvBn {
-            c_in,
-            c_out,
-            k,
-            stride,
-            pad: conv.padding,
+            g,
             weight,
             bias,
             packed,
         }
-    }
-
-    fn out_size(&self, size: usize) -> usize {
-        (size + 2 * self.pad - self.k) / self.stride + 1
     }
 
     /// `out[pixels, c_out] = [relu]([out +] conv(x) + b)` as `then` says (its `bias` is always
@@ -578,16 +579,16 @@ impl ConvBn {
     /// bias, accumulation and ReLU as each tile is written; with `gemm` they are passes over
     /// `out`.
     fn apply(&self, x: &Act, out: &mut [f32], scratch: &mut Scratch, then: Epilogue) {
-        debug_assert_eq!(x.c, self.c_in);
-        let (ho, wo) = (self.out_size(x.h), self.out_size(x.w));
+        debug_assert_eq!(x.c, self.g.c_in);
+        let (ho, wo) = (self.g.out_size(x.h), self.g.out_size(x.w));
         let pixels = x.n * ho * wo;
-        let (c_in, c_out) = (self.c_in, self.c_out);
+        let (c_in, c_out) = (self.g.c_in, self.g.c_out);
         debug_assert_eq!(out.len(), pixels * c_out);
         let then = Epilogue { bias: true, ..then };
         if self.packed.is_none() {
             bias_rows(out, &self.bias, then.accumulate);
         }
-        if self.k == 1 && self.stride == 1 {
+        if self.g.k == 1 && self.g.stride == 1 {
             match &self.packed {
                 Some(p) => p.matmul_into(pixels, &x.data, c_in, out, then),
                 None => {
@@ -612,8 +613,8 @@ impl ConvBn {
             .filter(|p| p.convolves() && c_in % 16 == 0)
         {
             // implicit im2col: each output pixel's taps read straight from a zero-bordered copy
-            let (padded, hp, wp) = x.padded(self.pad, scratch);
-            let (k, s) = (self.k, self.stride);
+            let (padded, hp, wp) = x.padded(self.g.pad, scratch);
+            let (k, s) = (self.g.k, self.g.stride);
             let taps: Vec<usize> = (0..k * k).map(|t| ((t / k) * wp + t % k) * c_in).collect();
             let pixel: Vec<usize> = (0..pixels)
                 .map(|i| {
@@ -625,7 +626,7 @@ impl ConvBn {
             scratch.give(padded);
         } else {
             let col = &mut scratch.col;
-            let kk = self.k * self.k * c_in;
+            let kk = self.g.k * self.g.k * c_in;
             let rows = (TILE_VALUES / kk).max(MIN_TILE_ROWS).min(pixels);
             if col.len() < rows * kk {
                 col.resize(rows * kk, 0.0);
@@ -664,12 +665,12 @@ impl ConvBn {
     fn gather(&self, x: &Act, pix: usize, ho: usize, wo: usize, row: &mut [f32]) {
         let (b, r) = (pix / (ho * wo), pix % (ho * wo));
         let (oy, ox) = (r / wo, r % wo);
-        let c = self.c_in;
-        for kh in 0..self.k {
-            let iy = (oy * self.stride + kh).wrapping_sub(self.pad);
-            for kw in 0..self.k {
-                let ix = (ox * self.stride + kw).wrapping_sub(self.pad);
-                let dst = &mut row[(kh * self.k + kw) * c..][..c];
+        let c = self.g.c_in;
+        for kh in 0..self.g.k {
+            let iy = (oy * self.g.stride + kh).wrapping_sub(self.g.pad);
+            for kw in 0..self.g.k {
+                let ix = (ox * self.g.stride + kw).wrapping_sub(self.g.pad);
+                let dst = &mut row[(kh * self.g.k + kw) * c..][..c];
                 if iy < x.h && ix < x.w {
                     dst.copy_from_slice(&x.data[((b * x.h + iy) * x.w + ix) * c..][..c]);
                 } else {
@@ -681,8 +682,8 @@ impl ConvBn {
 
     /// `relu(conv(x) + b)` as a new activation.
     fn run_relu(&self, x: &Act, scratch: &mut Scratch) -> Act {
-        let (h, w) = (self.out_size(x.h), self.out_size(x.w));
-        let mut data = scratch.take(x.n * h * w * self.c_out);
+        let (h, w) = (self.g.out_size(x.h), self.g.out_size(x.w));
+        let mut data = scratch.take(x.n * h * w * self.g.c_out);
         let then = Epilogue {
             relu: true,
             ..Epilogue::default()
@@ -692,7 +693,7 @@ impl ConvBn {
             n: x.n,
             h,
             w,
-            c: self.c_out,
+            c: self.g.c_out,
             data,
         }
     }
@@ -716,7 +717,7 @@ impl Block {
         let pixels = out.pixels();
         let mut sum = match &self.downsample {
             Some(d) => {
-                let mut sum = scratch.take(pixels * d.c_out);
+                let mut sum = scratch.take(pixels * d.g.c_out);
                 let pooled = x.avg_pool(self.stride, scratch);
                 d.apply(&pooled, &mut sum, scratch, Epilogue::default());
                 scratch.give(pooled.data);
@@ -737,7 +738,7 @@ impl Block {
             n,
             h,
             w,
-            c: self.conv3.c_out,
+            c: self.conv3.g.c_out,
             data: sum,
         }
     }
