@@ -58,7 +58,7 @@ fn attend_with(
                 return unsafe { avx512::head(x, h * hd, head, kt, scores, out) };
             }
             let _ = (registers, &kt);
-            by_gemm(x, h * hd, head, scores, out);
+            by_gemm(kernel, x, h * hd, head, scores, out);
         },
     );
     // heads side by side: out[bi, i, h·hd..] = head (bi, h) row i
@@ -83,24 +83,17 @@ struct Head {
     causal: bool,
 }
 
-/// One head of one sequence by two `gemm` calls: `x` is its `[l, 3w]` rows, the head's queries
+/// One head of one sequence by two `gemm` calls (the softmax by `kernel`'s code): `x` is its `[l, 3w]` rows, the head's queries
 /// at column `c`, keys at `w + c`, values at `2w + c`; `scores` (l·l values at least) is work
 /// space; `out` gets the head's `[l, hd]` output.
-fn by_gemm(x: &[f32], c: usize, head: Head, scores: &mut [f32], out: &mut [f32]) {
+fn by_gemm(kernel: &str, x: &[f32], c: usize, head: Head, scores: &mut [f32], out: &mut [f32]) {
     let Head { l, hd, w, causal } = head;
     let row = 3 * w as isize;
     let (q, k, v) = (&x[c..], &x[w + c..], &x[2 * w + c..]);
     let scores = &mut scores[..l * l];
     // scores[i, j] = q_i · k_j: lhs Q (l × hd, rows 3w apart), rhs Kᵀ (hd × l)
     matmul_into(l, l, hd, scores, false, q, (1, row), k, (row, 1), false);
-    softmax_rows(
-        crate::fastmath::kernel(),
-        scores,
-        l,
-        l,
-        1.0 / (hd as f32).sqrt(),
-        causal,
-    );
+    softmax_rows(kernel, scores, l, l, 1.0 / (hd as f32).sqrt(), causal);
     // out = P · V: rhs V (l × hd, rows 3w apart)
     let p = (1, l as isize);
     matmul_into(l, hd, l, out, false, scores, p, v, (1, row), false);
@@ -110,7 +103,7 @@ fn by_gemm(x: &[f32], c: usize, head: Head, scores: &mut [f32], out: &mut [f32])
 /// are taken 16 lanes at a time and the exponentials in a loop of their own, so that all three
 /// vectorise (a loop that also summed kept `exp` scalar).
 #[inline(always)]
-fn softmax_row(s: &mut [f32], scale: f32) {
+pub(crate) fn softmax_row(s: &mut [f32], scale: f32) {
     const LANES: usize = 16;
     let chunks = s.chunks_exact(LANES);
     let mut top = [f32::NEG_INFINITY; LANES];

@@ -19,6 +19,8 @@
 
 use rayon::prelude::*;
 
+use super::bias_rows;
+use crate::attention_cpu::softmax_row;
 use crate::linalg::matmul_into;
 use crate::lowp::{Epilogue, PackedLinear, Precision};
 use crate::resnet::AttentionPool2d;
@@ -73,26 +75,13 @@ impl Dense {
             // it the idle threads)
             Some(p) => p.matmul_into(m, x, ld, out, Epilogue::BIAS),
             None => {
-                let rhs = (1, n as isize);
-                matmul_into(
-                    m,
-                    n,
-                    k,
-                    out,
-                    false,
-                    x,
-                    (1, ld as isize),
-                    &self.weight,
-                    rhs,
-                    parallel,
-                );
-                if !self.bias.is_empty() {
-                    for row in out[..m * n].chunks_exact_mut(n) {
-                        for (v, b) in row.iter_mut().zip(&self.bias) {
-                            *v += b;
-                        }
-                    }
-                }
+                // the bias first (where there is one), the product added onto it, as the
+                // convolutions do
+                let out = &mut out[..m * n];
+                bias_rows(out, &self.bias, false);
+                let (lhs, rhs) = ((1, ld as isize), (1, n as isize));
+                let onto_bias = !self.bias.is_empty();
+                matmul_into(m, n, k, out, onto_bias, x, lhs, &self.weight, rhs, parallel);
             }
         }
     }
@@ -133,8 +122,8 @@ impl Pool {
             weight(&a.c_proj)?,
         );
         let hd = width / heads;
-        let (bk, bv) = (bias(&a.k_proj), bias(&a.v_proj));
-        if heads == 0 || hd * heads != width || pe.dims()[1] != width || bk.len() != width {
+        let bv = bias(&a.v_proj);
+        if heads == 0 || hd * heads != width || pe.dims()[1] != width {
             return None;
         }
         // W_khᵀ[d][i] = W_k[i][h·d₀ + d]; W_vh[i][d] = W_v[i][h·d₀ + d]
@@ -152,11 +141,7 @@ impl Pool {
                 let w = (0..width)
                     .flat_map(|i| wv[i * width + h * hd..][..hd].iter().copied())
                     .collect();
-                let b = if bv.is_empty() {
-                    bv.clone()
-                } else {
-                    bv[h * hd..][..hd].to_vec()
-                };
+                let b = bv.get(h * hd..(h + 1) * hd).unwrap_or_default().to_vec();
                 Dense::new(w, width, hd, b, precision)
             })
             .collect();
@@ -242,7 +227,8 @@ impl Pool {
                     t_cols,
                     false,
                 );
-                a.chunks_exact_mut(l).for_each(softmax);
+                // (the queries were scaled already)
+                a.chunks_exact_mut(l).for_each(|row| softmax_row(row, 1.0));
                 let rows = (1, c as isize);
                 matmul_into(
                     heads,
@@ -278,13 +264,37 @@ impl Pool {
     }
 }
 
-/// In place `softmax(x)`.
-fn softmax(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `gemm` path (CPUs where f32 is not packed) gives what the packed one does, with and
+    /// without a bias, on rows read `ld` apart.
+    #[test]
+    fn unpacked_products_match_the_packed_ones() {
+        let (m, k, n, ld) = (5, 37, 70, 40);
+        let value = |i: usize, s: usize| ((i * 7919 + s) % 1000) as f32 / 500.0 - 1.0;
+        let x: Vec<f32> = (0..m * ld).map(|i| value(i, 1)).collect();
+        let weight: Vec<f32> = (0..k * n).map(|i| value(i, 2)).collect();
+        for bias in [Vec::new(), (0..n).map(|i| value(i, 3)).collect()] {
+            let gemm = Dense {
+                k,
+                n,
+                weight: weight.clone(),
+                bias: bias.clone(),
+                packed: None,
+            };
+            // packed where the CPU packs f32 (else a second `gemm` product)
+            let packed = Dense::new(weight.clone(), k, n, bias.clone(), Precision::F32);
+            assert_eq!(packed.packed.is_some(), crate::lowp::packs(Precision::F32));
+            let (mut a, mut b) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+            gemm.apply(m, &x, ld, &mut a, true);
+            packed.apply(m, &x, ld, &mut b, false);
+            let worst = a
+                .iter()
+                .zip(&b)
+                .fold(0f32, |w, (p, q)| w.max((p - q).abs()));
+            assert!(worst < 1e-5, "bias {}: max |Δ| {worst}", bias.len());
+        }
     }
-    x.iter_mut().for_each(|v| *v /= sum);
 }
