@@ -12,7 +12,7 @@
 //! Hand-written because no crate offers an inference-only CPU convolution that takes folded
 //! weights; the arithmetic is `gemm`'s (the crate burn-flex's own convolutions call). The attention
 //! pool at the end runs from its own copies of the projections, rearranged so that the grid's
-//! tokens are not projected ([`pool`]).
+//! tokens are not projected (`pool`).
 //! [`crate::resnet::ModifiedResNet::forward`] stays the path for training (autodiff) and for other
 //! devices; a test holds the two to the same outputs on weights with non-trivial statistics.
 //! Where [`crate::lowp::packs`] (AVX-512 or AVX2+FMA CPUs in f32; bf16 and int8 everywhere) the
@@ -22,188 +22,32 @@
 //! inputs of whole 16-channel vectors) a 3×3 convolution gathers nothing: the kernel reads each
 //! output pixel's nine taps straight from a zero-bordered copy of its input
 //! ([`PackedLinear::conv_into`], the same sums as on the im2col rows), where the im2col tile was
-//! nine copies of the input written and read again.
+//! nine copies of the input written and read again. The stem's first convolution reads the
+//! images' planes itself (`first`); the activations, their layout passes and the buffers a pass
+//! keeps are in `act`.
 
 use burn::prelude::*;
 use rayon::prelude::*;
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::capture::Capture;
 use crate::linalg::matmul_into;
 use crate::lowp::{Epilogue, PackedLinear, Precision};
 use crate::resnet::{BatchNorm2d, Conv2d, ModifiedResNet};
-use crate::source::{to_vec, transpose};
+use crate::source::to_vec;
 
+mod act;
+mod first;
 mod pool;
+
+use act::{Act, Scratch};
+use first::FirstConv;
 
 /// Values per im2col tile (32 MiB at f32): big enough that `gemm` packs each weight panel once
 /// per few thousand output pixels, small enough to stay in the last-level cache.
 const TILE_VALUES: usize = 1 << 23;
 /// Im2col tiles have at least this many rows (output pixels) when the layer has them.
 const MIN_TILE_ROWS: usize = 512;
-
-/// The buffers of a pass, kept by the tower between passes: activations are tens of MB at batch
-/// 16, and freshly allocated each time they cost page faults and zeroing in the kernel (9% of
-/// RN50's cycles at batch 16, measured on an AMD EPYC). What stays allocated is the largest
-/// pass's working set.
-#[derive(Debug, Default)]
-struct Scratch {
-    /// the im2col tile (rows in use are written before they are read)
-    col: Vec<f32>,
-    /// free activation buffers
-    free: Vec<Vec<f32>>,
-    /// how many values of each buffer [`Scratch::take`] made (by its address) hold values: a
-    /// buffer handed out shorter comes back at that length, so that a longer use next time does
-    /// not fill it with zeros again (25 MB at batch 16 before the stem's first convolution)
-    written: HashMap<usize, usize>,
-}
-
-impl Scratch {
-    /// A buffer of `len` values, which hold stale values of an earlier use: callers write each
-    /// before reading it. The smallest free buffer that holds `len`, else a new one.
-    fn take(&mut self, len: usize) -> Vec<f32> {
-        let fit = (0..self.free.len())
-            .filter(|&i| self.free[i].capacity() >= len)
-            .min_by_key(|&i| self.free[i].capacity());
-        match fit {
-            Some(i) => {
-                let mut v = self.free.swap_remove(i);
-                if v.len() < len {
-                    v.resize(len, 0.0);
-                } else {
-                    v.truncate(len);
-                }
-                let written = self.written.entry(v.as_ptr() as usize).or_default();
-                *written = (*written).max(len);
-                v
-            }
-            None => {
-                let v = vec![0f32; len];
-                // (a new allocation: whatever an earlier one at this address held is forgotten)
-                self.written.insert(v.as_ptr() as usize, len);
-                v
-            }
-        }
-    }
-
-    /// `v` back among the free buffers; all of it that held values when it was taken is usable
-    /// again. Every buffer given comes from [`Scratch::take`].
-    fn give(&mut self, mut v: Vec<f32>) {
-        if let Some(&n) = self.written.get(&(v.as_ptr() as usize))
-            && v.len() < n
-            && n <= v.capacity()
-        {
-            // SAFETY: the first `n` values of this allocation were written (zeroed by `take`,
-            // then overwritten) before `truncate` shortened it; `f32` has no invalid values and
-            // no destructor.
-            unsafe { v.set_len(n) };
-        }
-        self.free.push(v);
-    }
-}
-
-/// A batch of channels-last activations `[n, h, w, c]`.
-#[derive(Debug, Clone)]
-struct Act {
-    n: usize,
-    h: usize,
-    w: usize,
-    c: usize,
-    data: Vec<f32>,
-}
-
-impl Act {
-    /// NHWC back to NCHW values (for captured block outputs).
-    fn to_nchw(&self) -> (Vec<usize>, Vec<f32>) {
-        let (hw, c) = (self.h * self.w, self.c);
-        let data = self
-            .data
-            .chunks(hw * c)
-            .flat_map(|img| transpose(img, hw, c))
-            .collect();
-        (vec![self.n, c, self.h, self.w], data)
-    }
-
-    /// A copy with `pad` zero pixels on every side (in a buffer of `scratch`): its values, height
-    /// and width.
-    fn padded(&self, pad: usize, scratch: &mut Scratch) -> (Vec<f32>, usize, usize) {
-        let (hp, wp, c) = (self.h + 2 * pad, self.w + 2 * pad, self.c);
-        let mut out = scratch.take(self.n * hp * wp * c);
-        out.par_chunks_mut(wp * c)
-            .enumerate()
-            .for_each(|(row, dst)| {
-                let (b, y) = (row / hp, row % hp);
-                match y.checked_sub(pad).filter(|&y| y < self.h) {
-                    Some(y) => {
-                        let src = &self.data[(b * self.h + y) * self.w * c..][..self.w * c];
-                        let (left, rest) = dst.split_at_mut(pad * c);
-                        let (inner, right) = rest.split_at_mut(self.w * c);
-                        inner.copy_from_slice(src);
-                        left.fill(0.0);
-                        right.fill(0.0);
-                    }
-                    None => dst.fill(0.0),
-                }
-            });
-        (out, hp, wp)
-    }
-
-    fn pixels(&self) -> usize {
-        self.n * self.h * self.w
-    }
-
-    /// `k×k` average pooling with stride `k` (the anti-aliased downsampling); the input's buffer
-    /// goes back to `scratch`.
-    fn avg_pool(self, k: usize, scratch: &mut Scratch) -> Act {
-        if k == 1 {
-            return self;
-        }
-        let (ho, wo, c) = (self.h / k, self.w / k, self.c);
-        let (w, h) = (self.w, self.h);
-        let scale = 1.0 / (k * k) as f32;
-        let mut data = scratch.take(self.n * ho * wo * c);
-        let kernel = crate::fastmath::kernel();
-        data.par_chunks_mut(wo * c)
-            .enumerate()
-            .for_each(|(row, out)| {
-                let (b, oy) = (row / ho, row % ho);
-                // the k input rows of this output row lie one after the other
-                let src = &self.data[((b * h) + oy * k) * w * c..][..k * w * c];
-                pool_row(kernel, src, w * c, c, k, scale, out);
-            });
-        scratch.give(self.data);
-        Act {
-            n: self.n,
-            h: ho,
-            w: wo,
-            c,
-            data,
-        }
-    }
-}
-
-// One output row of `k×k` average pooling: `src` holds the `k` input rows (`line` values each,
-// pixels of `c` channels), `out` the pooled pixels, summed row by row then tap by tap as before;
-// compiled for the CPU's vector width (the baseline build's loop is 128-bit).
-multiversion!(
-    fn pool_row(src: &[f32], line: usize, c: usize, k: usize, scale: f32, out: &mut [f32]) {
-        out.fill(0.0);
-        for input in src.chunks_exact(line) {
-            for (ox, px) in out.chunks_exact_mut(c).enumerate() {
-                for kx in 0..k {
-                    let pixel = &input[(ox * k + kx) * c..][..c];
-                    for (o, v) in px.iter_mut().zip(pixel) {
-                        *o += v;
-                    }
-                }
-            }
-        }
-        for v in out.iter_mut() {
-            *v *= scale;
-        }
-    }
-);
 
 /// In place `max(x, 0)` (NaN stays NaN, as in PyTorch).
 fn relu(data: &mut [f32]) {
@@ -283,264 +127,6 @@ fn fold_weights(conv: &Conv2d, bn: &BatchNorm2d, stride: usize) -> (Vec<f32>, Ve
         pad,
     };
     (weight, bias, g)
-}
-
-/// Output channels the first convolution computes together (one AVX-512 register).
-const FIRST_LANES: usize = 16;
-
-/// The stem's first convolution (RGB in, stride 2), read straight from the images' planes as
-/// burn holds them (NCHW) into channels-last output: no transposed copy of the images and no
-/// im2col tile. Its 27 inputs per pixel are too few for the packed product (which ran it at 70
-/// GFLOP/s on an AVX-512 EPYC, after 4–8 ms of transposing at batch 16): here each pixel's
-/// 16-channel groups of sums stay in registers over the taps. Taken in the packed product's order
-/// (tap by tap, the channels within each, one FMA each from zero, then the bias and ReLU), so the
-/// same bits as before on CPUs with FMA. f32 in every precision (RN50's holds 864 weights).
-#[derive(Debug)]
-struct FirstConv {
-    g: Geometry,
-    /// `[kh][kw][in][out]`, each run of outputs padded with zeros to whole `FIRST_LANES` groups
-    weight: Vec<f32>,
-    bias: Vec<f32>,
-}
-
-impl FirstConv {
-    fn fold(conv: &Conv2d, bn: &BatchNorm2d, stride: usize) -> FirstConv {
-        let (w, bias, g) = fold_weights(conv, bn, stride);
-        let cp = g.c_out.next_multiple_of(FIRST_LANES);
-        let mut weight = vec![0f32; g.k * g.k * g.c_in * cp];
-        for (dst, src) in weight.chunks_exact_mut(cp).zip(w.chunks_exact(g.c_out)) {
-            dst[..g.c_out].copy_from_slice(src);
-        }
-        FirstConv { g, weight, bias }
-    }
-
-    fn bytes(&self) -> usize {
-        (self.weight.len() + self.bias.len()) * 4
-    }
-
-    /// `relu(conv(x) + b)` for images `x` of `dims` `[n, c_in, h, w]`, into a buffer of `scratch`.
-    fn run(&self, x: &[f32], dims: [usize; 4], scratch: &mut Scratch) -> Act {
-        let [n, c, h, w] = dims;
-        assert_eq!(
-            c, self.g.c_in,
-            "{c}-channel images into a {}-channel stem",
-            self.g.c_in
-        );
-        assert_eq!(x.len(), n * c * h * w, "image values are not {dims:?}");
-        let (ho, wo) = (self.g.out_size(h), self.g.out_size(w));
-        let mut data = scratch.take(n * ho * wo * self.g.c_out);
-        let kernel = crate::fastmath::kernel();
-        data.par_chunks_mut(wo * self.g.c_out)
-            .enumerate()
-            .for_each(|(row, out)| {
-                let (b, oy) = (row / ho, row % ho);
-                let img = &x[b * c * h * w..][..c * h * w];
-                first_conv_row(kernel, self, img, [h, w], oy, out);
-            });
-        Act {
-            n,
-            h: ho,
-            w: wo,
-            c: self.g.c_out,
-            data,
-        }
-    }
-}
-
-/// One output row `oy` of [`FirstConv`] from one image's planes `img` of size `hw`: by vector
-/// registers where the CPU has AVX-512 or AVX2+FMA, else by the portable loop.
-fn first_conv_row(
-    kernel: &str,
-    conv: &FirstConv,
-    img: &[f32],
-    hw: [usize; 2],
-    oy: usize,
-    out: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    match kernel {
-        // SAFETY: the features were detected on this CPU by `fastmath::kernel()`.
-        "avx512" => unsafe { first_simd::avx512(conv, img, hw, oy, out) },
-        // SAFETY: as above.
-        "avx2" => unsafe { first_simd::avx2(conv, img, hw, oy, out) },
-        // without FMA, `mul_add` is a library call per value: multiply, then add
-        _ => first_conv_row_with::<false>(conv, img, hw, oy, out),
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = kernel;
-        first_conv_row_with::<true>(conv, img, hw, oy, out)
-    }
-}
-
-/// [`FirstConv`] in vector registers: `P` pixels at a time, their sums independent chains of FMAs
-/// (one pixel's alone would wait on each FMA's latency), the same FMAs in the same order as the
-/// portable loop.
-#[cfg(target_arch = "x86_64")]
-mod first_simd {
-    use super::{FIRST_LANES, FirstConv, first_conv_pixels};
-    use std::arch::x86_64::*;
-
-    /// The input value under tap (`iy`, `ix`) of channel `c`, or the border's zero.
-    #[inline(always)]
-    fn tap(img: &[f32], [h, w]: [usize; 2], c: usize, iy: usize, ix: usize) -> f32 {
-        if iy < h && ix < w {
-            img[(c * h + iy) * w + ix]
-        } else {
-            0.0
-        }
-    }
-
-    macro_rules! simd_row {
-        ($name:ident, $features:literal, $p:literal, $vec:ty, $per:literal, $zero:ident,
-         $load:ident, $set1:ident, $fma:ident, $store:ident) => {
-            #[target_feature(enable = $features)]
-            pub unsafe fn $name(
-                conv: &FirstConv,
-                img: &[f32],
-                hw: [usize; 2],
-                oy: usize,
-                out: &mut [f32],
-            ) {
-                const P: usize = $p;
-                const V: usize = FIRST_LANES / $per;
-                let (k, s, c_in, c_out) = (conv.g.k, conv.g.stride, conv.g.c_in, conv.g.c_out);
-                let cp = c_out.next_multiple_of(FIRST_LANES);
-                let wo = out.len() / c_out;
-                let whole = wo - wo % P;
-                for ox0 in (0..whole).step_by(P) {
-                    for g in 0..cp / FIRST_LANES {
-                        let mut acc = [[$zero(); V]; P];
-                        for kh in 0..k {
-                            let iy = (oy * s + kh).wrapping_sub(conv.g.pad);
-                            for kw in 0..k {
-                                for c in 0..c_in {
-                                    let at = ((kh * k + kw) * c_in + c) * cp + g * FIRST_LANES;
-                                    let wr = &conv.weight[at..at + FIRST_LANES];
-                                    // SAFETY: `wr` holds FIRST_LANES = V·$per values.
-                                    let wv: [$vec; V] = std::array::from_fn(|v| unsafe {
-                                        $load(wr.as_ptr().add(v * $per))
-                                    });
-                                    for (p, acc) in acc.iter_mut().enumerate() {
-                                        let ix = ((ox0 + p) * s + kw).wrapping_sub(conv.g.pad);
-                                        let x = $set1(tap(img, hw, c, iy, ix));
-                                        for (a, w) in acc.iter_mut().zip(&wv) {
-                                            *a = $fma(x, *w, *a);
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                        let o0 = g * FIRST_LANES;
-                        let n = FIRST_LANES.min(c_out - o0);
-                        for (p, acc) in acc.iter().enumerate() {
-                            let mut sums = [0f32; FIRST_LANES];
-                            for (v, a) in acc.iter().enumerate() {
-                                // SAFETY: `sums` holds V·$per values.
-                                unsafe { $store(sums.as_mut_ptr().add(v * $per), *a) };
-                            }
-                            let dst = &mut out[(ox0 + p) * c_out + o0..][..n];
-                            for ((d, a), b) in dst.iter_mut().zip(sums).zip(&conv.bias[o0..]) {
-                                let v = a + b;
-                                // NaN stays NaN, as in PyTorch
-                                *d = if v < 0.0 { 0.0 } else { v };
-                            }
-                        }
-                    }
-                }
-                for (i, px) in out[whole * c_out..].chunks_exact_mut(c_out).enumerate() {
-                    first_conv_pixels::<true, 1>(conv, img, hw, oy, whole + i, px);
-                }
-            }
-        };
-    }
-
-    simd_row!(
-        avx512,
-        "avx512f",
-        8,
-        __m512,
-        16,
-        _mm512_setzero_ps,
-        _mm512_loadu_ps,
-        _mm512_set1_ps,
-        _mm512_fmadd_ps,
-        _mm512_storeu_ps
-    );
-    simd_row!(
-        avx2,
-        "avx2,fma",
-        4,
-        __m256,
-        8,
-        _mm256_setzero_ps,
-        _mm256_loadu_ps,
-        _mm256_set1_ps,
-        _mm256_fmadd_ps,
-        _mm256_storeu_ps
-    );
-}
-
-/// [`FirstConv`]'s row by the portable loop, a pixel at a time (by FMA where `FMA`).
-fn first_conv_row_with<const FMA: bool>(
-    conv: &FirstConv,
-    img: &[f32],
-    hw: [usize; 2],
-    oy: usize,
-    out: &mut [f32],
-) {
-    for (ox, px) in out.chunks_exact_mut(conv.g.c_out).enumerate() {
-        first_conv_pixels::<FMA, 1>(conv, img, hw, oy, ox, px);
-    }
-}
-
-/// `P` output pixels from `ox0` on row `oy` into `out` (`P × c_out` values).
-#[inline(always)]
-fn first_conv_pixels<const FMA: bool, const P: usize>(
-    conv: &FirstConv,
-    img: &[f32],
-    [h, w]: [usize; 2],
-    oy: usize,
-    ox0: usize,
-    out: &mut [f32],
-) {
-    let (k, s, c_in, c_out) = (conv.g.k, conv.g.stride, conv.g.c_in, conv.g.c_out);
-    let cp = c_out.next_multiple_of(FIRST_LANES);
-    for g in 0..cp / FIRST_LANES {
-        let mut acc = [[0f32; FIRST_LANES]; P];
-        for kh in 0..k {
-            let iy = (oy * s + kh).wrapping_sub(conv.g.pad);
-            for kw in 0..k {
-                for c in 0..c_in {
-                    let at = ((kh * k + kw) * c_in + c) * cp + g * FIRST_LANES;
-                    let wr: &[f32; FIRST_LANES] =
-                        conv.weight[at..at + FIRST_LANES].try_into().unwrap();
-                    for (p, acc) in acc.iter_mut().enumerate() {
-                        let ix = ((ox0 + p) * s + kw).wrapping_sub(conv.g.pad);
-                        // a tap on the zero border multiplies a zero, as the im2col row did
-                        let v = if iy < h && ix < w {
-                            img[(c * h + iy) * w + ix]
-                        } else {
-                            0.0
-                        };
-                        for (a, &wv) in acc.iter_mut().zip(wr) {
-                            *a = if FMA { v.mul_add(wv, *a) } else { *a + v * wv };
-                        }
-                    }
-                }
-            }
-        }
-        let o0 = g * FIRST_LANES;
-        let n = FIRST_LANES.min(c_out - o0);
-        for (p, acc) in acc.iter().enumerate() {
-            let dst = &mut out[p * c_out + o0..][..n];
-            for ((d, a), b) in dst.iter_mut().zip(acc).zip(&conv.bias[o0..o0 + n]) {
-                let v = a + b;
-                // NaN stays NaN, as in PyTorch
-                *d = if v < 0.0 { 0.0 } else { v };
-            }
-        }
-    }
 }
 
 /// A convolution with its BatchNorm folded in; weights as `[kh][kw][in][out]`, so that `gemm`
@@ -861,7 +447,7 @@ impl FoldedResNet {
 mod tests {
     use super::*;
     use crate::resnet::ResNetDims;
-    use crate::source::RandomInit;
+    use crate::source::{RandomInit, transpose};
     use burn::module::{Module, ModuleMapper, Param};
 
     /// BatchNorm statistics away from (γ 1, β 0, μ 0, σ² 1), so that folding is exercised.
