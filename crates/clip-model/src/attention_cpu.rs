@@ -5,7 +5,7 @@
 //! here the only copy is writing each head's output into its columns of the `[B, L, W]` result.
 //!
 //! On AVX-512 CPUs (head widths of whole 16-lane vectors) a head runs in vector registers
-//! ([`avx512`]): at CLIP's sizes (50 or 77 tokens, 64 dimensions) `gemm`'s packing and dispatch
+//! (`avx512`): at CLIP's sizes (50 or 77 tokens, 64 dimensions) `gemm`'s packing and dispatch
 //! cost more than the arithmetic (7–9% of ViT-B-32's pass at batch 16 for 0.5% of its FLOPs, on
 //! an AMD EPYC). Elsewhere two `gemm` calls per head. Training (autodiff) and other devices keep
 //! the graph path.

@@ -59,7 +59,7 @@ pub struct VisionConfig {
     #[serde(default = "default_mlp_ratio")]
     pub mlp_ratio: f64,
     /// A timm trunk (`visual.trunk.*`, open_clip's `TimmModel`): the ViTs of SigLIP. Its sizes come
-    /// from [`crate::timm`]'s table by name, or from the fields above when the name is not in it.
+    /// from [`crate::config::timm`]'s table by name, or from the fields above when the name is not in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timm_model_name: Option<String>,
     /// ImageNet weights at initialisation only; irrelevant to a checkpoint.
